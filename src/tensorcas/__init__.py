@@ -1,0 +1,51 @@
+"""tensorcas: a content-addressed store for PyTorch tensors.
+
+Storages are stored once under the BLAKE3 digest of their bytes; tensors are named records
+(dtype, shape, stride, offset) that point at them.  Nothing is ever unpickled, and everything read
+from a store is validated, so stores from strangers are safe to open.
+
+Importing the package registers ``torch.ops.tensorcas.load_tensor``.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BlobNotFoundError,
+    CorruptObjectError,
+    FormatError,
+    InvalidDigestError,
+    InvalidNameError,
+    ReaderContextError,
+    StoreError,
+    StoreIOError,
+    StoreNotFoundError,
+    TensorNotFoundError,
+    UnsupportedTensorError,
+)
+from .format import TensorRecord
+from .hashing import hash_storage
+from .ops import load_tensor_reader
+from .reader import ContentStoreReader
+from .writer import ContentStoreWriter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlobNotFoundError",
+    "ContentStoreReader",
+    "ContentStoreWriter",
+    "CorruptObjectError",
+    "FormatError",
+    "InvalidDigestError",
+    "InvalidNameError",
+    "ReaderContextError",
+    "StoreError",
+    "StoreIOError",
+    "StoreNotFoundError",
+    "TensorNotFoundError",
+    "TensorRecord",
+    "UnsupportedTensorError",
+    "__version__",
+    "hash_storage",
+    "load_tensor_reader",
+]

@@ -1,0 +1,391 @@
+"""A store in a directory of the local filesystem.
+
+Blobs are published the way git and restic publish objects: write a temporary file in the target
+directory, check its length, then ``link`` it to its final name, which fails rather than overwrite
+if the name exists.  A reader therefore never sees half a blob, and a writer killed at any moment
+leaves only ``.tmp-*`` files, which gc removes once they are older than its grace period.
+
+With ``durable=True`` every publish is also made durable against power loss: the file is fsynced
+before it is linked, its directory after, and log appends are fsynced before they return.
+
+Untrusted stores: every open uses ``O_NOFOLLOW`` and checks that it got a regular file; the two-
+level blob directories are checked with ``lstat`` once; keys come only from ``tensorcas.format``,
+which builds them from validated digests and writer ids, never from names.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import StoreError, StoreIOError
+from .base import Appender, Backend, ObjectInfo, Staged
+
+TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".gc-"
+_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafeFileError(StoreError):
+    """A path inside the store is a symlink or not a regular file; tensorcas never follows those."""
+
+
+@contextmanager
+def os_errors(action: str, path: str) -> Iterator[None]:
+    """Turn an ``OSError`` into a :class:`StoreIOError` that says what failed where."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreIOError(f"{action} {path} failed: {exc.strerror or exc}") from exc
+
+
+class LocalBackend(Backend):
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, read_only: bool = False) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.location = self.root
+        self.durable = durable
+        self.read_only = read_only
+        self._checked_dirs: set[str] = set()
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def _check_dir(self, directory: str) -> bool:
+        """Whether ``directory`` (a key prefix) exists as real directories, never symlinks."""
+        if directory in self._checked_dirs or not directory:
+            return True
+        path = self.root
+        for part in directory.split("/"):
+            path = os.path.join(path, part)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return False
+            if not stat_module.S_ISDIR(st.st_mode):
+                raise UnsafeFileError(f"{path} is not a directory (a symlink?); tensorcas does not follow it")
+        self._checked_dirs.add(directory)
+        return True
+
+    def _open_read(self, key: str) -> int | None:
+        directory = key.rpartition("/")[0]
+        if not self._check_dir(directory):
+            return None
+        path = self._path(key)
+        try:
+            fd = os.open(path, _O_READ)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFileError(f"{path} is a symlink; tensorcas does not follow links in a store") from None
+            raise
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeFileError(f"{path} is not a regular file")
+        return fd
+
+    def _makedirs(self, directory: str) -> None:
+        if directory in self._checked_dirs:
+            return
+        path = self.root
+        for part in directory.split("/"):
+            path = os.path.join(path, part)
+            try:
+                os.mkdir(path)
+                if self.durable:
+                    _fsync_dir(os.path.dirname(path))
+            except FileExistsError:
+                pass
+        self._check_dir(directory)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        with os_errors("reading", self._path(key)):
+            fd = self._open_read(key)
+            if fd is None:
+                return None
+            try:
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
+        with os_errors("reading", self._path(key)):
+            fd = self._open_read(key)
+            if fd is None:
+                return None
+            try:
+                return os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+
+    def read_into(self, key: str, out: memoryview) -> int | None:
+        with os_errors("reading", self._path(key)):
+            fd = self._open_read(key)
+            if fd is None:
+                return None
+            try:
+                total = 0
+                while total < out.nbytes:
+                    n = os.readv(fd, [out[total : total + (1 << 30)]])
+                    if n == 0:
+                        break
+                    total += n
+                return total
+            finally:
+                os.close(fd)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        with os_errors("inspecting", path):
+            if not self._check_dir(key.rpartition("/")[0]):
+                return None
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return None
+            if not stat_module.S_ISREG(st.st_mode):
+                raise UnsafeFileError(f"{path} is not a regular file (a symlink?); tensorcas does not follow it")
+            return ObjectInfo(st.st_size, st.st_mtime)
+
+    def local_path(self, key: str) -> str | None:
+        return self._path(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        prefix = prefix.rstrip("/")
+        start = self._path(prefix)
+        with os_errors("listing", start):
+            if not self._check_dir(prefix):
+                return
+            stack = [(start, prefix)]
+            while stack:
+                path, key = stack.pop()
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if entry.name.startswith("."):
+                            continue
+                        child = f"{key}/{entry.name}"
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, child))
+                        elif entry.is_file(follow_symlinks=False):
+                            yield child
+
+    def temporaries(self) -> Iterator[tuple[str, float]]:
+        for top in ("blobs", "logs"):
+            if not self._check_dir(top):
+                continue
+            stack = [(self._path(top), top)]
+            while stack:
+                path, key = stack.pop()
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        child = f"{key}/{entry.name}"
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, child))
+                        elif entry.name.startswith((TMP_PREFIX, _TRASH_PREFIX)):
+                            yield child, entry.stat(follow_symlinks=False).st_mtime
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.root} was opened read-only")
+
+    def stage(self, directory: str) -> Staged:
+        self._writable()
+        with os_errors("creating a directory in", self._path(directory)):
+            self._makedirs(directory)
+        return _LocalStaged(self, directory)
+
+    def touch(self, key: str) -> bool:
+        self._writable()
+        path = self._path(key)
+        with os_errors("touching", path):
+            try:
+                os.utime(path, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            return True
+
+    def delete(self, key: str) -> bool:
+        self._writable()
+        path = self._path(key)
+        with os_errors("deleting", path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+            if self.durable:
+                _fsync_dir(os.path.dirname(path))
+            return True
+
+    def delete_if_stale(self, key: str, older_than: float) -> bool:
+        """Move the object aside, then look at its mtime: a toucher either touched it before the
+        move (the mtime is fresh, so it is moved back) or after (the touch fails and the toucher
+        writes the blob again)."""
+        self._writable()
+        path = self._path(key)
+        directory, _, base = path.rpartition(os.sep)
+        trash = os.path.join(directory, f"{_TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}")
+        with os_errors("collecting", path):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return False
+            if st.st_mtime > older_than:
+                return False
+            try:
+                os.rename(path, trash)
+            except FileNotFoundError:
+                return False
+            if os.lstat(trash).st_mtime > older_than:
+                try:
+                    os.link(trash, path)
+                except FileExistsError:
+                    pass  # rewritten meanwhile by a writer: the trash copy is redundant
+                os.unlink(trash)
+                return False
+            os.unlink(trash)
+            if self.durable:
+                _fsync_dir(directory)
+            return True
+
+    def delete_temporary(self, key: str) -> bool:
+        base = key.rpartition("/")[2]
+        if not base.startswith((TMP_PREFIX, _TRASH_PREFIX)):
+            raise ValueError(f"{key} is not a temporary")
+        return self.delete(key)
+
+    def open_append(self, key: str) -> Appender:
+        self._writable()
+        directory = key.rpartition("/")[0]
+        path = self._path(key)
+        with os_errors("creating", path):
+            self._makedirs(directory)
+            fd = os.open(path, _O_CREATE | os.O_APPEND, 0o644)
+            if self.durable:
+                _fsync_dir(os.path.dirname(path))
+        return _LocalAppender(fd, path, self.durable)
+
+    def sync(self) -> None:
+        if hasattr(os, "sync"):
+            os.sync()
+
+
+class _LocalStaged(Staged):
+    def __init__(self, backend: LocalBackend, directory: str) -> None:
+        self._backend = backend
+        self._dir = backend._path(directory)
+        self._tmp = os.path.join(self._dir, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        self._written = 0
+        with os_errors("creating a temporary file in", self._dir):
+            self._fd: int | None = os.open(self._tmp, _O_CREATE, 0o444)
+
+    def write(self, data: memoryview | bytes) -> None:
+        if self._fd is None:
+            raise StoreError("write to a staged blob after it was published or aborted")
+        view = memoryview(data).cast("B")
+        with os_errors("writing", self._tmp):
+            while view:
+                n = os.write(self._fd, view[: 1 << 30])
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write")
+                self._written += n
+                view = view[n:]
+
+    def publish(self, key: str, *, overwrite: bool = False) -> bool:
+        if self._fd is None:
+            raise StoreError("publish of a staged blob after it was published or aborted")
+        final = self._backend._path(key)
+        with os_errors("publishing", final):
+            self._backend._makedirs(key.rpartition("/")[0])
+            if self._backend.durable:
+                os.fsync(self._fd)
+            size = os.fstat(self._fd).st_size
+            if size != self._written:
+                raise OSError(errno.EIO, f"temporary file holds {size} bytes, {self._written} were written")
+            os.close(self._fd)
+            self._fd = None
+            if overwrite:
+                os.replace(self._tmp, final)
+                published = True
+            else:
+                try:
+                    os.link(self._tmp, final)
+                    published = True
+                except FileExistsError:
+                    published = False
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    published = _rename_if_absent(self._tmp, final)
+            if published and self._backend.durable:
+                _fsync_dir(os.path.dirname(final))
+        self.abort()
+        return published
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # a leftover temporary is harmless: gc removes it after its grace period
+
+
+def _rename_if_absent(tmp: str, final: str) -> bool:
+    """Publish on filesystems without hard links; a concurrent identical blob may be replaced by
+    identical bytes, which is harmless for content-addressed data."""
+    if os.path.lexists(final):
+        return False
+    os.rename(tmp, final)
+    return True
+
+
+class _LocalAppender(Appender):
+    def __init__(self, fd: int, path: str, durable: bool) -> None:
+        self._fd: int | None = fd
+        self._path = path
+        self._durable = durable
+
+    def append(self, data: bytes) -> None:
+        if self._fd is None:
+            raise StoreError(f"log {self._path} is closed")
+        with os_errors("appending to", self._path):
+            n = os.write(self._fd, data)
+            if n != len(data):
+                # A short append leaves a torn line, which readers skip; the caller learns it failed.
+                raise OSError(errno.EIO, f"short write ({n} of {len(data)} bytes)")
+            if self._durable:
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+

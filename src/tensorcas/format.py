@@ -1,0 +1,460 @@
+"""The on-disk schema: names, digests, records and the store marker, and their validation.
+
+Everything here treats its input as hostile.  Records are JSON lines guarded by a checksum; each
+field is checked for its exact type (a ``bool`` is not an ``int``), its range and its form before
+any other layer sees it, and views are checked against the blob's true size in Python integers.
+This module knows nothing of torch beyond the dtype table, and nothing of where bytes live.
+See ``docs/FORMAT.md`` for the specification this code implements.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import torch
+
+from .errors import CorruptObjectError, FormatError, InvalidDigestError, InvalidNameError
+
+FORMAT_NAME = "tensorcas"
+FORMAT_VERSION = 1
+LOG_FORMAT_NAME = "tensorcas-log"
+DIGEST_ALGORITHM = "blake3"
+
+MAX_NAME_BYTES = 4096
+MAX_NDIM = 64
+MAX_LINE_BYTES = 1 << 20
+MAX_META_BYTES = 1 << 16
+MAX_INT = (1 << 63) - 1
+
+_DIGEST_RE = re.compile(r"blake3:[0-9a-f]{64}\Z")
+_HEX_RE = re.compile(r"[0-9a-f]{64}\Z")
+_WRITER_ID_RE = re.compile(r"[0-9a-z][0-9a-z._-]{0,127}\Z")
+_CHECKSUM_LEN = 16
+
+# ---------------------------------------------------------------------------------------------
+# dtypes: a stable string per dtype, and an allow-list.  Only dtypes with a fixed item size whose
+# bytes are the whole value are storable; quantized dtypes carry scale/zero-point outside the bytes.
+_DTYPE_NAMES = (
+    "bool",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "complex32",
+    "complex64",
+    "complex128",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float4_e2m1fn_x2",
+)
+DTYPES: dict[str, torch.dtype] = {
+    name: getattr(torch, name) for name in _DTYPE_NAMES if isinstance(getattr(torch, name, None), torch.dtype)
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+
+
+def dtype_name(dtype: torch.dtype) -> str | None:
+    """The stable name of ``dtype``, or ``None`` if it cannot be stored."""
+    return DTYPE_NAMES.get(dtype)
+
+
+def itemsize(dtype_name_: str) -> int:
+    return DTYPES[dtype_name_].itemsize
+
+
+# ---------------------------------------------------------------------------------------------
+# names
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a valid tensor name, else raise :class:`InvalidNameError`.
+
+    Names are ``/``-separated paths of non-empty components (``model/layer.0/weight``).  Names never
+    become file paths, but they are still held to rules that keep them portable and unambiguous:
+    no empty component, no ``.`` or ``..``, no leading or trailing ``/``, no backslash, no NUL or
+    other control character, at most 4096 bytes of UTF-8.
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(f"tensor name must be a str, not {type(name).__name__}: {name!r}")
+    if not name:
+        raise InvalidNameError("tensor name is empty; use a non-empty name such as 'model/weight'")
+    _check_path_like(name, "tensor name")
+    return name
+
+
+def validate_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it can select names (``''``, ``'model'`` or ``'model/'``)."""
+    if not isinstance(prefix, str):
+        raise InvalidNameError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
+    if prefix:
+        _check_path_like(prefix[:-1] if prefix.endswith("/") else prefix, "prefix")
+    return prefix
+
+
+def _check_path_like(name: str, what: str) -> None:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidNameError(f"{what} {name!r} is not valid UTF-8: {exc.reason}") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise InvalidNameError(f"{what} {name[:60]!r}... is {len(encoded)} bytes; the limit is {MAX_NAME_BYTES}")
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127 or c == "\\"), None)
+    if bad is not None:
+        raise InvalidNameError(
+            f"{what} {name!r} contains {bad!r}; names may not hold backslashes or control characters"
+        )
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidNameError(
+                f"{what} {name!r} has an empty, '.' or '..' component; "
+                "use '/'-separated non-empty parts such as 'model/layer.0/weight'"
+            )
+
+
+def name_matches(name: str, prefix: str) -> bool:
+    """Whether ``name`` lies under ``prefix``: the name itself, or below it as a directory."""
+    if not prefix:
+        return True
+    if prefix.endswith("/"):
+        return name.startswith(prefix)
+    return name == prefix or name.startswith(prefix + "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# digests and the layout of keys: one place knows how a digest becomes a key and back.
+
+
+def parse_digest(digest: object) -> str:
+    """Return the 64 hex digits of a ``blake3:<hex>`` digest (bare hex is accepted too)."""
+    if isinstance(digest, str):
+        if _DIGEST_RE.match(digest):
+            return digest[7:]
+        if _HEX_RE.match(digest):
+            return digest
+    raise InvalidDigestError(
+        f"{digest!r} is not a digest; expected 'blake3:' followed by 64 lowercase hex digits"
+    )
+
+
+def format_digest(hex_digest: str) -> str:
+    return f"{DIGEST_ALGORITHM}:{hex_digest}"
+
+
+def blob_key(digest: str) -> str:
+    """The backend key of a blob: ``blobs/<first two hex digits>/<other 62>``."""
+    hex_digest = parse_digest(digest)
+    return f"blobs/{hex_digest[:2]}/{hex_digest[2:]}"
+
+
+def key_to_digest(key: str) -> str | None:
+    """The digest a blob key stands for, or ``None`` if the key is not a blob's."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "blobs" or len(parts[1]) != 2:
+        return None
+    hex_digest = parts[1] + parts[2]
+    return format_digest(hex_digest) if _HEX_RE.match(hex_digest) else None
+
+
+def log_key(writer_id: str) -> str:
+    if not _WRITER_ID_RE.match(writer_id):
+        raise FormatError(f"invalid writer id {writer_id!r}")
+    return f"logs/{writer_id}.log"
+
+
+def is_log_key(key: str) -> bool:
+    parts = key.split("/")
+    return (
+        len(parts) == 2
+        and parts[0] == "logs"
+        and parts[1].endswith(".log")
+        and bool(_WRITER_ID_RE.match(parts[1][:-4]))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the store marker
+
+
+META_KEY = "tensorcas.json"
+
+
+def encode_meta() -> bytes:
+    return _dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "digest": DIGEST_ALGORITHM}) + b"\n"
+
+
+def validate_meta(data: bytes, where: str) -> None:
+    """Check a store marker; raise :class:`FormatError` for anything but a version-1 store."""
+    if len(data) > MAX_META_BYTES:
+        raise FormatError(f"{where}: store marker is {len(data)} bytes; not a tensorcas store")
+    try:
+        obj = _loads(data)
+    except ValueError as exc:
+        raise FormatError(f"{where}: store marker is not valid JSON ({exc}); not a tensorcas store") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+        raise FormatError(f"{where}: store marker does not say format 'tensorcas'; not a tensorcas store")
+    version = obj.get("version")
+    if type(version) is not int:
+        raise FormatError(f"{where}: store marker has no integer version")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{where}: store format version {version} is not supported by this release "
+            f"(it reads version {FORMAT_VERSION}); upgrade tensorcas to open it"
+        )
+    if obj.get("digest") != DIGEST_ALGORITHM:
+        raise FormatError(f"{where}: store uses digest {obj.get('digest')!r}; this release supports 'blake3'")
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """What a name stands for: a view (dtype, shape, stride, offset in elements) of one blob."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+    requires_grad: bool
+    blob: str
+    nbytes: int
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def view_nbytes(self) -> int:
+        """Bytes the tensor's own elements cover (its logical size)."""
+        return self.numel * itemsize(self.dtype)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of a log: a record put under its name, or a name deleted (``record is None``)."""
+
+    name: str
+    time_ns: int
+    record: TensorRecord | None
+
+
+def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
+    """The smallest blob size (bytes) that holds every element of the view."""
+    size = itemsize(dtype)
+    if any(s == 0 for s in shape):
+        return offset * size
+    last = offset + sum((s - 1) * st for s, st in zip(shape, stride))
+    return (last + 1) * size
+
+
+def make_record(
+    name: str,
+    dtype: torch.dtype,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    offset: int,
+    requires_grad: bool,
+    blob: str,
+    nbytes: int,
+) -> TensorRecord:
+    record = TensorRecord(
+        name=name,
+        dtype=DTYPE_NAMES[dtype],
+        shape=tuple(shape),
+        stride=tuple(stride),
+        offset=offset,
+        requires_grad=requires_grad,
+        blob=blob,
+        nbytes=nbytes,
+    )
+    validate_record(record)
+    return record
+
+
+def validate_record(record: TensorRecord) -> None:
+    """Check every field's type and range, and the view's bounds against ``record.nbytes``."""
+    where = f"record of tensor {record.name!r}"
+    validate_name(record.name)
+    if not isinstance(record.dtype, str) or record.dtype not in DTYPES:
+        raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
+    for field, value in (("shape", record.shape), ("stride", record.stride)):
+        if not isinstance(value, tuple) or len(value) > MAX_NDIM:
+            raise CorruptObjectError(f"{where}: {field} must be a list of at most {MAX_NDIM} integers")
+        for v in value:
+            if type(v) is not int or not 0 <= v <= MAX_INT:
+                raise CorruptObjectError(f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)")
+    if len(record.shape) != len(record.stride):
+        raise CorruptObjectError(f"{where}: shape {record.shape} and stride {record.stride} differ in length")
+    for field, value in (("offset", record.offset), ("nbytes", record.nbytes)):
+        if type(value) is not int or not 0 <= value <= MAX_INT:
+            raise CorruptObjectError(f"{where}: {field} is {value!r}; expected an integer in [0, 2**63)")
+    if type(record.requires_grad) is not bool:
+        raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
+    torch_dtype = DTYPES[record.dtype]
+    if record.requires_grad and not (torch_dtype.is_floating_point or torch_dtype.is_complex):
+        raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
+    if not isinstance(record.blob, str) or not _DIGEST_RE.match(record.blob):
+        raise CorruptObjectError(f"{where}: blob {record.blob!r} is not a blake3 digest")
+    numel = 1
+    for s in record.shape:
+        numel *= s
+    if numel > MAX_INT:
+        raise CorruptObjectError(f"{where}: shape {record.shape} has more than 2**63 elements")
+    need = required_nbytes(record.dtype, record.shape, record.stride, record.offset)
+    if need > record.nbytes:
+        raise CorruptObjectError(
+            f"{where}: the view (shape {record.shape}, stride {record.stride}, offset {record.offset}) "
+            f"needs {need} bytes but blob {record.blob} has {record.nbytes}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# log lines: "<16 hex digits of blake3(json)> <json>\n"
+
+
+def encode_header(writer_id: str) -> bytes:
+    return _frame({"format": LOG_FORMAT_NAME, "version": FORMAT_VERSION, "writer": writer_id})
+
+
+def encode_put(record: TensorRecord, time_ns: int) -> bytes:
+    return _frame(
+        {
+            "op": "put",
+            "t": time_ns,
+            "name": record.name,
+            "dtype": record.dtype,
+            "shape": list(record.shape),
+            "stride": list(record.stride),
+            "offset": record.offset,
+            "requires_grad": record.requires_grad,
+            "blob": record.blob,
+            "nbytes": record.nbytes,
+        }
+    )
+
+
+def encode_delete(name: str, time_ns: int) -> bytes:
+    return _frame({"op": "del", "t": time_ns, "name": validate_name(name)})
+
+
+_PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes"))
+_DEL_KEYS = frozenset(("op", "t", "name"))
+_HEADER_KEYS = frozenset(("format", "version", "writer"))
+
+
+def decode_header(line: bytes, where: str) -> None:
+    obj = _unframe(line, where)
+    if set(obj) != _HEADER_KEYS or obj["format"] != LOG_FORMAT_NAME:
+        raise CorruptObjectError(f"{where}: first line is not a tensorcas log header")
+    if type(obj["version"]) is not int or obj["version"] != FORMAT_VERSION:
+        raise FormatError(f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas")
+
+
+def decode_entry(line: bytes, where: str) -> LogEntry:
+    """Parse and fully validate one log line (without its newline)."""
+    obj = _unframe(line, where)
+    op = obj.get("op")
+    keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
+    if keys is None or set(obj) != keys:
+        raise CorruptObjectError(f"{where}: not a put or delete entry (keys {sorted(obj)[:12]})")
+    t = obj["t"]
+    if type(t) is not int or not 0 <= t <= MAX_INT:
+        raise CorruptObjectError(f"{where}: time {t!r} is not a non-negative integer")
+    name = obj["name"]
+    try:
+        validate_name(name)
+    except InvalidNameError as exc:
+        raise CorruptObjectError(f"{where}: {exc}") from None
+    if op == "del":
+        return LogEntry(name=name, time_ns=t, record=None)
+    shape, stride = obj["shape"], obj["stride"]
+    if not isinstance(shape, list) or not isinstance(stride, list):
+        raise CorruptObjectError(f"{where}: record of tensor {name!r}: shape and stride must be lists")
+    record = TensorRecord(
+        name=name,
+        dtype=obj["dtype"],
+        shape=tuple(shape),
+        stride=tuple(stride),
+        offset=obj["offset"],
+        requires_grad=obj["requires_grad"],
+        blob=obj["blob"],
+        nbytes=obj["nbytes"],
+    )
+    try:
+        validate_record(record)
+    except CorruptObjectError as exc:
+        raise CorruptObjectError(f"{where}: {exc}") from None
+    return LogEntry(name=name, time_ns=t, record=record)
+
+
+def _frame(obj: dict[str, Any]) -> bytes:
+    body = _dumps(obj)
+    return blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") + b" " + body + b"\n"
+
+
+def _unframe(line: bytes, where: str) -> dict[str, Any]:
+    if len(line) > MAX_LINE_BYTES:
+        raise CorruptObjectError(f"{where}: line of {len(line)} bytes exceeds the {MAX_LINE_BYTES}-byte limit")
+    checksum, sep, body = line[:_CHECKSUM_LEN], line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1], line[_CHECKSUM_LEN + 1 :]
+    if sep != b" " or blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") != checksum:
+        raise CorruptObjectError(f"{where}: checksum mismatch; the line is damaged")
+    try:
+        obj = _loads(body)
+    except ValueError as exc:
+        raise CorruptObjectError(f"{where}: invalid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CorruptObjectError(f"{where}: expected a JSON object")
+    return obj
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {value}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _loads(data: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, no duplicate keys, no huge integers."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: {exc.reason}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

@@ -1,0 +1,100 @@
+"""BLAKE3 digests of buffers and storages.
+
+A digest depends on the bytes only: the same on every process, machine and device.  Hashing never
+touches torch's random number generator or torch.compile (the seed implementation did both).  CPU
+storages are hashed in place through a zero-copy view of their memory; storages on other devices
+are copied to the host in bounded chunks, so hashing a 40 GB GPU tensor needs only one chunk of
+host memory.  Large buffers are hashed on all cores by the BLAKE3 library's own thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+
+import blake3
+import torch
+
+from .errors import UnsupportedTensorError
+from .format import format_digest
+
+#: Buffers at least this large are hashed with all cores; below it threads cost more than they save.
+PARALLEL_THRESHOLD = 1 << 20
+#: Bytes copied from a non-CPU device to the host at a time.
+DEVICE_CHUNK_BYTES = 64 << 20
+
+
+def new_hasher(nbytes_hint: int = 0) -> blake3.blake3:
+    threads = blake3.blake3.AUTO if nbytes_hint >= PARALLEL_THRESHOLD else 1
+    return blake3.blake3(max_threads=threads)
+
+
+def hash_buffer(buffer: memoryview | bytes | bytearray) -> str:
+    """The ``blake3:<hex>`` digest of a contiguous buffer."""
+    hasher = new_hasher(len(buffer) if not isinstance(buffer, memoryview) else buffer.nbytes)
+    hasher.update(buffer)
+    return format_digest(hasher.hexdigest())
+
+
+def cpu_storage_view(storage: torch.UntypedStorage) -> memoryview:
+    """A writable byte view of a CPU storage's memory, without copying.
+
+    The view does not keep the storage alive: the caller must hold the storage while using it.
+    """
+    if storage.device.type != "cpu":
+        raise ValueError(f"expected a CPU storage, got one on {storage.device}")
+    nbytes = storage.nbytes()
+    if nbytes == 0:
+        return memoryview(bytearray())
+    array = (ctypes.c_ubyte * nbytes).from_address(storage.data_ptr())
+    return memoryview(array).cast("B")
+
+
+def iter_storage_chunks(storage: torch.UntypedStorage, chunk_bytes: int = DEVICE_CHUNK_BYTES) -> Iterator[memoryview]:
+    """The storage's bytes as host buffers, in order; each is valid only until the next is produced.
+
+    A CPU storage yields one zero-copy view.  Other devices copy at most ``chunk_bytes`` at a time
+    through one reused (pinned, where the device supports it) host buffer.
+    """
+    check_storage(storage)
+    if storage.device.type == "cpu":
+        yield cpu_storage_view(storage)
+        return
+    nbytes = storage.nbytes()
+    if nbytes == 0:
+        return
+    source = torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage)
+    pin = storage.device.type == "cuda"
+    host = torch.empty(min(nbytes, chunk_bytes), dtype=torch.uint8, pin_memory=pin)
+    host_view = cpu_storage_view(host.untyped_storage())
+    for start in range(0, nbytes, chunk_bytes):
+        end = min(start + chunk_bytes, nbytes)
+        host[: end - start].copy_(source[start:end])
+        yield host_view[: end - start]
+
+
+def check_storage(storage: object) -> None:
+    if not isinstance(storage, torch.UntypedStorage):
+        raise UnsupportedTensorError(
+            f"expected a torch.UntypedStorage, got {type(storage).__name__}; pass tensor.untyped_storage()"
+        )
+    if storage.device.type == "meta":
+        raise UnsupportedTensorError("a storage on the meta device has no bytes to store or hash")
+    if type(storage) is not torch.UntypedStorage:
+        # FakeTensor and functional storages are subclasses without real bytes.
+        raise UnsupportedTensorError(f"storage of type {type(storage).__name__} has no real bytes to hash")
+
+
+def hash_storage(storage: torch.UntypedStorage, *, stable_hash: bool = True) -> str:
+    """The BLAKE3-256 digest (``blake3:<64 hex>``) of a storage's bytes, on any device.
+
+    ``stable_hash`` is accepted for compatibility with ``torch.utils._content_store``; the digest
+    is always stable across processes, machines and devices.  It never compiles anything, so it is
+    safe to call repeatedly and from inside a compiled function (where it breaks the graph).
+    """
+    del stable_hash
+    check_storage(storage)
+    hasher = new_hasher(storage.nbytes())
+    for chunk in iter_storage_chunks(storage):
+        hasher.update(chunk)
+    return format_digest(hasher.hexdigest())

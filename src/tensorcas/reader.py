@@ -1,0 +1,104 @@
+"""``ContentStoreReader``: named tensors and storages back out of a store."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from . import format as fmt
+from .errors import CorruptObjectError
+from .hashing import cpu_storage_view, hash_buffer
+from .store import Location, Store
+from .tensors import record_to_tensor
+
+DeviceLike = torch.device | str | int | None
+
+
+class ContentStoreReader:
+    """Reads a store; nothing read is unpickled, and everything is validated before torch sees it.
+
+    Args:
+        loc: a directory, ``memory://`` or a backend; the store must exist.
+        cache: tensors whose records name the same blob share one ``UntypedStorage`` per device,
+            as long as any of them is alive (a weak cache).  Without it every read is a new storage.
+        verify: re-hash every blob as it is read and raise :class:`CorruptObjectError` on any
+            mismatch.  A blob's size is always checked, verified or not.
+        mmap: map blobs of a local store into memory (copy-on-write) instead of reading them:
+            opening and reading one tensor costs what that tensor touches, not the store's size.
+            Do not use on stores that another process may damage while they are mapped.
+    """
+
+    def __init__(self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False) -> None:
+        self.store = Store.open(loc, read_only=True)
+        self.store.refresh()
+        self.verify = verify
+        self.mmap = mmap
+        self._cache: weakref.WeakValueDictionary[tuple[str, str], torch.UntypedStorage] | None = (
+            weakref.WeakValueDictionary() if cache else None
+        )
+
+    @property
+    def location(self) -> str:
+        return self.store.location
+
+    def list_tensors(self, prefix: str = "") -> list[str]:
+        """Names under ``prefix`` (``''`` for all), in the order they were written."""
+        return self.store.names(prefix)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.store
+
+    def read_tensor_metadata(self, name: str) -> fmt.TensorRecord:
+        """The validated record of ``name``: dtype, shape, stride, offset, blob and its size."""
+        return self.store.get_record(name)
+
+    def read_tensor(self, name: str, *, device: DeviceLike = None) -> torch.Tensor:
+        """The tensor stored under ``name``, on ``device`` (CPU by default)."""
+        record = self.store.get_record(name)
+        storage = self._storage(record.blob, record.nbytes, _device(device), name)
+        return record_to_tensor(record, storage)
+
+    def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
+        """The blob stored under ``digest`` as an ``UntypedStorage``."""
+        info = self.store.blob_info(digest)
+        nbytes = info.size if info is not None else 0
+        return self._storage(fmt.format_digest(fmt.parse_digest(digest)), nbytes, _device(device), None)
+
+    def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
+        key = (digest, str(device))
+        if self._cache is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+        storage = self._load(digest, nbytes, name)
+        if device.type != "cpu":
+            storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+        if self._cache is not None:
+            self._cache[key] = storage
+        return storage
+
+    def _load(self, digest: str, nbytes: int, name: str | None) -> torch.UntypedStorage:
+        path = self.store.blob_path(digest) if self.mmap and nbytes > 0 else None
+        if path is not None:
+            self.store.check_blob(digest, nbytes, name=name)
+            storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
+        else:
+            storage = torch.UntypedStorage(nbytes)
+            self.store.read_blob_into(digest, cpu_storage_view(storage), name=name)
+        if self.verify:
+            actual = hash_buffer(cpu_storage_view(storage))
+            if actual != digest:
+                who = f"tensor {name!r}: " if name is not None else ""
+                raise CorruptObjectError(
+                    f"{who}blob {digest} is damaged: its bytes hash to {actual}; "
+                    f"run 'tensorcas verify {self.location}' to find every damaged blob"
+                )
+        return storage
+
+    def __repr__(self) -> str:
+        return f"ContentStoreReader({self.location!r})"
+
+
+def _device(device: DeviceLike) -> torch.device:
+    return torch.device("cpu") if device is None else torch.device(device)

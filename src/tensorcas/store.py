@@ -1,0 +1,378 @@
+"""Blobs and named records over a backend.
+
+A store is a backend holding a format marker (``tensorcas.json``), blobs under their digests
+(``blobs/ab/cdef...``) and append-only logs of records (``logs/<writer>.log``), one log per writer
+so that any number of processes can write at once without locks.  The current record of a name is
+its newest entry over all logs (by time, then log, then line); a delete entry hides the name.
+
+This layer moves bytes and records; it knows torch only through ``format``'s dtype table.  It
+validates everything it reads (``format.decode_entry``) and keeps the damage it finds in
+``problems`` so that ``verify`` can report it, while undamaged names stay readable.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from . import format as fmt
+from .backends.base import Appender, Backend, ObjectInfo
+from .backends.local import LocalBackend
+from .backends.memory import MemoryBackend
+from .errors import (
+    BlobNotFoundError,
+    CorruptObjectError,
+    FormatError,
+    StoreError,
+    StoreNotFoundError,
+    TensorNotFoundError,
+)
+from .format import LogEntry, TensorRecord
+
+Location = str | os.PathLike[str] | Backend
+
+
+def open_backend(loc: Location, *, durable: bool = False, read_only: bool = False) -> Backend:
+    """A backend for a location: a ``Backend`` as is, ``memory://`` for a fresh in-memory one,
+    otherwise a local directory."""
+    if isinstance(loc, Backend):
+        return loc
+    path = os.fspath(loc)
+    if path == "memory://":
+        return MemoryBackend()
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    return LocalBackend(path, durable=durable, read_only=read_only)
+
+
+@dataclass(order=True)
+class _Position:
+    """Where an entry sits in the global order; newer positions win."""
+
+    time_ns: int
+    log: str
+    line: int
+
+
+@dataclass
+class _LogState:
+    offset: int = 0  # bytes consumed (whole lines only)
+    lines: int = 0
+    header_ok: bool = False
+    torn_tail: bool = False
+
+
+@dataclass
+class _IndexEntry:
+    position: _Position
+    record: TensorRecord | None  # None: deleted
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Damage found while reading records: which log, which line, what is wrong."""
+
+    where: str
+    message: str
+    severity: str = "error"  # or "warning" (an interrupted write's torn tail)
+
+
+@dataclass
+class _Index:
+    entries: dict[str, _IndexEntry] = field(default_factory=dict)
+    logs: dict[str, _LogState] = field(default_factory=dict)
+    problems: dict[tuple[str, int], Problem] = field(default_factory=dict)
+
+
+class Store:
+    """One store: open with :meth:`open`, then read and write blobs and records."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._index = _Index()
+        self._lock = threading.RLock()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, loc: Location, *, create: bool = False, durable: bool = False, read_only: bool = False
+    ) -> Store:
+        """Open the store at ``loc``; with ``create=True`` make it if it does not exist."""
+        backend = open_backend(loc, durable=durable, read_only=read_only)
+        if isinstance(backend, LocalBackend) and not os.path.isdir(backend.root):
+            if not create:
+                raise StoreNotFoundError(
+                    f"no tensorcas store at {backend.root}: the directory does not exist "
+                    "(write to it with ContentStoreWriter to create one)"
+                )
+            try:
+                os.makedirs(backend.root, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store directory {backend.root}: {exc.strerror}") from exc
+        meta = backend.get(fmt.META_KEY)
+        if meta is None:
+            if not create:
+                raise StoreNotFoundError(
+                    f"no tensorcas store at {backend.location}: {fmt.META_KEY} is missing "
+                    "(write to it with ContentStoreWriter to create one)"
+                )
+            if isinstance(backend, LocalBackend) and _has_foreign_content(backend.root):
+                raise FormatError(
+                    f"{backend.root} is not empty and holds no tensorcas store; "
+                    "choose an empty or new directory"
+                )
+            backend.put_if_absent(fmt.META_KEY, fmt.encode_meta())
+            meta = backend.get(fmt.META_KEY)
+            if meta is None:
+                raise StoreError(f"store marker vanished while creating {backend.location}")
+        fmt.validate_meta(meta, backend.location)
+        return cls(backend)
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def blob_info(self, digest: str) -> ObjectInfo | None:
+        return self.backend.stat(fmt.blob_key(digest))
+
+    def blob_path(self, digest: str) -> str | None:
+        return self.backend.local_path(fmt.blob_key(digest))
+
+    def keep_blob(self, digest: str, nbytes: int) -> bool:
+        """Whether a sound-looking blob of ``nbytes`` is already stored; if so, mark it in use so
+        that a concurrent gc keeps it (see ``Backend.delete_if_stale``)."""
+        key = fmt.blob_key(digest)
+        info = self.backend.stat(key)
+        return info is not None and info.size == nbytes and self.backend.touch(key)
+
+    def put_blob(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
+        """Store the bytes ``chunks`` yields under ``digest`` (already computed by the caller).
+
+        Replaces a stored blob of the wrong size (damaged); otherwise never overwrites.
+        """
+        key = fmt.blob_key(digest)
+        info = self.backend.stat(key)
+        if info is not None and info.size == nbytes and self.backend.touch(key):
+            return
+        with self.backend.stage(key.rpartition("/")[0]) as staged:
+            for chunk in chunks:
+                staged.write(chunk)
+            staged.publish(key, overwrite=info is not None and info.size != nbytes)
+
+    def put_blob_streaming(
+        self, chunks: Iterable[memoryview], nbytes: int, update: Callable[[memoryview], None], finish: Callable[[], str]
+    ) -> str:
+        """Write bytes while they are hashed, then publish under the digest ``finish`` returns."""
+        with self.backend.stage("blobs") as staged:
+            for chunk in chunks:
+                update(chunk)
+                staged.write(chunk)
+            digest = finish()
+            key = fmt.blob_key(digest)
+            if not staged.publish(key):
+                info = self.backend.stat(key)
+                if info is not None and info.size == nbytes:
+                    self.backend.touch(key)
+                else:
+                    raise CorruptObjectError(
+                        f"blob {digest} is stored with {info.size if info else 0} bytes instead of "
+                        f"{nbytes}; run 'tensorcas verify' and 'tensorcas gc' on {self.location}"
+                    )
+        return digest
+
+    def read_blob_into(self, digest: str, out: memoryview, *, name: str | None = None) -> None:
+        """Fill ``out`` with the blob; its size must be exactly ``out.nbytes``."""
+        key = fmt.blob_key(digest)
+        info = self.backend.stat(key)
+        self._check_blob_size(digest, info, out.nbytes, name)
+        n = self.backend.read_into(key, out)
+        if n is None or n != out.nbytes:
+            raise CorruptObjectError(
+                f"{_who(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
+                f"run 'tensorcas verify {self.location}'"
+            )
+
+    def check_blob(self, digest: str, nbytes: int, *, name: str | None = None) -> ObjectInfo:
+        info = self.blob_info(digest)
+        self._check_blob_size(digest, info, nbytes, name)
+        assert info is not None
+        return info
+
+    def _check_blob_size(self, digest: str, info: ObjectInfo | None, nbytes: int, name: str | None) -> None:
+        if info is None:
+            if name is None:
+                raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
+            raise CorruptObjectError(
+                f"tensor {name!r}: its blob {digest} is missing from store {self.location}; "
+                "the store is damaged or was copied incompletely (run 'tensorcas verify')"
+            )
+        if info.size != nbytes:
+            raise CorruptObjectError(
+                f"{_who(name)}blob {digest} holds {info.size} bytes but {nbytes} were stored "
+                f"(truncated or extended); run 'tensorcas verify {self.location}'"
+            )
+
+    def blobs(self) -> Iterator[str]:
+        """Digests of every stored blob (keys that are not blobs are ignored)."""
+        for key in self.backend.list("blobs"):
+            digest = fmt.key_to_digest(key)
+            if digest is not None:
+                yield digest
+
+    # -- records -----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read what was appended to any log since the last refresh."""
+        with self._lock:
+            for key in sorted(self.backend.list("logs")):
+                if fmt.is_log_key(key):
+                    self._read_log(key)
+
+    def _read_log(self, key: str) -> None:
+        index = self._index
+        state = index.logs.setdefault(key, _LogState())
+        info = self.backend.stat(key)
+        if info is None or info.size <= state.offset:
+            return
+        data = self.backend.read_range(key, state.offset, info.size - state.offset) or b""
+        end = data.rfind(b"\n") + 1
+        state.torn_tail = end < len(data)
+        if state.torn_tail:
+            index.problems[(key, -1)] = Problem(
+                key, f"{len(data) - end} bytes after the last complete line (an interrupted write)", "warning"
+            )
+        else:
+            index.problems.pop((key, -1), None)
+        for line in data[:end].split(b"\n")[:-1]:
+            state.lines += 1
+            where = f"{key} line {state.lines}"
+            try:
+                if not state.header_ok:
+                    fmt.decode_header(line, where)
+                    state.header_ok = True
+                    continue
+                entry = fmt.decode_entry(line, where)
+            except StoreError as exc:
+                index.problems[(key, state.lines)] = Problem(where, str(exc))
+                if not state.header_ok:
+                    break  # not a log we understand: ignore all of it
+                continue
+            self._apply(entry, _Position(entry.time_ns, key, state.lines))
+        state.offset += end
+
+    def _apply(self, entry: LogEntry, position: _Position) -> None:
+        current = self._index.entries.get(entry.name)
+        if current is None or current.position < position:
+            self._index.entries[entry.name] = _IndexEntry(position, entry.record)
+
+    def problems(self) -> list[Problem]:
+        with self._lock:
+            return list(self._index.problems.values())
+
+    def get_record(self, name: str) -> TensorRecord:
+        fmt.validate_name(name)
+        with self._lock:
+            entry = self._index.entries.get(name)
+            if entry is None or entry.record is None:
+                self.refresh()
+                entry = self._index.entries.get(name)
+            if entry is None or entry.record is None:
+                raise TensorNotFoundError(
+                    f"no tensor named {name!r} in store {self.location}"
+                    + (" (it was deleted)" if entry is not None else "")
+                    + "; list the names with 'tensorcas ls'"
+                )
+            return entry.record
+
+    def records(self, prefix: str = "") -> list[TensorRecord]:
+        """Current records under ``prefix``, in the order they were written."""
+        fmt.validate_prefix(prefix)
+        with self._lock:
+            self.refresh()
+            live = [
+                (e.position, e.record)
+                for name, e in self._index.entries.items()
+                if e.record is not None and fmt.name_matches(name, prefix)
+            ]
+        live.sort(key=lambda pair: pair[0])
+        return [record for _, record in live]
+
+    def names(self, prefix: str = "") -> list[str]:
+        return [r.name for r in self.records(prefix)]
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.get_record(name)
+        except TensorNotFoundError:
+            return False
+        return True
+
+    def log_keys(self) -> list[str]:
+        return sorted(k for k in self.backend.list("logs") if fmt.is_log_key(k))
+
+    # -- writing records ---------------------------------------------------------------------
+
+    def open_log(self) -> LogWriter:
+        return LogWriter(self)
+
+
+class LogWriter:
+    """One writer's append-only log: created on the first entry, one line per entry."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writer_id = f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._appender: Appender | None = None
+        self._last_time = 0
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def _time(self) -> int:
+        self._last_time = max(time.time_ns(), self._last_time + 1)
+        return self._last_time
+
+    def put(self, record: TensorRecord) -> None:
+        with self._lock:
+            self._append(fmt.encode_put(record, self._time()))
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            self._append(fmt.encode_delete(name, self._time()))
+
+    def _append(self, line: bytes) -> None:
+        if self._appender is None:
+            self._appender = self.store.backend.open_append(fmt.log_key(self.writer_id))
+            self._appender.append(fmt.encode_header(self.writer_id))
+        if self._broken:
+            # An earlier append failed part-way: end its torn line so this one parses on its own.
+            line = b"\n" + line
+        try:
+            self._appender.append(line)
+        except BaseException:
+            self._broken = True
+            raise
+        self._broken = False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._appender is not None:
+                self._appender.close()
+                self._appender = None
+
+
+def _who(name: str | None) -> str:
+    return f"tensor {name!r}: " if name is not None else ""
+
+
+def _has_foreign_content(root: str) -> bool:
+    try:
+        return any(not entry.startswith(".") for entry in os.listdir(root))
+    except OSError:
+        return False
