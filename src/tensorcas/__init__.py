@@ -24,6 +24,7 @@ from .errors import (
 )
 from .format import TensorRecord
 from .hashing import hash_storage
+from .maintenance import VerifyReport, verify
 from .ops import load_tensor_reader
 from .reader import ContentStoreReader
 from .writer import ContentStoreWriter
@@ -45,7 +46,9 @@ __all__ = [
     "TensorNotFoundError",
     "TensorRecord",
     "UnsupportedTensorError",
+    "VerifyReport",
     "__version__",
     "hash_storage",
     "load_tensor_reader",
+    "verify",
 ]
