@@ -62,9 +62,7 @@ def load_tensor(
         raise ReaderContextError(f"load_tensor({name!r}): loaded onto {tensor.device}, {device} was asked for")
     tensor = tensor.detach()
     if tensor.dtype != dtype:
-        converted = torch.empty_strided(size, stride, dtype=dtype, device=device)
-        converted.copy_(tensor)
-        tensor = converted
+        tensor = _convert_strided(tensor, dtype)
     return tensor
 
 
@@ -79,6 +77,20 @@ def _same_device(actual: torch.device, wanted: torch.device) -> bool:
     return wanted.index is None or actual.index == wanted.index
 
 
+def _convert_strided(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` in ``dtype`` with the same size and stride.
+
+    Converts the span of storage the view covers and lays the same view over the result, because
+    copying into an ``empty_strided`` target fails when the strides overlap (an expanded tensor).
+    """
+    size, stride = tuple(tensor.shape), tuple(tensor.stride())
+    if tensor.numel() == 0:
+        return torch.empty_strided(size, stride, dtype=dtype, device=tensor.device)
+    span = 1 + sum((s - 1) * st for s, st in zip(size, stride))
+    flat = tensor.as_strided((span,), (1,), tensor.storage_offset())
+    return flat.to(dtype).as_strided(size, stride)
+
+
 def _random_strided(size: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Random values laid out exactly as ``size``/``stride`` say (overlapping strides included)."""
     if any(s == 0 for s in size):
@@ -90,7 +102,11 @@ def _random_strided(size: tuple[int, ...], stride: tuple[int, ...], dtype: torch
         try:
             base = torch.randn(numel, dtype=dtype, device=device)
         except (RuntimeError, TypeError):  # float8 and friends have no normal kernel
-            base = torch.randn(numel, device=device).to(dtype)
+            try:
+                base = torch.randn(numel, device=device).to(dtype)
+            except (RuntimeError, TypeError):  # float4_e2m1fn_x2 has no kernels at all: random bytes
+                nbytes = numel * dtype.itemsize
+                base = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device).view(dtype)
     else:
         info = torch.iinfo(dtype)
         base = torch.randint(max(info.min, -128), min(info.max, 127) + 1, (numel,), device=device).to(dtype)
