@@ -72,7 +72,7 @@ def test_load_tensor_in_reader_context(loc):
 
 def test_verify_finds_a_flipped_byte(loc):
     with ContentStoreWriter(loc) as writer:
-        record = writer.write_tensor("w", torch.arange(10.0))
+        record = writer.write_tensor("w", torch.arange(100_000.0))  # big enough for a file of its own
     assert tensorcas.verify(loc).ok
     path = writer.store.blob_path(record.blob)
     import os

@@ -170,6 +170,23 @@ def key_to_digest(key: str) -> str | None:
     return format_digest(hex_digest) if _HEX_RE.match(hex_digest) else None
 
 
+def pack_key(pack_id: str) -> str:
+    """The backend key of a pack: an append-only file of small blobs written by one writer."""
+    if not _WRITER_ID_RE.match(pack_id):
+        raise FormatError(f"invalid pack id {pack_id!r}")
+    return f"packs/{pack_id}.pack"
+
+
+def is_pack_key(key: str) -> bool:
+    parts = key.split("/")
+    return (
+        len(parts) == 2
+        and parts[0] == "packs"
+        and parts[1].endswith(".pack")
+        and bool(_WRITER_ID_RE.match(parts[1][:-5]))
+    )
+
+
 def log_key(writer_id: str) -> str:
     if not _WRITER_ID_RE.match(writer_id):
         raise FormatError(f"invalid writer id {writer_id!r}")
@@ -262,6 +279,16 @@ class LogEntry:
     record: TensorRecord | None
 
 
+@dataclass(frozen=True)
+class PackedBlob:
+    """One line of a log saying where a small blob lives: ``nbytes`` bytes at ``offset`` in a pack."""
+
+    blob: str
+    nbytes: int
+    pack: str  # pack id; the key is pack_key(pack)
+    offset: int
+
+
 def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
     """The smallest blob size (bytes) that holds every element of the view."""
     size = itemsize(dtype)
@@ -281,6 +308,8 @@ def make_record(
     blob: str,
     nbytes: int,
 ) -> TensorRecord:
+    """A record for a tensor being written: torch guarantees the field types and bounds, and the
+    name was validated by the caller, so only the view's bounds are checked again (cheaply)."""
     record = TensorRecord(
         name=name,
         dtype=DTYPE_NAMES[dtype],
@@ -291,7 +320,8 @@ def make_record(
         blob=blob,
         nbytes=nbytes,
     )
-    validate_record(record)
+    if required_nbytes(record.dtype, record.shape, record.stride, offset) > nbytes:
+        raise CorruptObjectError(f"tensor {name!r}: its view reaches past the end of its storage")
     return record
 
 
@@ -341,20 +371,24 @@ def encode_header(writer_id: str) -> bytes:
 
 
 def encode_put(record: TensorRecord, time_ns: int) -> bytes:
-    return _frame(
-        {
-            "op": "put",
-            "t": time_ns,
-            "name": record.name,
-            "dtype": record.dtype,
-            "shape": list(record.shape),
-            "stride": list(record.stride),
-            "offset": record.offset,
-            "requires_grad": record.requires_grad,
-            "blob": record.blob,
-            "nbytes": record.nbytes,
-        }
-    )
+    # Formatted by hand because this is the hot path of writing many small tensors; the result is
+    # byte-identical to _dumps() of the same fields in this order (tests check that).
+    body = (
+        f'{{"op":"put","t":{time_ns},"name":{_json_str(record.name)},"dtype":"{record.dtype}",'
+        f'"shape":[{",".join(map(str, record.shape))}],"stride":[{",".join(map(str, record.stride))}],'
+        f'"offset":{record.offset},"requires_grad":{"true" if record.requires_grad else "false"},'
+        f'"blob":"{record.blob}","nbytes":{record.nbytes}}}'
+    ).encode("ascii")
+    return _frame_body(body)
+
+
+def encode_packed(packed: PackedBlob) -> bytes:
+    # Hand-formatted like encode_put, byte-identical to _dumps() of these fields in this order.
+    body = (
+        f'{{"op":"blob","blob":"{packed.blob}","nbytes":{packed.nbytes},'
+        f'"pack":"{packed.pack}","offset":{packed.offset}}}'
+    ).encode("ascii")
+    return _frame_body(body)
 
 
 def encode_delete(name: str, time_ns: int) -> bytes:
@@ -363,6 +397,7 @@ def encode_delete(name: str, time_ns: int) -> bytes:
 
 _PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes"))
 _DEL_KEYS = frozenset(("op", "t", "name"))
+_BLOB_KEYS = frozenset(("op", "blob", "nbytes", "pack", "offset"))
 _HEADER_KEYS = frozenset(("format", "version", "writer"))
 
 
@@ -374,10 +409,22 @@ def decode_header(line: bytes, where: str) -> None:
         raise FormatError(f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas")
 
 
-def decode_entry(line: bytes, where: str) -> LogEntry:
+def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob:
     """Parse and fully validate one log line (without its newline)."""
     obj = _unframe(line, where)
     op = obj.get("op")
+    if op == "blob":
+        if set(obj) != _BLOB_KEYS:
+            raise CorruptObjectError(f"{where}: not a blob entry (keys {sorted(obj)[:12]})")
+        blob, pack = obj["blob"], obj["pack"]
+        if not isinstance(blob, str) or not _DIGEST_RE.match(blob):
+            raise CorruptObjectError(f"{where}: blob {blob!r} is not a blake3 digest")
+        if not isinstance(pack, str) or not _WRITER_ID_RE.match(pack):
+            raise CorruptObjectError(f"{where}: pack id {pack!r} is invalid")
+        for field in ("nbytes", "offset"):
+            if type(obj[field]) is not int or not 0 <= obj[field] <= MAX_INT:
+                raise CorruptObjectError(f"{where}: {field} is {obj[field]!r}; expected an integer in [0, 2**63)")
+        return PackedBlob(blob=blob, nbytes=obj["nbytes"], pack=pack, offset=obj["offset"])
     keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
     if keys is None or set(obj) != keys:
         raise CorruptObjectError(f"{where}: not a put or delete entry (keys {sorted(obj)[:12]})")
@@ -412,7 +459,10 @@ def decode_entry(line: bytes, where: str) -> LogEntry:
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
-    body = _dumps(obj)
+    return _frame_body(_dumps(obj))
+
+
+def _frame_body(body: bytes) -> bytes:
     return blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") + b" " + body + b"\n"
 
 
@@ -423,16 +473,25 @@ def _unframe(line: bytes, where: str) -> dict[str, Any]:
     if sep != b" " or blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") != checksum:
         raise CorruptObjectError(f"{where}: checksum mismatch; the line is damaged")
     try:
-        obj = _loads(body)
-    except ValueError as exc:
+        obj = json.loads(body)
+        canonical = isinstance(obj, dict) and _dumps(obj) == body
+    except (ValueError, RecursionError) as exc:
         raise CorruptObjectError(f"{where}: invalid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise CorruptObjectError(f"{where}: expected a JSON object")
+    if not canonical:
+        # Lines are written in one canonical form (compact, ASCII, keys in a fixed order).  Any
+        # other form - duplicate keys, NaN, extra whitespace - was not written by tensorcas.
+        raise CorruptObjectError(f"{where}: record is not in canonical form (duplicate keys, NaN or reformatted)")
     return obj
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
 def _dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    return _ENCODER.encode(obj).encode("ascii")
 
 
 def _reject_constant(value: str) -> Any:

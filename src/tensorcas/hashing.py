@@ -93,6 +93,25 @@ def hash_storage(storage: torch.UntypedStorage, *, stable_hash: bool = True) -> 
     safe to call repeatedly and from inside a compiled function (where it breaks the graph).
     """
     del stable_hash
+    return hash_and_copy_small(storage)[0] if _is_small_cpu(storage) else _hash_large(storage)
+
+
+def _is_small_cpu(storage: torch.UntypedStorage) -> bool:
+    return type(storage) is torch.UntypedStorage and storage.device.type == "cpu" and storage.nbytes() < PARALLEL_THRESHOLD
+
+
+def hash_and_copy_small(storage: torch.UntypedStorage) -> tuple[str, bytes]:
+    """Digest and a copy of the bytes of a CPU storage under ``PARALLEL_THRESHOLD`` bytes.
+
+    The copy is what a small blob needs anyway (it is appended to a pack), and one C call that
+    copies is cheaper than building a zero-copy view for a few kilobytes.
+    """
+    nbytes = storage.nbytes()
+    data = ctypes.string_at(storage.data_ptr(), nbytes) if nbytes else b""
+    return format_digest(blake3.blake3(data).hexdigest()), data
+
+
+def _hash_large(storage: torch.UntypedStorage) -> str:
     check_storage(storage)
     hasher = new_hasher(storage.nbytes())
     for chunk in iter_storage_chunks(storage):

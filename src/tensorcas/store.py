@@ -31,7 +31,11 @@ from .errors import (
     StoreNotFoundError,
     TensorNotFoundError,
 )
-from .format import LogEntry, TensorRecord
+from .format import LogEntry, PackedBlob, TensorRecord
+
+#: Storages smaller than this are appended to the writer's pack instead of getting a file each:
+#: creating a file costs more than writing a few kilobytes, and tiny files waste disk blocks.
+PACK_THRESHOLD = 64 << 10
 
 Location = str | os.PathLike[str] | Backend
 
@@ -86,6 +90,7 @@ class _Index:
     entries: dict[str, _IndexEntry] = field(default_factory=dict)
     logs: dict[str, _LogState] = field(default_factory=dict)
     problems: dict[tuple[str, int], Problem] = field(default_factory=dict)
+    packed: dict[str, PackedBlob] = field(default_factory=dict)
 
 
 class Store:
@@ -95,6 +100,7 @@ class Store:
         self.backend = backend
         self._index = _Index()
         self._lock = threading.RLock()
+        self._touched: dict[str, float] = {}
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -140,10 +146,35 @@ class Store:
     # -- blobs -------------------------------------------------------------------------------
 
     def blob_info(self, digest: str) -> ObjectInfo | None:
-        return self.backend.stat(fmt.blob_key(digest))
+        """Size and mtime of a blob, loose or packed (the pack's mtime), ``None`` if absent."""
+        info = self.backend.stat(fmt.blob_key(digest))
+        if info is not None:
+            return info
+        packed = self._packed(digest)
+        if packed is None:
+            return None
+        pack_info = self.backend.stat(fmt.pack_key(packed.pack))
+        if pack_info is None or pack_info.size < packed.offset + packed.nbytes:
+            return None  # the pack is missing or was cut short: the blob is not there
+        return ObjectInfo(packed.nbytes, pack_info.mtime)
+
+    def _packed(self, digest: str) -> PackedBlob | None:
+        with self._lock:
+            packed = self._index.packed.get(digest)
+            if packed is None:
+                self.refresh()
+                packed = self._index.packed.get(digest)
+            return packed
 
     def blob_path(self, digest: str) -> str | None:
+        """A file holding exactly the blob (loose blobs of local stores), else ``None``."""
+        if self._index.packed.get(digest) is not None and not self.backend.exists(fmt.blob_key(digest)):
+            return None
         return self.backend.local_path(fmt.blob_key(digest))
+
+    def packed_blob(self, digest: str) -> PackedBlob | None:
+        """Where a packed blob lives, if the logs read so far say it is packed."""
+        return self._index.packed.get(digest)
 
     def keep_blob(self, digest: str, nbytes: int) -> bool:
         """Whether a sound-looking blob of ``nbytes`` is already stored; if so, mark it in use so
@@ -151,6 +182,29 @@ class Store:
         key = fmt.blob_key(digest)
         info = self.backend.stat(key)
         return info is not None and info.size == nbytes and self.backend.touch(key)
+
+    def keep_packed(self, digest: str, nbytes: int) -> bool:
+        """Like :meth:`keep_blob`, for blobs the logs read so far place in a pack."""
+        packed = self._index.packed.get(digest)
+        if packed is None or packed.nbytes != nbytes:
+            return False
+        key = fmt.pack_key(packed.pack)
+        info = self.backend.stat(key)
+        if info is None or info.size < packed.offset + nbytes:
+            return False
+        # Packs hold many blobs: touching one at most once a second is enough for gc's grace.
+        now = time.monotonic()
+        if now - self._touched.get(key, -10.0) >= 1.0:
+            if not self.backend.touch(key):
+                return False
+            self._touched[key] = now
+        return True
+
+    def note_packed(self, packed: PackedBlob) -> None:
+        """Record a blob this process just packed (its log line is already appended)."""
+        with self._lock:
+            self._index.packed.setdefault(packed.blob, packed)
+        self._touched[fmt.pack_key(packed.pack)] = time.monotonic()
 
     def put_blob(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
         """Store the bytes ``chunks`` yields under ``digest`` (already computed by the caller).
@@ -191,8 +245,22 @@ class Store:
         """Fill ``out`` with the blob; its size must be exactly ``out.nbytes``."""
         key = fmt.blob_key(digest)
         info = self.backend.stat(key)
-        self._check_blob_size(digest, info, out.nbytes, name)
-        n = self.backend.read_into(key, out)
+        packed = self._packed(digest) if info is None else None
+        if packed is not None:
+            self._check_blob_size(digest, ObjectInfo(packed.nbytes, 0.0), out.nbytes, name)
+            data = self.backend.read_range(fmt.pack_key(packed.pack), packed.offset, packed.nbytes)
+            n = None if data is None else len(data)
+            if n == out.nbytes:
+                out[:] = data
+            else:
+                raise CorruptObjectError(
+                    f"{_who(name)}blob {digest} is cut short: its pack {fmt.pack_key(packed.pack)} "
+                    f"{'is missing' if data is None else f'holds only {n} of its {packed.nbytes} bytes'}; "
+                    f"run 'tensorcas verify {self.location}'"
+                )
+        else:
+            self._check_blob_size(digest, info, out.nbytes, name)
+            n = self.backend.read_into(key, out)
         if n is None or n != out.nbytes:
             raise CorruptObjectError(
                 f"{_who(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
@@ -219,12 +287,28 @@ class Store:
                 f"(truncated or extended); run 'tensorcas verify {self.location}'"
             )
 
-    def blobs(self) -> Iterator[str]:
-        """Digests of every stored blob (keys that are not blobs are ignored)."""
+    def loose_blobs(self) -> Iterator[str]:
+        """Digests of the blobs stored as files of their own (keys that are not blobs are ignored)."""
         for key in self.backend.list("blobs"):
             digest = fmt.key_to_digest(key)
             if digest is not None:
                 yield digest
+
+    def blobs(self) -> set[str]:
+        """Digests of every stored blob, loose or packed."""
+        self.refresh()
+        with self._lock:
+            packed = set(self._index.packed)
+        return packed | set(self.loose_blobs())
+
+    def packs(self) -> dict[str, list[PackedBlob]]:
+        """Every pack key with the blobs the logs place in it."""
+        self.refresh()
+        out: dict[str, list[PackedBlob]] = {k: [] for k in self.backend.list("packs") if fmt.is_pack_key(k)}
+        with self._lock:
+            for packed in self._index.packed.values():
+                out.setdefault(fmt.pack_key(packed.pack), []).append(packed)
+        return out
 
     # -- records -----------------------------------------------------------------------------
 
@@ -264,7 +348,10 @@ class Store:
                 if not state.header_ok:
                     break  # not a log we understand: ignore all of it
                 continue
-            self._apply(entry, _Position(entry.time_ns, key, state.lines))
+            if isinstance(entry, PackedBlob):
+                index.packed.setdefault(entry.blob, entry)
+            else:
+                self._apply(entry, _Position(entry.time_ns, key, state.lines))
         state.offset += end
 
     def _apply(self, entry: LogEntry, position: _Position) -> None:
@@ -333,14 +420,53 @@ class LogWriter:
         self._last_time = 0
         self._lock = threading.Lock()
         self._broken = False
+        self._pack: Appender | None = None
+        self._pack_id = ""
+        self._pack_size = 0
+        self._packs_opened = 0
 
     def _time(self) -> int:
         self._last_time = max(time.time_ns(), self._last_time + 1)
         return self._last_time
 
-    def put(self, record: TensorRecord) -> None:
+    def put(self, record: TensorRecord, packed_data: memoryview | bytes | None = None) -> None:
+        """Append ``record``; with ``packed_data``, first append those bytes (the record's blob)
+        to this writer's pack, and publish their location in the same log write as the record."""
         with self._lock:
-            self._append(fmt.encode_put(record, self._time()))
+            line = fmt.encode_put(record, self._time())
+            packed = None
+            if packed_data is not None:
+                packed = self._pack_bytes(record.blob, packed_data)
+                line = fmt.encode_packed(packed) + line
+            self._append(line)
+        if packed is not None:
+            self.store.note_packed(packed)
+
+    def _pack_bytes(self, digest: str, data: memoryview | bytes) -> PackedBlob:
+        nbytes = memoryview(data).nbytes
+        if self._pack is None:
+            self._packs_opened += 1
+            self._pack_id = f"{self.writer_id}-{self._packs_opened}"
+            self._pack = self.store.backend.open_append(fmt.pack_key(self._pack_id))
+            self._pack_size = 0
+        try:
+            self._pack.append(data)
+        except BaseException:
+            # The pack's length is unknown now: continue in a new one.
+            self._pack.close()
+            self._pack = None
+            raise
+        packed = PackedBlob(blob=digest, nbytes=nbytes, pack=self._pack_id, offset=self._pack_size)
+        self._pack_size += nbytes
+        return packed
+
+    def put_packed(self, digest: str, data: memoryview | bytes) -> PackedBlob:
+        """Append a small blob to the pack and its location to the log (no record)."""
+        with self._lock:
+            packed = self._pack_bytes(digest, data)
+            self._append(fmt.encode_packed(packed))
+        self.store.note_packed(packed)
+        return packed
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -362,9 +488,10 @@ class LogWriter:
 
     def close(self) -> None:
         with self._lock:
-            if self._appender is not None:
-                self._appender.close()
-                self._appender = None
+            for appender in (self._appender, self._pack):
+                if appender is not None:
+                    appender.close()
+            self._appender = self._pack = None
 
 
 def _who(name: str | None) -> str:

@@ -8,8 +8,8 @@ from types import TracebackType
 import torch
 
 from . import format as fmt
-from .hashing import check_storage, hash_storage, iter_storage_chunks
-from .store import Location, Store
+from .hashing import check_storage, hash_and_copy_small, hash_buffer, hash_storage, iter_storage_chunks
+from .store import PACK_THRESHOLD, Location, Store
 from .tensors import check_tensor
 
 
@@ -35,6 +35,7 @@ class ContentStoreWriter:
         self.store = Store.open(loc, create=True, durable=durable)
         self._log = self.store.open_log()
         self._finalizer = weakref.finalize(self, self._log.close)
+        self._index_read = False
 
     @property
     def location(self) -> str:
@@ -42,12 +43,32 @@ class ContentStoreWriter:
 
     def write_storage(self, storage: torch.UntypedStorage) -> str:
         """Store a storage's bytes (if not stored yet) and return their ``blake3:`` digest."""
+        digest, small = self._put_storage(storage)
+        if small is not None:
+            self._log.put_packed(digest, small)
+        return digest
+
+    def _put_storage(self, storage: torch.UntypedStorage) -> tuple[str, bytes | None]:
+        """Hash the storage and store it if it is new.  A new small storage is returned as bytes
+        instead: it goes into this writer's pack, in the same log write as its record."""
         check_storage(storage)
-        digest = hash_storage(storage)
         nbytes = storage.nbytes()
+        if nbytes < PACK_THRESHOLD:
+            if storage.device.type == "cpu":
+                digest, data = hash_and_copy_small(storage)
+            else:
+                data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
+                digest = hash_buffer(data)
+            if not self._index_read:
+                self.store.refresh()  # learn what earlier writers packed, once
+                self._index_read = True
+            if self.store.keep_packed(digest, nbytes):
+                return digest, None
+            return digest, data
+        digest = hash_storage(storage)
         if not self.store.keep_blob(digest, nbytes):
             self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)
-        return digest
+        return digest, None
 
     def write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
         """Store ``tensor`` under ``name`` (replacing an earlier tensor of that name).
@@ -58,7 +79,7 @@ class ContentStoreWriter:
         fmt.validate_name(name)
         tensor = check_tensor(name, tensor)
         storage = tensor.untyped_storage()
-        digest = self.write_storage(storage)
+        digest, small = self._put_storage(storage)
         record = fmt.make_record(
             name,
             tensor.dtype,
@@ -69,7 +90,7 @@ class ContentStoreWriter:
             digest,
             storage.nbytes(),
         )
-        self._log.put(record)
+        self._log.put(record, small)
         return record
 
     def delete_tensor(self, name: str) -> None:

@@ -83,7 +83,18 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
             report.findings.append(Finding("unreadable", f"blob {digest}: {exc}", digest, names))
             stored.discard(digest)
             continue
-        actual = info.size if info is not None else -1
+        if info is None:
+            report.findings.append(
+                Finding(
+                    "missing-blob",
+                    f"blob {digest} is cut short (its pack is truncated); lost tensors: {_names(names)}",
+                    digest,
+                    names,
+                )
+            )
+            stored.discard(digest)
+            continue
+        actual = info.size
         for size in sorted(sizes):
             if size != actual:
                 bad = tuple(r.name for r in records if r.nbytes == size)
@@ -119,7 +130,14 @@ def _hash_blob(store: Store, digest: str) -> tuple[str, int]:
     key = fmt.blob_key(digest)
     info = store.backend.stat(key)  # also refuses symlinks and special files
     if info is None:
-        raise StoreError("vanished while verifying")
+        packed = store.packed_blob(digest)
+        if packed is None:
+            raise StoreError("vanished while verifying")
+        data = store.backend.read_range(fmt.pack_key(packed.pack), packed.offset, packed.nbytes)
+        if data is None or len(data) != packed.nbytes:
+            got = "missing" if data is None else f"{len(data)} bytes long"
+            raise StoreError(f"its pack {fmt.pack_key(packed.pack)} is {got}; {packed.nbytes} bytes were stored")
+        return fmt.format_digest(blake3.blake3(data).hexdigest()), packed.nbytes
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     path = store.backend.local_path(key)
     if path is not None and info.size > 0:
