@@ -415,11 +415,10 @@ class LogWriter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.writer_id = f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.writer_id = _new_writer_id()
         self._appender: Appender | None = None
         self._last_time = 0
         self._lock = threading.Lock()
-        self._broken = False
         self._pack: Appender | None = None
         self._pack_id = ""
         self._pack_size = 0
@@ -474,17 +473,39 @@ class LogWriter:
 
     def _append(self, line: bytes) -> None:
         if self._appender is None:
-            self._appender = self.store.backend.open_append(fmt.log_key(self.writer_id))
-            self._appender.append(fmt.encode_header(self.writer_id))
-        if self._broken:
-            # An earlier append failed part-way: end its torn line so this one parses on its own.
-            line = b"\n" + line
+            self._appender = self._open_log()
         try:
             self._appender.append(line)
         except BaseException:
-            self._broken = True
+            # The log may now end in a torn line, which readers take for an interrupted write
+            # (a warning) only while nothing follows it: leave that log and go on in a new one.
+            self._abandon_log(self._appender)
             raise
-        self._broken = False
+
+    def _open_log(self) -> Appender:
+        """Create a log for this writer and write its header.  Readers ignore a log whose first
+        line is not a whole header, so a log whose creation or header failed is abandoned too."""
+        try:
+            appender = self.store.backend.open_append(fmt.log_key(self.writer_id))
+        except BaseException:
+            self._abandon_log(None)
+            raise
+        try:
+            appender.append(fmt.encode_header(self.writer_id))
+        except BaseException:
+            self._abandon_log(appender)
+            raise
+        return appender
+
+    def _abandon_log(self, appender: Appender | None) -> None:
+        """Stop appending to the current log; the next entry starts a log of a new name."""
+        self._appender = None
+        self.writer_id = _new_writer_id()
+        if appender is not None:
+            try:
+                appender.close()
+            except Exception:
+                pass  # the append's own error is the one the caller needs to see
 
     def close(self) -> None:
         with self._lock:
@@ -492,6 +513,10 @@ class LogWriter:
                 if appender is not None:
                     appender.close()
             self._appender = self._pack = None
+
+
+def _new_writer_id() -> str:
+    return f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def _who(name: str | None) -> str:

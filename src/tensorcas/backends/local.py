@@ -27,7 +27,9 @@ from .base import Appender, Backend, ObjectInfo, Staged
 
 TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".gc-"
-_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: opening a FIFO planted in a store must not wait for a writer (it is then refused as
+# not a regular file); on regular files the flag changes nothing.
+_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -276,8 +278,12 @@ class LocalBackend(Backend):
         with os_errors("creating", path):
             self._makedirs(directory)
             fd = os.open(path, _O_CREATE | os.O_APPEND, 0o644)
-            if self.durable:
-                _fsync_dir(os.path.dirname(path))
+            try:
+                if self.durable:
+                    _fsync_dir(os.path.dirname(path))
+            except BaseException:
+                os.close(fd)
+                raise
         return _LocalAppender(fd, path, self.durable)
 
     def sync(self) -> None:
