@@ -16,7 +16,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import format as fmt
@@ -31,7 +32,24 @@ from .errors import (
     StoreNotFoundError,
     TensorNotFoundError,
 )
-from .format import LogEntry, PackedBlob, TensorRecord
+from .format import LogEntry, PackedBlob, TensorRecord, format_digest
+from .hashing import new_hasher
+
+#: Pieces in which large blobs are hashed and written at once (small enough to stay in cache).
+STREAM_CHUNK = 8 << 20
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """One I/O thread per process, started on first use, for writes that overlap hashing."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-io")
+        return _pool
+
 
 #: Storages smaller than this are appended to the writer's pack instead of getting a file each:
 #: creating a file costs more than writing a few kilobytes, and tiny files waste disk blocks.
@@ -220,25 +238,33 @@ class Store:
                 staged.write(chunk)
             staged.publish(key, overwrite=info is not None and info.size != nbytes)
 
-    def put_blob_streaming(
-        self, chunks: Iterable[memoryview], nbytes: int, update: Callable[[memoryview], None], finish: Callable[[], str]
-    ) -> str:
-        """Write bytes while they are hashed, then publish under the digest ``finish`` returns."""
+    def put_blob_streaming(self, chunks: Iterable[memoryview], nbytes: int) -> str:
+        """Hash and write the bytes in one pass, then publish under their digest.
+
+        Each chunk is written by an I/O thread while this thread hashes it, so both read it while
+        it is in cache and both cores work; for new content this costs about one write, not a hash
+        plus a write.
+        """
+        hasher = new_hasher(0)  # one thread: the other core is writing
         with self.backend.stage("blobs") as staged:
-            for chunk in chunks:
-                update(chunk)
-                staged.write(chunk)
-            digest = finish()
+            pending: Future[None] | None = None
+            try:
+                for chunk in chunks:
+                    for start in range(0, chunk.nbytes, STREAM_CHUNK):
+                        piece = chunk[start : start + STREAM_CHUNK]
+                        if pending is not None:
+                            pending.result()
+                        pending = _io_pool().submit(staged.write, piece)
+                        hasher.update(piece)
+            finally:
+                if pending is not None:
+                    pending.result()
+            digest = format_digest(hasher.hexdigest())
             key = fmt.blob_key(digest)
-            if not staged.publish(key):
-                info = self.backend.stat(key)
-                if info is not None and info.size == nbytes:
-                    self.backend.touch(key)
-                else:
-                    raise CorruptObjectError(
-                        f"blob {digest} is stored with {info.size if info else 0} bytes instead of "
-                        f"{nbytes}; run 'tensorcas verify' and 'tensorcas gc' on {self.location}"
-                    )
+            info = self.backend.stat(key)
+            if info is not None and info.size == nbytes and self.backend.touch(key):
+                return digest  # stored already (the temporary is discarded)
+            staged.publish(key, overwrite=info is not None)  # replaces a blob of the wrong size
         return digest
 
     def read_blob_into(self, digest: str, out: memoryview, *, name: str | None = None) -> None:
@@ -358,6 +384,11 @@ class Store:
         current = self._index.entries.get(entry.name)
         if current is None or current.position < position:
             self._index.entries[entry.name] = _IndexEntry(position, entry.record)
+
+    def peek_record(self, name: str) -> TensorRecord | None:
+        """The current record of ``name`` as far as the logs read so far say (no I/O)."""
+        entry = self._index.entries.get(name)
+        return None if entry is None else entry.record
 
     def problems(self) -> list[Problem]:
         with self._lock:

@@ -9,8 +9,17 @@ import torch
 
 from . import format as fmt
 from .hashing import check_storage, hash_and_copy_small, hash_buffer, hash_storage, iter_storage_chunks
-from .store import PACK_THRESHOLD, Location, Store
+from .background import BackgroundQueue, snapshot
+from .store import PACK_THRESHOLD, Location, LogWriter, Store
 from .tensors import check_tensor
+
+
+def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
+    try:
+        if queue is not None:
+            queue.close()
+    finally:
+        log.close()
 
 
 class ContentStoreWriter:
@@ -26,60 +35,103 @@ class ContentStoreWriter:
     Args:
         loc: a directory, ``memory://``, or a :class:`tensorcas.backends.Backend`.
         durable: fsync blobs, records and directories before a write returns.
+        background: return from ``write_tensor`` at once, after copying the tensor's storage; a
+            worker thread hashes and writes it.  ``flush()`` waits for pending writes and raises
+            the first failure; ``close()`` flushes.  In this mode ``write_tensor`` returns ``None``.
+        max_pending_bytes: in background mode, the most bytes of copies waiting to be written.
         stable_hash: accepted for compatibility with ``torch.utils._content_store``; digests are
             always stable.
     """
 
-    def __init__(self, loc: Location, *, durable: bool = False, stable_hash: bool = True) -> None:
+    def __init__(
+        self,
+        loc: Location,
+        *,
+        durable: bool = False,
+        background: bool = False,
+        max_pending_bytes: int = 1 << 30,
+        stable_hash: bool = True,
+    ) -> None:
         del stable_hash
         self.store = Store.open(loc, create=True, durable=durable)
         self._log = self.store.open_log()
-        self._finalizer = weakref.finalize(self, self._log.close)
+        self._queue = BackgroundQueue(max_pending_bytes) if background else None
+        self._finalizer = weakref.finalize(self, _close, self._queue, self._log)
         self._index_read = False
+        #: (data pointer, size) of storages written before: a hint that the bytes may be unchanged.
+        self._seen: set[tuple[int, int]] = set()
 
     @property
     def location(self) -> str:
         return self.store.location
 
     def write_storage(self, storage: torch.UntypedStorage) -> str:
-        """Store a storage's bytes (if not stored yet) and return their ``blake3:`` digest."""
-        digest, small = self._put_storage(storage)
+        """Store a storage's bytes (if not stored yet) and return their ``blake3:`` digest.
+
+        Always synchronous (the digest is the result); in background mode it first waits for
+        pending writes, so records keep their order."""
+        self.flush()
+        digest, small = self._put_storage(storage, None)
         if small is not None:
             self._log.put_packed(digest, small)
         return digest
 
-    def _put_storage(self, storage: torch.UntypedStorage) -> tuple[str, bytes | None]:
+    def _put_storage(self, storage: torch.UntypedStorage, name: str | None) -> tuple[str, bytes | None]:
         """Hash the storage and store it if it is new.  A new small storage is returned as bytes
         instead: it goes into this writer's pack, in the same log write as its record."""
         check_storage(storage)
         nbytes = storage.nbytes()
+        if not self._index_read:
+            self.store.refresh()  # learn what earlier writers stored, once
+            self._index_read = True
         if nbytes < PACK_THRESHOLD:
             if storage.device.type == "cpu":
                 digest, data = hash_and_copy_small(storage)
             else:
                 data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
                 digest = hash_buffer(data)
-            if not self._index_read:
-                self.store.refresh()  # learn what earlier writers packed, once
-                self._index_read = True
             if self.store.keep_packed(digest, nbytes):
                 return digest, None
             return digest, data
-        digest = hash_storage(storage)
-        if not self.store.keep_blob(digest, nbytes):
-            self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)
+        if self._probably_stored(storage, name):
+            # Hash first: if the bytes are unchanged, nothing is written at all.
+            digest = hash_storage(storage)
+            if not self.store.keep_blob(digest, nbytes):
+                self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)
+        else:
+            # Probably new: hash and write in one pass.
+            digest = self.store.put_blob_streaming(iter_storage_chunks(storage), nbytes)
         return digest, None
 
-    def write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
+    def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
+        """Whether these bytes were likely stored before (the same storage was written by this
+        writer, or ``name`` already holds a blob of this size).  Only a guess that picks the
+        faster path; the digest decides what is stored."""
+        key = (storage.data_ptr(), storage.nbytes())
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        previous = self.store.peek_record(name) if name is not None else None
+        return previous is not None and previous.nbytes == key[1]
+
+    def write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord | None:
         """Store ``tensor`` under ``name`` (replacing an earlier tensor of that name).
 
         The record keeps dtype, shape, stride, storage offset and ``requires_grad``, so tensors
-        that were views of one storage are views of one storage again when read back.
+        that were views of one storage are views of one storage again when read back.  Returns the
+        record, or ``None`` in background mode (the write happens later; see ``flush``).
         """
         fmt.validate_name(name)
         tensor = check_tensor(name, tensor)
+        if self._queue is not None:
+            view = snapshot(tensor)
+            self._queue.submit(tensor.untyped_storage().nbytes(), lambda: self._write_tensor(name, view()))
+            return None
+        return self._write_tensor(name, tensor)
+
+    def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
         storage = tensor.untyped_storage()
-        digest, small = self._put_storage(storage)
+        digest, small = self._put_storage(storage, name)
         record = fmt.make_record(
             name,
             tensor.dtype,
@@ -93,12 +145,19 @@ class ContentStoreWriter:
         self._log.put(record, small)
         return record
 
+    def flush(self) -> None:
+        """Wait until every background write is stored; raise the first failure among them."""
+        if self._queue is not None:
+            self._queue.flush()
+
     def delete_tensor(self, name: str) -> None:
         """Remove ``name`` from the store (its blob stays until gc finds it unreferenced)."""
+        self.flush()
         self.store.get_record(name)  # raises TensorNotFoundError with a clear message
         self._log.delete(name)
 
     def close(self) -> None:
+        """Flush pending background writes and close the log; raises a failed write's error."""
         self._finalizer()
 
     def __enter__(self) -> ContentStoreWriter:

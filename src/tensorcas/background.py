@@ -1,0 +1,108 @@
+"""Writing in the background: a snapshot now, hashing and I/O on a worker thread.
+
+A training loop or a debugging hook hands a tensor over and goes on; the tensor's bytes are
+copied first (they may change right after the call returns, as weights do in a training step), so
+background writing costs one copy of each pending tensor, bounded by ``max_pending_bytes``: a
+write waits while the snapshots not yet written would exceed it.  One worker keeps records in the
+order they were submitted.  A failure is kept and raised by the next ``flush()`` or ``close()``
+(and by the next write), never dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from .errors import StoreError
+
+
+def snapshot(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Copy the tensor's whole storage now; return a function giving the same view over the copy.
+
+    The whole storage is copied, not just the view, so that views of one storage still share one
+    blob.  On CUDA the copy goes to pinned memory asynchronously and the function waits for it.
+    """
+    storage = tensor.untyped_storage()
+    source = torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage)
+    wait: Callable[[], None] = lambda: None  # noqa: E731
+    if storage.device.type == "cuda":
+        host = torch.empty(storage.nbytes(), dtype=torch.uint8, pin_memory=True)
+        host.copy_(source, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        wait = event.synchronize
+    else:
+        host = source.to("cpu", copy=True)
+    shape, stride, offset = tuple(tensor.shape), tuple(tensor.stride()), tensor.storage_offset()
+    dtype, requires_grad = tensor.dtype, tensor.requires_grad
+
+    def view() -> torch.Tensor:
+        wait()
+        out = torch.empty(0, dtype=dtype).set_(host.untyped_storage(), offset, shape, stride)
+        return out.requires_grad_(requires_grad) if requires_grad else out
+
+    return view
+
+
+class BackgroundQueue:
+    """Runs write jobs in order on one worker thread, with bounded pending bytes."""
+
+    def __init__(self, max_pending_bytes: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-writer")
+        self._max = max_pending_bytes
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._futures: list[Future[object]] = []
+        self._error: BaseException | None = None
+        self._failures = 0
+
+    def submit(self, nbytes: int, job: Callable[[], object]) -> Future[object]:
+        self.raise_error()
+        with self._cond:
+            while self._pending and self._pending + nbytes > self._max:
+                self._cond.wait()
+            self._pending += nbytes
+        future = self._pool.submit(self._run, nbytes, job)
+        self._futures = [f for f in self._futures if not f.done()] + [future]
+        return future
+
+    def _run(self, nbytes: int, job: Callable[[], object]) -> object:
+        try:
+            return job()
+        except BaseException as exc:
+            with self._cond:
+                self._failures += 1
+                if self._error is None:
+                    self._error = exc
+            raise
+        finally:
+            with self._cond:
+                self._pending -= nbytes
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait for every submitted write; raise the first failure, if any."""
+        for future in list(self._futures):
+            future.exception()  # waits; the failure is kept in self._error
+        self._futures.clear()
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        with self._cond:
+            error, failures = self._error, self._failures
+            self._error, self._failures = None, 0
+        if error is None:
+            return
+        if failures > 1:
+            message = f"{failures} background writes failed; the first: {error}"
+            raise StoreError(message) from error
+        raise error
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)

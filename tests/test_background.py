@@ -1,0 +1,70 @@
+"""Background writing: snapshots taken at call time, order kept, failures surfaced."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tensorcas
+from tensorcas import ContentStoreReader, ContentStoreWriter
+
+
+def test_snapshot_is_taken_when_write_tensor_returns(loc):
+    x = torch.arange(300_000, dtype=torch.float32)  # large: a loose blob
+    small = torch.zeros(8)
+    with ContentStoreWriter(loc, background=True, max_pending_bytes=4 << 20) as writer:
+        for step in range(5):
+            assert writer.write_tensor(f"x/{step}", x) is None
+            writer.write_tensor(f"s/{step}", small)
+            x.add_(1)  # the training step changes the weights right after the call
+            small.add_(1)
+    reader = ContentStoreReader(loc)
+    for step in range(5):
+        assert torch.equal(reader.read_tensor(f"x/{step}"), torch.arange(300_000, dtype=torch.float32) + step)
+        assert torch.equal(reader.read_tensor(f"s/{step}"), torch.full((8,), float(step)))
+
+
+def test_views_still_share_a_storage(loc):
+    base = torch.randn(64, 64)
+    with ContentStoreWriter(loc, background=True) as writer:
+        writer.write_tensor("base", base)
+        writer.write_tensor("view", base[3:, 5:].t())
+    reader = ContentStoreReader(loc)
+    a, b = reader.read_tensor("base"), reader.read_tensor("view")
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    assert torch.equal(b, base[3:, 5:].t())
+
+
+def test_later_write_of_a_name_wins(loc):
+    with ContentStoreWriter(loc, background=True) as writer:
+        for value in range(20):
+            writer.write_tensor("w", torch.full((4,), float(value)))
+    assert ContentStoreReader(loc).read_tensor("w")[0].item() == 19.0
+
+
+def test_failures_surface_on_flush(loc, monkeypatch):
+    writer = ContentStoreWriter(loc, background=True)
+    writer.write_tensor("ok", torch.ones(3))
+    writer.flush()
+
+    def disk_full(self, line):
+        raise tensorcas.StoreIOError("appending failed: No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tensorcas.store.LogWriter, "_append", disk_full)
+        writer.write_tensor("lost", torch.ones(3))
+        with pytest.raises(tensorcas.StoreIOError, match="No space"):
+            writer.flush()
+    writer.write_tensor("after", torch.ones(3))
+    writer.close()
+    reader = ContentStoreReader(loc)
+    assert reader.list_tensors() == ["ok", "after"]
+
+
+def test_pending_bytes_are_bounded(loc):
+    x = torch.randn(1 << 18)  # 1 MiB
+    with ContentStoreWriter(loc, background=True, max_pending_bytes=2 << 20) as writer:
+        for i in range(8):
+            writer.write_tensor(f"x{i}", x)
+            assert writer._queue is not None and writer._queue._pending <= 2 << 20
+    assert len(ContentStoreReader(loc).list_tensors()) == 8
