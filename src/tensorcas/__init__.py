@@ -24,7 +24,19 @@ from .errors import (
 )
 from .format import TensorRecord
 from .hashing import hash_storage
-from .maintenance import VerifyReport, verify
+from .maintenance import (
+    DiffResult,
+    VerifyReport,
+    diff,
+    du,
+    export_safetensors,
+    gc,
+    import_store,
+    ls,
+    rm,
+    show,
+    verify,
+)
 from .ops import load_tensor_reader
 from .reader import ContentStoreReader
 from .writer import ContentStoreWriter
@@ -36,6 +48,7 @@ __all__ = [
     "ContentStoreReader",
     "ContentStoreWriter",
     "CorruptObjectError",
+    "DiffResult",
     "FormatError",
     "InvalidDigestError",
     "InvalidNameError",
@@ -48,7 +61,15 @@ __all__ = [
     "UnsupportedTensorError",
     "VerifyReport",
     "__version__",
+    "diff",
+    "du",
+    "export_safetensors",
+    "gc",
     "hash_storage",
+    "import_store",
     "load_tensor_reader",
+    "ls",
+    "rm",
+    "show",
     "verify",
 ]

@@ -1,10 +1,51 @@
-"""Whole-store operations: verify, and (in sibling modules) gc, du, diff, import and export.
+"""Whole-store operations: verify, ls, show, du, diff, rm, gc, and import/export.
 
 Each is one library function that the command line calls; none needs the command line.
 """
 
 from __future__ import annotations
 
+from .diff import DiffResult, Target, TensorDiff, diff, parse_target
+from .du import DiskUsage, du
+from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
+from .listing import ls
+from .show import Histogram, TensorStats, TensorSummary, show
+from .transfer import (
+    ExportError,
+    ExportReport,
+    ImportReport,
+    ImportSourceError,
+    export_safetensors,
+    import_store,
+)
 from .verify import Finding, VerifyReport, verify
 
-__all__ = ["Finding", "VerifyReport", "verify"]
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "DamagedStoreError",
+    "DiffResult",
+    "DiskUsage",
+    "ExportError",
+    "ExportReport",
+    "Finding",
+    "GcReport",
+    "Histogram",
+    "ImportReport",
+    "ImportSourceError",
+    "RmReport",
+    "Target",
+    "TensorDiff",
+    "TensorStats",
+    "TensorSummary",
+    "VerifyReport",
+    "diff",
+    "du",
+    "export_safetensors",
+    "gc",
+    "import_store",
+    "ls",
+    "parse_target",
+    "rm",
+    "show",
+    "verify",
+]

@@ -1,0 +1,97 @@
+"""``du``: how much the named tensors stand for, and how much the store really holds.
+
+Deduplication is the point of a content-addressed store, so the numbers that matter are the two
+sides of it: *logical* bytes (what every current tensor's own elements cover, as if each were saved
+on its own) and *stored* bytes (the blobs on disk).  Blobs that no current record references are
+counted apart: loose ones are what ``gc`` frees once their grace period is over (small blobs kept
+in packs are never collected; see ``maintenance.gc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import format as fmt
+from ..store import Location, Store
+from ._common import open_store
+
+
+@dataclass
+class DiskUsage:
+    """Sizes of one store, in bytes."""
+
+    location: str
+    names: int = 0
+    logical_bytes: int = 0  # sum over current tensors of numel * itemsize
+    referenced_blobs: int = 0
+    referenced_bytes: int = 0  # distinct blobs current tensors use
+    stored_blobs: int = 0  # loose and packed
+    stored_bytes: int = 0  # every blob file and pack on disk, referenced or not
+    packs: int = 0
+    unreferenced_blobs: int = 0
+    unreferenced_bytes: int = 0  # loose ones gc frees after the grace period; packed ones stay
+    missing_blobs: int = 0  # referenced but absent: run verify
+    log_bytes: int = 0
+    largest: list[fmt.TensorRecord] = field(default_factory=list)
+
+    @property
+    def dedupe_ratio(self) -> float:
+        """Logical bytes per referenced stored byte (1.0 means nothing was shared)."""
+        return self.logical_bytes / self.referenced_bytes if self.referenced_bytes else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if k != "largest"}
+        out["dedupe_ratio"] = self.dedupe_ratio
+        out["largest"] = [
+            {"name": r.name, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.view_nbytes, "blob": r.blob}
+            for r in self.largest
+        ]
+        return out
+
+
+def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
+    """Measure the store at ``loc``; ``top`` is how many of the largest tensors to list.  Read-only."""
+    store = open_store(loc, read_only=True)
+    usage = DiskUsage(location=store.location)
+    records = store.records()
+    usage.names = len(records)
+    used: dict[str, int] = {}
+    for record in records:
+        usage.logical_bytes += record.view_nbytes
+        used[record.blob] = record.nbytes
+    usage.largest = sorted(records, key=lambda r: r.view_nbytes, reverse=True)[: max(top, 0)]
+
+    present: set[str] = set()
+    for digest in store.loose_blobs():
+        info = store.backend.stat(fmt.blob_key(digest))
+        if info is None:  # collected meanwhile
+            continue
+        present.add(digest)
+        usage.stored_bytes += info.size
+        _count(usage, digest in used, info.size)
+    for key, pack_blobs in store.packs().items():
+        info = store.backend.stat(key)
+        if info is None:
+            continue
+        usage.packs += 1
+        usage.stored_bytes += info.size
+        for packed in pack_blobs:
+            if packed.blob not in present and packed.offset + packed.nbytes <= info.size:
+                present.add(packed.blob)
+                _count(usage, packed.blob in used, packed.nbytes)
+    usage.missing_blobs = sum(1 for digest in used if digest not in present)
+    for key in store.log_keys():
+        info = store.backend.stat(key)
+        usage.log_bytes += info.size if info is not None else 0
+    return usage
+
+
+def _count(usage: DiskUsage, referenced: bool, size: int) -> None:
+    usage.stored_blobs += 1
+    if referenced:
+        usage.referenced_blobs += 1
+        usage.referenced_bytes += size
+    else:
+        usage.unreferenced_blobs += 1
+        usage.unreferenced_bytes += size

@@ -1,0 +1,348 @@
+"""``export_safetensors`` and ``import_store``: move tensors between tensorcas and other formats.
+
+Export writes one safetensors file.  safetensors holds each tensor as its own contiguous bytes and
+refuses tensors that share memory, so views of one blob are exported as separate contiguous
+copies: the values survive, the sharing does not, and the report lists the tensors concerned.
+
+Import reads a safetensors file, or a directory written by PyTorch's
+``torch.utils._content_store.ContentStoreWriter`` (``storages/<hash>`` and ``tensors/<name>``, both
+written with ``torch.save``).  That directory format is pickle-based; it is read here with
+``torch.load(weights_only=True)`` only, which refuses arbitrary objects, and only because the user
+asked for the conversion.  No tensorcas store is ever read that way.  Every name is checked before
+anything is written, and every view is checked against its storage's size before torch sees it.
+
+``safetensors`` is imported only when one of these functions needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import format as fmt
+from ..errors import StoreError, StoreIOError, TensorNotFoundError
+from ..reader import ContentStoreReader
+from ..store import Location, Store
+from ..writer import ContentStoreWriter
+from ._common import Progress, open_store
+
+
+class ExportError(StoreError):
+    """A tensor cannot be written to the export format, or the output cannot be created."""
+
+
+class ImportSourceError(StoreError):
+    """The source to import is not a safetensors file or a PyTorch content-store directory, or
+    one of its files is damaged or unsafe."""
+
+
+# -----------------------------------------------------------------------------------------------
+# export
+
+
+@dataclass
+class ExportReport:
+    location: str
+    out: str
+    tensors: int = 0
+    nbytes: int = 0
+    copied_shared: list[str] = field(default_factory=list)  # views of a shared blob, now copies
+    made_contiguous: list[str] = field(default_factory=list)  # strided views, now contiguous
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def export_safetensors(
+    loc: Location | Store,
+    out: str | os.PathLike[str],
+    prefix: str = "",
+    *,
+    strip_prefix: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Write the tensors under ``prefix`` to the safetensors file ``out``.
+
+    Keys are the tensor names, or with ``strip_prefix`` the names relative to ``prefix`` (ready
+    for ``load_state_dict``).  The file appears whole or not at all (written beside ``out``, then
+    renamed); an existing ``out`` is replaced only with ``overwrite``.  ``requires_grad`` is not
+    kept: safetensors has no place for it.
+    """
+    from safetensors.torch import save_file
+
+    store = open_store(loc, read_only=True)
+    out_path = os.path.abspath(os.fspath(out))
+    report = ExportReport(store.location, out_path)
+    records = store.records(prefix)
+    if not records:
+        raise TensorNotFoundError(
+            f"no tensor {'below ' + repr(prefix) + ' ' if prefix else ''}in store {store.location}; nothing to export"
+        )
+    supported = _safetensors_dtypes()
+    bad = [r for r in records if r.dtype not in supported]
+    if bad:
+        raise ExportError(
+            f"safetensors cannot hold {bad[0].dtype} (tensor {bad[0].name!r}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            + "); export a prefix without them, or convert them before saving"
+        )
+    keys = {r.name: _export_key(r.name, prefix) if strip_prefix else r.name for r in records}
+    if len(set(keys.values())) != len(keys):
+        raise ExportError("two tensors would get the same key with strip_prefix; export without it")
+    if os.path.exists(out_path) and not overwrite:
+        raise ExportError(f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)")
+
+    uses = Counter(r.blob for r in records)
+    reader = ContentStoreReader(store.backend, cache=True, mmap=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, record in enumerate(records):
+        tensor = reader.read_tensor(record.name).detach()
+        if uses[record.blob] > 1:
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+            report.copied_shared.append(record.name)
+        elif not tensor.is_contiguous():
+            tensor = tensor.contiguous()
+            report.made_contiguous.append(record.name)
+        tensors[keys[record.name]] = tensor
+        report.nbytes += record.view_nbytes
+        if progress is not None:
+            progress(i + 1, len(records))
+    report.tensors = len(tensors)
+    if report.copied_shared:
+        report.notes.append(
+            f"{len(report.copied_shared)} tensor(s) share storage with others and were exported as "
+            "separate contiguous copies (safetensors cannot hold shared or overlapping views): "
+            + ", ".join(repr(n) for n in report.copied_shared[:20])
+            + (" ..." if len(report.copied_shared) > 20 else "")
+        )
+    if any(r.requires_grad for r in records):
+        report.notes.append("requires_grad is not kept by safetensors")
+
+    directory, base = os.path.split(out_path)
+    tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        if not overwrite and os.path.exists(out_path):
+            raise ExportError(f"{out_path} appeared while exporting; nothing was replaced")
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        raise StoreIOError(f"writing {out_path} failed: {exc.strerror or exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return report
+
+
+def _export_key(name: str, prefix: str) -> str:
+    rest = name[len(prefix) :].lstrip("/") if prefix else name
+    return rest or name.rpartition("/")[2]
+
+
+def _safetensors_dtypes() -> set[str]:
+    import safetensors.torch
+
+    table = getattr(safetensors.torch, "_TYPES", None)
+    if isinstance(table, dict):
+        return {name for dtype in table.values() if (name := fmt.dtype_name(dtype)) is not None}
+    return {"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"}
+
+
+# -----------------------------------------------------------------------------------------------
+# import
+
+
+@dataclass
+class ImportReport:
+    location: str
+    source: str
+    kind: str  # "safetensors" or "torch-content-store"
+    names: list[str] = field(default_factory=list)
+    nbytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def import_store(
+    loc: Location | Store, source: str | os.PathLike[str], prefix: str = "", *, progress: Progress | None = None
+) -> ImportReport:
+    """Write every tensor of ``source`` into the store at ``loc`` (created if new).
+
+    ``source`` is a safetensors file or a PyTorch content-store directory.  Each tensor is stored
+    as ``PREFIX/NAME`` (``prefix`` ``'run1'`` or ``'run1/'`` give ``run1/NAME``); an existing tensor
+    of that name is replaced.  Tensors that shared a storage in the source share a blob here.
+    """
+    src = os.path.abspath(os.fspath(source))
+    if prefix:
+        fmt.validate_prefix(prefix)
+        if not prefix.endswith("/"):
+            prefix += "/"
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise ImportSourceError(f"cannot read {src}: {exc.strerror}; give a safetensors file or a directory") from None
+    target = loc.backend if isinstance(loc, Store) else loc
+    if stat.S_ISDIR(st.st_mode):
+        return _import_torch_store(target, src, prefix, progress)
+    return _import_safetensors(target, src, prefix, progress)
+
+
+def _import_safetensors(loc: Location, src: str, prefix: str, progress: Progress | None) -> ImportReport:
+    from safetensors import SafetensorError, safe_open
+
+    report = ImportReport("", src, "safetensors")
+    try:
+        with safe_open(src, framework="pt") as f:
+            keys = list(f.keys())
+            names = [_import_name(prefix, key, src) for key in keys]
+            with ContentStoreWriter(loc) as writer:
+                report.location = writer.location
+                for i, (key, name) in enumerate(zip(keys, names, strict=True)):
+                    tensor = f.get_tensor(key)
+                    writer.write_tensor(name, tensor)
+                    report.names.append(name)
+                    report.nbytes += tensor.numel() * tensor.element_size()
+                    if progress is not None:
+                        progress(i + 1, len(keys))
+    except SafetensorError as exc:
+        raise ImportSourceError(
+            f"{src} is not a readable safetensors file ({exc}); give a safetensors file or a "
+            "directory written by torch.utils._content_store"
+        ) from None
+    return report
+
+
+_STORAGE_HASH = re.compile(r"[0-9a-f]{1,128}\Z")
+
+
+def _import_torch_store(loc: Location, src: str, prefix: str, progress: Progress | None) -> ImportReport:
+    tensors_dir = os.path.join(src, "tensors")
+    if not os.path.isdir(os.path.join(src, "storages")) and not os.path.isdir(tensors_dir):
+        raise ImportSourceError(
+            f"{src} is a directory without 'tensors/' or 'storages/': not a PyTorch content store "
+            "(to copy a tensorcas store, copy its directory)"
+        )
+    report = ImportReport("", src, "torch-content-store")
+    files: list[tuple[int, str, str]] = []  # (mtime, name, path): the files' order is the writing order
+    for dirpath, dirs, filenames in os.walk(tensors_dir):
+        for d in dirs:
+            _regular(os.path.join(dirpath, d), directory=True)
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            st = _regular(path)
+            rel = os.path.relpath(path, tensors_dir).replace(os.sep, "/")
+            files.append((st.st_mtime_ns, _import_name(prefix, rel, src), path))
+    files.sort()
+
+    metas = [(name, path, _load_metadata(path)) for _, name, path in files]
+    remaining = Counter(meta[1] for _, _, meta in metas)
+    storages: dict[str, torch.UntypedStorage] = {}  # kept only while a later tensor still needs it
+    with ContentStoreWriter(loc) as writer:
+        report.location = writer.location
+        for i, (name, path, (dtype, h, offset, shape, stride, extra)) in enumerate(metas):
+            storage = storages.get(h)
+            if storage is None:
+                storage = _load_storage(src, h, path)
+                storages[h] = storage
+            remaining[h] -= 1
+            if remaining[h] == 0:
+                del storages[h]
+            need = fmt.required_nbytes(fmt.DTYPE_NAMES[dtype], shape, stride, offset)
+            if need > storage.nbytes():
+                raise ImportSourceError(
+                    f"{path}: the view (shape {list(shape)}, stride {list(stride)}, offset {offset}) needs "
+                    f"{need} bytes but storage {h} has {storage.nbytes()}; the source is damaged"
+                )
+            tensor = torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
+            if extra:
+                try:
+                    torch._utils.set_tensor_metadata(tensor, extra)  # conj/neg bits and the like
+                except (RuntimeError, TypeError, ValueError) as exc:
+                    raise ImportSourceError(f"{path}: tensor metadata {extra!r} cannot be applied ({exc})") from None
+            writer.write_tensor(name, tensor)
+            report.names.append(name)
+            report.nbytes += tensor.numel() * tensor.element_size()
+            if progress is not None:
+                progress(i + 1, len(metas))
+    return report
+
+
+def _import_name(prefix: str, key: str, src: str) -> str:
+    name = prefix + key
+    try:
+        return fmt.validate_name(name)
+    except StoreError as exc:
+        raise ImportSourceError(f"{src}: tensor {key!r} cannot be imported under name {name!r}: {exc}") from None
+
+
+def _regular(path: str, *, directory: bool = False) -> os.stat_result:
+    st = os.lstat(path)
+    ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
+    if not ok:
+        raise ImportSourceError(f"{path} is a symlink or special file; tensorcas does not follow those")
+    return st
+
+
+def _torch_load(path: str) -> Any:
+    """``torch.load`` restricted to tensors, storages and plain data (``weights_only=True``)."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises many kinds for a damaged or hostile file
+        raise ImportSourceError(
+            f"{path} cannot be loaded with torch.load(weights_only=True): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+
+
+def _load_metadata(path: str) -> tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, Any]]:
+    """The (dtype, storage hash, offset, shape, stride, extra) a content-store tensor file holds,
+    each checked for type and range."""
+    meta = _torch_load(path)
+    if not isinstance(meta, tuple) or len(meta) not in (5, 6):
+        raise ImportSourceError(f"{path} does not hold content-store tensor metadata")
+    dtype, h, offset, shape, stride = meta[:5]
+    extra = meta[5] if len(meta) == 6 else {}
+    if not isinstance(dtype, torch.dtype) or fmt.dtype_name(dtype) is None:
+        raise ImportSourceError(f"{path}: dtype {dtype!r} cannot be stored in tensorcas")
+    if not isinstance(h, str) or not _STORAGE_HASH.match(h):
+        raise ImportSourceError(f"{path}: storage hash {h!r} is not a hex string")
+
+    def ints(value: object, what: str) -> tuple[int, ...]:
+        if not isinstance(value, (tuple, list)) or len(value) > fmt.MAX_NDIM:
+            raise ImportSourceError(f"{path}: {what} {value!r} is not a sequence of integers")
+        for v in value:
+            if type(v) is not int or not 0 <= v <= fmt.MAX_INT:
+                raise ImportSourceError(f"{path}: {what} holds {v!r}; expected non-negative integers")
+        return tuple(value)
+
+    shape_t, stride_t = ints(shape, "shape"), ints(stride, "stride")
+    if len(shape_t) != len(stride_t):
+        raise ImportSourceError(f"{path}: shape {shape_t} and stride {stride_t} differ in length")
+    if type(offset) is not int or not 0 <= offset <= fmt.MAX_INT:
+        raise ImportSourceError(f"{path}: storage offset {offset!r} is not a non-negative integer")
+    if not isinstance(extra, dict):
+        raise ImportSourceError(f"{path}: tensor metadata {extra!r} is not a dict")
+    return dtype, h, offset, shape_t, stride_t, extra
+
+
+def _load_storage(src: str, h: str, user: str) -> torch.UntypedStorage:
+    path = os.path.join(src, "storages", h)
+    try:
+        _regular(path)
+    except FileNotFoundError:
+        raise ImportSourceError(f"{user} uses storage {h}, which is missing from {src}/storages") from None
+    obj = _torch_load(path)
+    if isinstance(obj, torch.TypedStorage):
+        obj = obj._untyped_storage
+    if not isinstance(obj, torch.UntypedStorage):
+        raise ImportSourceError(f"{path} does not hold a storage but a {type(obj).__name__}")
+    return obj
