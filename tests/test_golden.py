@@ -258,3 +258,22 @@ def test_what_the_writer_puts_on_disk(tmp_path):
     assert bytes(ContentStoreReader(root).read_storage(ARANGE4)) == ARANGE4_BYTES
     leftovers = [n for _, _, files in os.walk(root) for n in files if n.startswith((".tmp-", ".gc-"))]
     assert leftovers == []
+
+
+def test_format_document_examples_are_valid():
+    """Every log line quoted in docs/FORMAT.md has a valid checksum and decodes."""
+    import re
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "FORMAT.md")
+    if not os.path.exists(path):
+        pytest.skip("docs/FORMAT.md is not part of this checkout")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.rstrip("\n").encode("ascii") for line in f if re.match(r"[0-9a-f]{16} \{", line)]
+    assert len(lines) >= 8
+    for line in lines:
+        if b'"format":"tensorcas-log"' in line:
+            fmt.decode_header(line, "FORMAT.md")
+        else:
+            fmt.decode_entry(line, "FORMAT.md")
+    assert HEADER[:-1] in lines and PUT_W[:-1] in lines and DEL_W[:-1] in lines and PUT_UNICODE[:-1] in lines
+    assert len(META) == 53
