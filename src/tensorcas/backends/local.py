@@ -269,6 +269,15 @@ class LocalBackend(Backend):
         base = key.rpartition("/")[2]
         if not base.startswith((TMP_PREFIX, _TRASH_PREFIX)):
             raise ValueError(f"{key} is not a temporary")
+        if base.startswith(_TRASH_PREFIX):
+            # A gc was interrupted between moving a blob aside and deciding its fate.  A writer
+            # may have referenced it meanwhile, so put it back; the next gc decides again.
+            original = os.path.join(self._path(key.rpartition("/")[0]), base[len(_TRASH_PREFIX) :].rsplit(".", 1)[0])
+            with os_errors("restoring", original):
+                try:
+                    os.link(self._path(key), original)
+                except FileExistsError:
+                    pass
         return self.delete(key)
 
     def open_append(self, key: str) -> Appender:
