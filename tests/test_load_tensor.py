@@ -226,3 +226,30 @@ def test_hash_storage_inside_a_compiled_function(loc):
     torch.testing.assert_close(out, (x + 1) * 2)
     expected = tensorcas.hash_storage((x + 1).untyped_storage())
     assert digests and set(digests) == {expected}
+
+
+def test_views_load_at_offset_zero_like_the_fake(loc):
+    """The fake implementation has storage offset 0; the real one must match, or compilers that
+    rely on the fake's alignment (Inductor) fail on views stored with an offset."""
+    base = torch.arange(10.0)
+    write(loc, v=base[3:9].view(2, 3), e=base[1:].expand(2, 9))
+    with load_tensor_reader(loc):
+        v = load("v", (2, 3), (3, 1), dtype=torch.float32, device="cpu")
+        e = load("e", (2, 9), (0, 1), dtype=torch.float32, device="cpu")
+        e64 = load("e", (2, 9), (0, 1), dtype=torch.float64, device="cpu")
+    assert v.storage_offset() == 0 and torch.equal(v, base[3:9].view(2, 3))
+    assert e.storage_offset() == 0 and e.stride() == (0, 1) and torch.equal(e, base[1:].expand(2, 9))
+    assert e64.storage_offset() == 0 and torch.equal(e64, base[1:].expand(2, 9).double())
+
+
+def test_inductor_with_a_view_stored_at_an_offset(loc):
+    base = torch.arange(10.0)
+    write(loc, v=base[3:9].view(2, 3))
+
+    @torch.compile(backend="inductor", fullgraph=True)
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.tensorcas.load_tensor("v", (2, 3), (3, 1), dtype=torch.float32, device="cpu") + x
+
+    with load_tensor_reader(loc):
+        got = f(torch.ones(2, 3))
+    assert torch.equal(got, base[3:9].view(2, 3) + 1)

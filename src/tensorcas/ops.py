@@ -61,8 +61,10 @@ def load_tensor(
     if not _same_device(tensor.device, device):
         raise ReaderContextError(f"load_tensor({name!r}): loaded onto {tensor.device}, {device} was asked for")
     tensor = tensor.detach()
-    if tensor.dtype != dtype:
-        tensor = _convert_strided(tensor, dtype)
+    if tensor.dtype != dtype or tensor.storage_offset() != 0:
+        # The fake implementation promises storage offset 0 (compilers such as Inductor rely on
+        # the alignment that implies), so a view into its blob is copied out.
+        tensor = _rebase(tensor, dtype)
     return tensor
 
 
@@ -77,18 +79,19 @@ def _same_device(actual: torch.device, wanted: torch.device) -> bool:
     return wanted.index is None or actual.index == wanted.index
 
 
-def _convert_strided(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``tensor`` in ``dtype`` with the same size and stride.
+def _rebase(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A copy of ``tensor`` in ``dtype`` with the same size and stride, at storage offset 0.
 
-    Converts the span of storage the view covers and lays the same view over the result, because
-    copying into an ``empty_strided`` target fails when the strides overlap (an expanded tensor).
+    Copies (and converts) the span of storage the view covers and lays the same view over the
+    result, because copying into an ``empty_strided`` target fails when the strides overlap (an
+    expanded tensor).
     """
     size, stride = tuple(tensor.shape), tuple(tensor.stride())
     if tensor.numel() == 0:
         return torch.empty_strided(size, stride, dtype=dtype, device=tensor.device)
     span = 1 + sum((s - 1) * st for s, st in zip(size, stride))
     flat = tensor.as_strided((span,), (1,), tensor.storage_offset())
-    return flat.to(dtype).as_strided(size, stride)
+    return flat.to(dtype, copy=True).as_strided(size, stride)
 
 
 def _random_strided(size: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
