@@ -61,9 +61,10 @@ class ContentStoreReader:
 
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
         """The blob stored under ``digest`` as an ``UntypedStorage``."""
+        digest = fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
         info = self.store.blob_info(digest)
         nbytes = info.size if info is not None else 0
-        return self._storage(fmt.format_digest(fmt.parse_digest(digest)), nbytes, _device(device), None)
+        return self._storage(digest, nbytes, _device(device), None)
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
         key = (digest, str(device))
