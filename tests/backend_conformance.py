@@ -233,7 +233,7 @@ class BackendConformance:
             cutoff = backend.stat(key).mtime + 0.01
             time.sleep(0.03)
             touched: list[bool] = []
-            t = threading.Thread(target=lambda k=key: touched.append(backend.touch(k)))
+            t = threading.Thread(target=lambda k=key, out=touched: out.append(backend.touch(k)))
             t.start()
             deleted = backend.delete_if_stale(key, older_than=cutoff)
             t.join()

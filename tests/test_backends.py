@@ -6,11 +6,10 @@ import os
 
 import pytest
 
+from backend_conformance import DATA, KEY, BackendConformance
 from tensorcas.backends import LocalBackend, MemoryBackend
 from tensorcas.backends.base import Backend
 from tensorcas.errors import StoreError
-
-from backend_conformance import DATA, KEY, BackendConformance
 
 
 class TestMemoryBackend(BackendConformance):

@@ -48,7 +48,9 @@ def store(tmp_path) -> str:
     return str(tmp_path / "store")
 
 
-def round_trip(store: str, tensors: dict[str, torch.Tensor], **reader_kw) -> dict[str, torch.Tensor]:
+def round_trip(
+    store: str, tensors: dict[str, torch.Tensor], **reader_kw
+) -> dict[str, torch.Tensor]:
     with ContentStoreWriter(store) as writer:
         for name, t in tensors.items():
             writer.write_tensor(name, t)
@@ -81,7 +83,16 @@ def test_dtype_table_is_what_the_format_promises():
         "float4_e2m1fn_x2",
     }  # fmt: skip
     assert set(DTYPES) <= expected
-    for name in ("bool", "uint8", "int64", "float16", "bfloat16", "float32", "float64", "complex64"):
+    for name in (
+        "bool",
+        "uint8",
+        "int64",
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+        "complex64",
+    ):
         assert name in DTYPES
 
 
@@ -98,7 +109,9 @@ def test_nan_payloads_and_signed_zeros_kept(store, dtype):
 
 
 def test_complex_nan_payload(store):
-    t = torch.tensor([complex(float("nan"), -0.0), complex(-0.0, float("nan"))], dtype=torch.complex128)
+    t = torch.tensor(
+        [complex(float("nan"), -0.0), complex(-0.0, float("nan"))], dtype=torch.complex128
+    )
     got = round_trip(store, {"c": t})["c"]
     assert storage_bytes(got) == storage_bytes(t)
 
@@ -174,7 +187,12 @@ def test_zero_dim(store):
 
 def test_non_contiguous_slices(store):
     t = torch.randn(6, 7, 8)
-    views = {"a": t[1:5:2, ::3, 2:], "b": t[..., 1], "c": t.permute(2, 0, 1)[::2], "d": t.diagonal(dim1=1, dim2=2)}
+    views = {
+        "a": t[1:5:2, ::3, 2:],
+        "b": t[..., 1],
+        "c": t.permute(2, 0, 1)[::2],
+        "d": t.diagonal(dim1=1, dim2=2),
+    }
     got = round_trip(store, views)
     for name, want in views.items():
         assert_same_tensor(got[name], want)
@@ -202,7 +220,15 @@ def test_conj_and_neg_views_store_true_values(store):
     conj = c.conj()
     neg_view = conj.imag  # a lazily negated view
     assert conj.is_conj() and neg_view.is_neg()
-    got = round_trip(store, {"c": c, "conj": conj, "neg": neg_view, "conj_t": torch.randn(2, 3, dtype=torch.complex128).conj().t()})
+    got = round_trip(
+        store,
+        {
+            "c": c,
+            "conj": conj,
+            "neg": neg_view,
+            "conj_t": torch.randn(2, 3, dtype=torch.complex128).conj().t(),
+        },
+    )
     assert not got["conj"].is_conj()
     assert torch.equal(got["conj"], torch.conj_physical(c))
     assert torch.equal(got["conj"].imag, -c.imag)
@@ -288,7 +314,10 @@ def test_device_argument(store):
         got = reader.read_tensor("t", device=device)
         assert got.device.type == "cpu"
         assert torch.equal(got, t)
-    assert reader.read_storage(tensorcas.hash_storage(t.untyped_storage()), device="cpu").device.type == "cpu"
+    assert (
+        reader.read_storage(tensorcas.hash_storage(t.untyped_storage()), device="cpu").device.type
+        == "cpu"
+    )
 
 
 def test_cache_true_shares_storage_for_one_digest(store):

@@ -17,17 +17,23 @@ from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas import format as fmt
 from tensorcas.hashing import hash_buffer
 
-ARANGE4_BYTES = bytes.fromhex("000000000000803f0000004000004040")  # torch.arange(4.0), little-endian
+ARANGE4_BYTES = bytes.fromhex(
+    "000000000000803f0000004000004040"
+)  # torch.arange(4.0), little-endian
 ARANGE4_HEX = "12f7aa1736c15f83d101f7e2d514716704176211198272d1bceba7218efa24ee"
 ARANGE4 = "blake3:" + ARANGE4_HEX
 EMPTY = "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-ABC = "blake3:6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"  # BLAKE3 test vector
+ABC = (
+    "blake3:6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"  # BLAKE3 test vector
+)
 
 WRITER = "18c0ffee-42-0123456789ab"
 T0 = 1_700_000_000_000_000_000
 
 META = b'{"format":"tensorcas","version":1,"digest":"blake3"}\n'
-HEADER = b'2c2e2f694712fd8d {"format":"tensorcas-log","version":1,"writer":"18c0ffee-42-0123456789ab"}\n'
+HEADER = (
+    b'2c2e2f694712fd8d {"format":"tensorcas-log","version":1,"writer":"18c0ffee-42-0123456789ab"}\n'
+)
 PUT_W = (
     b'7759044483954c8d {"op":"put","t":1700000000000000000,"name":"model/w","dtype":"float32",'
     b'"shape":[2,2],"stride":[2,1],"offset":0,"requires_grad":false,'
@@ -51,7 +57,9 @@ PUT_UNICODE = (
 )
 
 
-def record(name: str, shape, stride, requires_grad: bool = False, offset: int = 0) -> fmt.TensorRecord:
+def record(
+    name: str, shape, stride, requires_grad: bool = False, offset: int = 0
+) -> fmt.TensorRecord:
     return fmt.TensorRecord(
         name=name,
         dtype="float32",
@@ -84,11 +92,19 @@ def test_digest_is_the_same_for_large_multithreaded_hashes():
 
     expected = "blake3:" + blake3.blake3(data).hexdigest()
     assert hash_buffer(data) == expected
-    assert tensorcas.hash_storage(torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()) == expected
+    assert (
+        tensorcas.hash_storage(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
+        )
+        == expected
+    )
 
 
 def test_blob_key_layout():
-    assert fmt.blob_key(ARANGE4) == "blobs/12/f7aa1736c15f83d101f7e2d514716704176211198272d1bceba7218efa24ee"
+    assert (
+        fmt.blob_key(ARANGE4)
+        == "blobs/12/f7aa1736c15f83d101f7e2d514716704176211198272d1bceba7218efa24ee"
+    )
     assert fmt.blob_key(ARANGE4_HEX) == fmt.blob_key(ARANGE4)
     assert fmt.key_to_digest(fmt.blob_key(ARANGE4)) == ARANGE4
     assert fmt.parse_digest(ARANGE4) == ARANGE4_HEX
@@ -111,7 +127,10 @@ def test_keys_that_are_not_blobs(key):
     assert fmt.key_to_digest(key) is None
 
 
-@pytest.mark.parametrize("digest", ["", "blake3:", "sha256:" + ARANGE4_HEX, ARANGE4.upper(), ARANGE4 + "0", " " + ARANGE4])
+@pytest.mark.parametrize(
+    "digest",
+    ["", "blake3:", "sha256:" + ARANGE4_HEX, ARANGE4.upper(), ARANGE4 + "0", " " + ARANGE4],
+)
 def test_malformed_digests(digest):
     with pytest.raises(tensorcas.InvalidDigestError):
         fmt.parse_digest(digest)
@@ -122,7 +141,14 @@ def test_log_and_pack_keys():
     assert fmt.is_log_key("logs/18c0ffee-42-0123456789ab.log")
     assert fmt.pack_key(WRITER + "-1") == "packs/18c0ffee-42-0123456789ab-1.pack"
     assert fmt.is_pack_key("packs/18c0ffee-42-0123456789ab-1.pack")
-    for bad in ("logs/.tmp-x.log", "logs/UPPER.log", "logs/a/b.log", "logs/x.txt", "logs/-x.log", "x.log"):
+    for bad in (
+        "logs/.tmp-x.log",
+        "logs/UPPER.log",
+        "logs/a/b.log",
+        "logs/x.txt",
+        "logs/-x.log",
+        "x.log",
+    ):
         assert not fmt.is_log_key(bad)
     for bad in ("../x", "A", "", "a/b", "x" * 129):
         with pytest.raises(tensorcas.FormatError):
@@ -161,7 +187,9 @@ def test_decoding_golden_lines():
     assert put == fmt.LogEntry("model/w", T0, record("model/w", (2, 2), (2, 1)))
     deleted = fmt.decode_entry(DEL_W[:-1], "golden")
     assert deleted == fmt.LogEntry("model/w", T0 + 2, None)
-    assert fmt.decode_entry(BLOB_PACKED[:-1], "golden") == fmt.PackedBlob(ARANGE4, 16, WRITER + "-1", 0)
+    assert fmt.decode_entry(BLOB_PACKED[:-1], "golden") == fmt.PackedBlob(
+        ARANGE4, 16, WRITER + "-1", 0
+    )
     assert fmt.decode_entry(PUT_UNICODE[:-1], "golden").name == '模型/é"q 🙂'
 
 
@@ -195,7 +223,10 @@ def test_hand_written_store_reads_back(tmp_path):
     write_file(os.path.join(root, "blobs", "12", ARANGE4_HEX[2:]), ARANGE4_BYTES)
     other = "0123456789abcdef-1-000000000000"
     put_packed = fmt.encode_put(
-        fmt.TensorRecord("packed/b", "uint8", (3,), (2,), 1, False, hash_buffer(bytes(range(6))), 6), T0 + 10
+        fmt.TensorRecord(
+            "packed/b", "uint8", (3,), (2,), 1, False, hash_buffer(bytes(range(6))), 6
+        ),
+        T0 + 10,
     )
     write_file(os.path.join(root, "logs", WRITER + ".log"), HEADER + PUT_W + PUT_WT + DEL_W)
     write_file(
@@ -246,7 +277,7 @@ def test_what_the_writer_puts_on_disk(tmp_path):
     assert [p.name for p in puts] == ["model/w", "big"]
     assert puts[0].record == record("model/w", (2, 2), (2, 1))
     assert puts[0].time_ns < puts[1].time_ns
-    for line, entry in zip(lines[1:], entries):  # re-encoding gives the same bytes
+    for line, entry in zip(lines[1:], entries, strict=True):  # re-encoding gives the same bytes
         if isinstance(entry, fmt.LogEntry):
             assert fmt.encode_put(entry.record, entry.time_ns) == line
         else:
@@ -256,7 +287,9 @@ def test_what_the_writer_puts_on_disk(tmp_path):
         assert f.read() == bytes(big.untyped_storage())
     # the small blob is loose or packed; either way its bytes are the golden ones
     assert bytes(ContentStoreReader(root).read_storage(ARANGE4)) == ARANGE4_BYTES
-    leftovers = [n for _, _, files in os.walk(root) for n in files if n.startswith((".tmp-", ".gc-"))]
+    leftovers = [
+        n for _, _, files in os.walk(root) for n in files if n.startswith((".tmp-", ".gc-"))
+    ]
     assert leftovers == []
 
 
@@ -268,12 +301,19 @@ def test_format_document_examples_are_valid():
     if not os.path.exists(path):
         pytest.skip("docs/FORMAT.md is not part of this checkout")
     with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\n").encode("ascii") for line in f if re.match(r"[0-9a-f]{16} \{", line)]
+        lines = [
+            line.rstrip("\n").encode("ascii") for line in f if re.match(r"[0-9a-f]{16} \{", line)
+        ]
     assert len(lines) >= 8
     for line in lines:
         if b'"format":"tensorcas-log"' in line:
             fmt.decode_header(line, "FORMAT.md")
         else:
             fmt.decode_entry(line, "FORMAT.md")
-    assert HEADER[:-1] in lines and PUT_W[:-1] in lines and DEL_W[:-1] in lines and PUT_UNICODE[:-1] in lines
+    assert (
+        HEADER[:-1] in lines
+        and PUT_W[:-1] in lines
+        and DEL_W[:-1] in lines
+        and PUT_UNICODE[:-1] in lines
+    )
     assert len(META) == 53

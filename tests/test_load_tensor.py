@@ -14,7 +14,12 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 import tensorcas
-from tensorcas import ContentStoreWriter, ReaderContextError, TensorNotFoundError, load_tensor_reader
+from tensorcas import (
+    ContentStoreWriter,
+    ReaderContextError,
+    TensorNotFoundError,
+    load_tensor_reader,
+)
 from tensorcas.ops import current_reader
 
 load = torch.ops.tensorcas.load_tensor.default
@@ -38,7 +43,9 @@ def test_inside_compiled_function(loc, backend):
     write(loc, w=w)
 
     def f(x: torch.Tensor) -> torch.Tensor:
-        weight = torch.ops.tensorcas.load_tensor("w", (4, 3), (3, 1), dtype=torch.float32, device="cpu")
+        weight = torch.ops.tensorcas.load_tensor(
+            "w", (4, 3), (3, 1), dtype=torch.float32, device="cpu"
+        )
         return x @ weight
 
     compiled = torch.compile(f, backend=backend, fullgraph=True)
@@ -54,7 +61,9 @@ def test_compiled_function_with_dtype_conversion(loc):
 
     @torch.compile(backend="aot_eager", fullgraph=True)
     def f() -> torch.Tensor:
-        return torch.ops.tensorcas.load_tensor("w", (5,), (1,), dtype=torch.float64, device="cpu") * 2
+        return (
+            torch.ops.tensorcas.load_tensor("w", (5,), (1,), dtype=torch.float64, device="cpu") * 2
+        )
 
     with load_tensor_reader(loc):
         got = f()
@@ -83,7 +92,9 @@ def test_nested_contexts_innermost_wins_and_outer_is_restored(tmp_path):
         assert torch.equal(load("x", (3,), (1,), dtype=torch.float32, device="cpu"), torch.zeros(3))
         with load_tensor_reader(inner) as r_inner:
             assert current_reader() is r_inner
-            assert torch.equal(load("x", (3,), (1,), dtype=torch.float32, device="cpu"), torch.ones(3))
+            assert torch.equal(
+                load("x", (3,), (1,), dtype=torch.float32, device="cpu"), torch.ones(3)
+            )
         assert current_reader() is r_outer
         assert torch.equal(load("x", (3,), (1,), dtype=torch.float32, device="cpu"), torch.zeros(3))
         with pytest.raises(RuntimeError), load_tensor_reader(inner):
@@ -187,14 +198,25 @@ RANDOM_DTYPES = [
     torch.float8_e4m3fn,
     torch.float8_e5m2,
     torch.complex64,
-    *(d for d in (getattr(torch, "float8_e8m0fnu", None), getattr(torch, "float4_e2m1fn_x2", None)) if d is not None),
+    *(
+        d
+        for d in (getattr(torch, "float8_e8m0fnu", None), getattr(torch, "float4_e2m1fn_x2", None))
+        if d is not None
+    ),
 ]
 
 
 @pytest.mark.parametrize("dtype", RANDOM_DTYPES, ids=str)
 @pytest.mark.parametrize(
     ("size", "stride"),
-    [((2, 3), (3, 1)), ((3, 5), (1, 0)), ((4, 2), (0, 0)), ((2, 2), (1, 4)), ((0, 3), (3, 1)), ((), ())],
+    [
+        ((2, 3), (3, 1)),
+        ((3, 5), (1, 0)),
+        ((4, 2), (0, 0)),
+        ((2, 2), (1, 4)),
+        ((0, 3), (3, 1)),
+        ((), ()),
+    ],
     ids=["contiguous", "expanded", "broadcast-scalar", "gapped", "empty", "0-dim"],
 )
 def test_random_fallback_outside_a_context(dtype, size, stride):
@@ -238,7 +260,9 @@ def test_views_load_at_offset_zero_like_the_fake(loc):
         e = load("e", (2, 9), (0, 1), dtype=torch.float32, device="cpu")
         e64 = load("e", (2, 9), (0, 1), dtype=torch.float64, device="cpu")
     assert v.storage_offset() == 0 and torch.equal(v, base[3:9].view(2, 3))
-    assert e.storage_offset() == 0 and e.stride() == (0, 1) and torch.equal(e, base[1:].expand(2, 9))
+    assert (
+        e.storage_offset() == 0 and e.stride() == (0, 1) and torch.equal(e, base[1:].expand(2, 9))
+    )
     assert e64.storage_offset() == 0 and torch.equal(e64, base[1:].expand(2, 9).double())
 
 
@@ -248,7 +272,10 @@ def test_inductor_with_a_view_stored_at_an_offset(loc):
 
     @torch.compile(backend="inductor", fullgraph=True)
     def f(x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.tensorcas.load_tensor("v", (2, 3), (3, 1), dtype=torch.float32, device="cpu") + x
+        return (
+            torch.ops.tensorcas.load_tensor("v", (2, 3), (3, 1), dtype=torch.float32, device="cpu")
+            + x
+        )
 
     with load_tensor_reader(loc):
         got = f(torch.ones(2, 3))

@@ -140,7 +140,9 @@ def test_valid_prefixes(prefix):
     assert validate_prefix(prefix) == prefix
 
 
-@pytest.mark.parametrize("prefix", ["/", "/a", "a//", "../", "a/../", "a\\", "x\x00", None, 3], ids=repr)
+@pytest.mark.parametrize(
+    "prefix", ["/", "/a", "a//", "../", "a/../", "a\\", "x\x00", None, 3], ids=repr
+)
 def test_invalid_prefixes(loc, prefix):
     with pytest.raises(InvalidNameError):
         validate_prefix(prefix)
@@ -167,5 +169,8 @@ def test_tensor_not_found_is_a_key_error_naming_the_tensor(loc):
     with pytest.raises(TensorNotFoundError, match="deleted"):
         reader.read_tensor("gone")
     assert "model/missing" not in reader and "present" in reader
-    with ContentStoreWriter(loc) as writer, pytest.raises(TensorNotFoundError, match="never-written"):
+    with (
+        ContentStoreWriter(loc) as writer,
+        pytest.raises(TensorNotFoundError, match="never-written"),
+    ):
         writer.delete_tensor("never-written")

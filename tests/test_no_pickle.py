@@ -89,5 +89,7 @@ def test_reading_a_store_never_unpickles(store, no_pickle, mmap):
 def test_load_tensor_never_unpickles(store, no_pickle):
     loc, base = store
     with load_tensor_reader(loc):
-        got = torch.ops.tensorcas.load_tensor.default("model/weight_t", (5, 4), (1, 5), dtype=torch.float32, device="cpu")
+        got = torch.ops.tensorcas.load_tensor.default(
+            "model/weight_t", (5, 4), (1, 5), dtype=torch.float32, device="cpu"
+        )
     assert torch.equal(got, base.t())

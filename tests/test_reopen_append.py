@@ -119,7 +119,9 @@ def pack_bytes(loc: str) -> int:
     packs = os.path.join(loc, "packs")
     if not os.path.isdir(packs):
         return 0
-    return sum(os.path.getsize(os.path.join(packs, f)) for f in os.listdir(packs) if not f.startswith("."))
+    return sum(
+        os.path.getsize(os.path.join(packs, f)) for f in os.listdir(packs) if not f.startswith(".")
+    )
 
 
 def test_identical_small_content_from_a_later_writer_is_stored_once(loc):
@@ -190,7 +192,7 @@ def test_several_writer_processes_at_once(tmp_path):
     with open(go, "w"):
         pass
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-2000:]
 
     reader = ContentStoreReader(loc)
@@ -198,12 +200,16 @@ def test_several_writer_processes_at_once(tmp_path):
     assert len(names) == n * 16 + 1
     for i in range(n):
         for k in range(8):
-            assert torch.equal(reader.read_tensor(f"p{i}/shared{k}"), torch.arange(20_000, dtype=torch.float32) + k)
+            assert torch.equal(
+                reader.read_tensor(f"p{i}/shared{k}"), torch.arange(20_000, dtype=torch.float32) + k
+            )
             assert torch.equal(reader.read_tensor(f"p{i}/own{k}"), torch.full((50,), i * 100 + k))
     contended = reader.read_tensor("contended")
     assert contended[0].item() in range(n) and (contended == contended[0]).all()
     # eight shared contents, each stored once however many processes wrote it
-    shared = {reader.read_tensor_metadata(f"p{i}/shared{k}").blob for i in range(n) for k in range(8)}
+    shared = {
+        reader.read_tensor_metadata(f"p{i}/shared{k}").blob for i in range(n) for k in range(8)
+    }
     assert len(shared) == 8
     shared_files = [p for p in blob_files(loc) if os.path.getsize(p) == 20_000 * 4]
     assert len(shared_files) == 8
@@ -264,10 +270,12 @@ def test_reader_on_missing_store(tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(StoreNotFoundError) as info:
         ContentStoreReader(missing)
-    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, tensorcas.StoreError)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(
+        info.value, tensorcas.StoreError
+    )
     assert missing in str(info.value)
     assert not os.path.exists(missing)  # a reader creates nothing
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StoreNotFoundError, match="tensorcas.json"):
+    with pytest.raises(StoreNotFoundError, match=r"tensorcas\.json"):
         ContentStoreReader(str(tmp_path / "empty"))
     assert os.listdir(tmp_path / "empty") == []
