@@ -106,6 +106,10 @@ def validate_prefix(prefix: object) -> str:
     return prefix
 
 
+_BAD_CHAR_RE = re.compile(r"[\x00-\x1f\x7f\\]")
+_BAD_COMPONENT_RE = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")
+
+
 def _check_path_like(name: str, what: str) -> None:
     try:
         encoded = name.encode("utf-8")
@@ -113,17 +117,16 @@ def _check_path_like(name: str, what: str) -> None:
         raise InvalidNameError(f"{what} {name!r} is not valid UTF-8: {exc.reason}") from None
     if len(encoded) > MAX_NAME_BYTES:
         raise InvalidNameError(f"{what} {name[:60]!r}... is {len(encoded)} bytes; the limit is {MAX_NAME_BYTES}")
-    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127 or c == "\\"), None)
+    bad = _BAD_CHAR_RE.search(name)
     if bad is not None:
         raise InvalidNameError(
-            f"{what} {name!r} contains {bad!r}; names may not hold backslashes or control characters"
+            f"{what} {name!r} contains {bad.group()!r}; names may not hold backslashes or control characters"
         )
-    for part in name.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidNameError(
-                f"{what} {name!r} has an empty, '.' or '..' component; "
-                "use '/'-separated non-empty parts such as 'model/layer.0/weight'"
-            )
+    if _BAD_COMPONENT_RE.search(name):
+        raise InvalidNameError(
+            f"{what} {name!r} has an empty, '.' or '..' component; "
+            "use '/'-separated non-empty parts such as 'model/layer.0/weight'"
+        )
 
 
 def name_matches(name: str, prefix: str) -> bool:
@@ -325,10 +328,11 @@ def make_record(
     return record
 
 
-def validate_record(record: TensorRecord) -> None:
+def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     """Check every field's type and range, and the view's bounds against ``record.nbytes``."""
     where = f"record of tensor {record.name!r}"
-    validate_name(record.name)
+    if check_name:
+        validate_name(record.name)
     if not isinstance(record.dtype, str) or record.dtype not in DTYPES:
         raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
     for field, value in (("shape", record.shape), ("stride", record.stride)):
@@ -411,10 +415,21 @@ def decode_header(line: bytes, where: str) -> None:
 
 def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob:
     """Parse and fully validate one log line (without its newline)."""
+    entry = scan_entry(line, where)
+    if isinstance(entry, PackedBlob):
+        return entry
+    name, time_ns, fields = entry
+    return LogEntry(name, time_ns, None if fields is None else record_from_fields(name, fields, where))
+
+
+def scan_entry(line: bytes, where: str) -> PackedBlob | tuple[str, int, dict[str, Any] | None]:
+    """Parse one log line and validate what ordering needs: a blob entry whole, or a put/delete
+    entry's name and time, returning a put's other fields for :func:`record_from_fields` to check
+    when the record is used (listing a million names should not validate a million records)."""
     obj = _unframe(line, where)
     op = obj.get("op")
     if op == "blob":
-        if set(obj) != _BLOB_KEYS:
+        if obj.keys() != _BLOB_KEYS:
             raise CorruptObjectError(f"{where}: not a blob entry (keys {sorted(obj)[:12]})")
         blob, pack = obj["blob"], obj["pack"]
         if not isinstance(blob, str) or not _DIGEST_RE.match(blob):
@@ -426,7 +441,7 @@ def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob:
                 raise CorruptObjectError(f"{where}: {field} is {obj[field]!r}; expected an integer in [0, 2**63)")
         return PackedBlob(blob=blob, nbytes=obj["nbytes"], pack=pack, offset=obj["offset"])
     keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
-    if keys is None or set(obj) != keys:
+    if keys is None or obj.keys() != keys:
         raise CorruptObjectError(f"{where}: not a put or delete entry (keys {sorted(obj)[:12]})")
     t = obj["t"]
     if type(t) is not int or not 0 <= t <= MAX_INT:
@@ -436,26 +451,29 @@ def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob:
         validate_name(name)
     except InvalidNameError as exc:
         raise CorruptObjectError(f"{where}: {exc}") from None
-    if op == "del":
-        return LogEntry(name=name, time_ns=t, record=None)
-    shape, stride = obj["shape"], obj["stride"]
+    return name, t, (obj if op == "put" else None)
+
+
+def record_from_fields(name: str, fields: dict[str, Any], where: str) -> TensorRecord:
+    """The validated record of a put entry returned by :func:`scan_entry`."""
+    shape, stride = fields["shape"], fields["stride"]
     if not isinstance(shape, list) or not isinstance(stride, list):
         raise CorruptObjectError(f"{where}: record of tensor {name!r}: shape and stride must be lists")
     record = TensorRecord(
         name=name,
-        dtype=obj["dtype"],
+        dtype=fields["dtype"],
         shape=tuple(shape),
         stride=tuple(stride),
-        offset=obj["offset"],
-        requires_grad=obj["requires_grad"],
-        blob=obj["blob"],
-        nbytes=obj["nbytes"],
+        offset=fields["offset"],
+        requires_grad=fields["requires_grad"],
+        blob=fields["blob"],
+        nbytes=fields["nbytes"],
     )
     try:
-        validate_record(record)
+        validate_record(record, check_name=False)
     except CorruptObjectError as exc:
         raise CorruptObjectError(f"{where}: {exc}") from None
-    return LogEntry(name=name, time_ns=t, record=record)
+    return record
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
@@ -473,16 +491,11 @@ def _unframe(line: bytes, where: str) -> dict[str, Any]:
     if sep != b" " or blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") != checksum:
         raise CorruptObjectError(f"{where}: checksum mismatch; the line is damaged")
     try:
-        obj = json.loads(body)
-        canonical = isinstance(obj, dict) and _dumps(obj) == body
-    except (ValueError, RecursionError) as exc:
+        obj = _loads(body)
+    except ValueError as exc:
         raise CorruptObjectError(f"{where}: invalid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise CorruptObjectError(f"{where}: expected a JSON object")
-    if not canonical:
-        # Lines are written in one canonical form (compact, ASCII, keys in a fixed order).  Any
-        # other form - duplicate keys, NaN, extra whitespace - was not written by tensorcas.
-        raise CorruptObjectError(f"{where}: record is not in canonical form (duplicate keys, NaN or reformatted)")
     return obj
 
 
@@ -499,12 +512,15 @@ def _reject_constant(value: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {duplicate!r}")
     return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
 
 
 def _loads(data: bytes) -> Any:
@@ -514,6 +530,6 @@ def _loads(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8: {exc.reason}") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import format as fmt
 from .backends.base import Appender, Backend, ObjectInfo
@@ -32,7 +33,7 @@ from .errors import (
     StoreNotFoundError,
     TensorNotFoundError,
 )
-from .format import LogEntry, PackedBlob, TensorRecord, format_digest
+from .format import PackedBlob, TensorRecord, format_digest
 from .hashing import new_hasher
 
 #: Pieces in which large blobs are hashed and written at once (small enough to stay in cache).
@@ -88,10 +89,20 @@ class _LogState:
     torn_tail: bool = False
 
 
-@dataclass
 class _IndexEntry:
-    position: _Position
-    record: TensorRecord | None  # None: deleted
+    """A name's newest entry.  A put's fields are validated into a record on first use, so that
+    opening a store and listing its names does not validate every record."""
+
+    __slots__ = ("fields", "position", "record")
+
+    def __init__(self, position: _Position, fields: dict[str, Any] | None) -> None:
+        self.position = position
+        self.fields = fields  # None: deleted
+        self.record: TensorRecord | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.fields is None
 
 
 @dataclass(frozen=True)
@@ -368,7 +379,7 @@ class Store:
                     fmt.decode_header(line, where)
                     state.header_ok = True
                     continue
-                entry = fmt.decode_entry(line, where)
+                entry = fmt.scan_entry(line, where)
             except StoreError as exc:
                 index.problems[(key, state.lines)] = Problem(where, str(exc))
                 if not state.header_ok:
@@ -376,19 +387,37 @@ class Store:
                 continue
             if isinstance(entry, PackedBlob):
                 index.packed.setdefault(entry.blob, entry)
-            else:
-                self._apply(entry, _Position(entry.time_ns, key, state.lines))
+                continue
+            name, time_ns, fields = entry
+            position = _Position(time_ns, key, state.lines)
+            current = index.entries.get(name)
+            if current is None or current.position < position:
+                index.entries[name] = _IndexEntry(position, fields)
         state.offset += end
 
-    def _apply(self, entry: LogEntry, position: _Position) -> None:
-        current = self._index.entries.get(entry.name)
-        if current is None or current.position < position:
-            self._index.entries[entry.name] = _IndexEntry(position, entry.record)
+    def _resolve(self, name: str, entry: _IndexEntry) -> TensorRecord:
+        """The validated record of a put entry; damage is raised and kept for ``verify``."""
+        if entry.record is None:
+            assert entry.fields is not None
+            where = f"{entry.position.log} line {entry.position.line}"
+            try:
+                entry.record = fmt.record_from_fields(name, entry.fields, where)
+            except CorruptObjectError as exc:
+                self._index.problems[(entry.position.log, entry.position.line)] = Problem(where, str(exc))
+                raise CorruptObjectError(
+                    f"tensor {name!r}: its record is damaged ({exc}); run 'tensorcas verify {self.location}'"
+                ) from None
+        return entry.record
 
     def peek_record(self, name: str) -> TensorRecord | None:
         """The current record of ``name`` as far as the logs read so far say (no I/O)."""
         entry = self._index.entries.get(name)
-        return None if entry is None else entry.record
+        if entry is None or entry.deleted:
+            return None
+        try:
+            return self._resolve(name, entry)
+        except CorruptObjectError:
+            return None
 
     def problems(self) -> list[Problem]:
         with self._lock:
@@ -398,32 +427,44 @@ class Store:
         fmt.validate_name(name)
         with self._lock:
             entry = self._index.entries.get(name)
-            if entry is None or entry.record is None:
+            if entry is None or entry.deleted:
                 self.refresh()
                 entry = self._index.entries.get(name)
-            if entry is None or entry.record is None:
+            if entry is None or entry.deleted:
                 raise TensorNotFoundError(
                     f"no tensor named {name!r} in store {self.location}"
                     + (" (it was deleted)" if entry is not None else "")
                     + "; list the names with 'tensorcas ls'"
                 )
-            return entry.record
+            return self._resolve(name, entry)
 
-    def records(self, prefix: str = "") -> list[TensorRecord]:
-        """Current records under ``prefix``, in the order they were written."""
+    def _live(self, prefix: str) -> list[tuple[str, _IndexEntry]]:
         fmt.validate_prefix(prefix)
         with self._lock:
             self.refresh()
             live = [
-                (e.position, e.record)
+                (name, e)
                 for name, e in self._index.entries.items()
-                if e.record is not None and fmt.name_matches(name, prefix)
+                if not e.deleted and (not prefix or fmt.name_matches(name, prefix))
             ]
-        live.sort(key=lambda pair: pair[0])
-        return [record for _, record in live]
+        live.sort(key=lambda pair: pair[1].position)
+        return live
+
+    def records(self, prefix: str = "") -> list[TensorRecord]:
+        """Current records under ``prefix``, in the order they were written.  Damaged records are
+        left out (and kept in :meth:`problems`)."""
+        out = []
+        with self._lock:
+            for name, entry in self._live(prefix):
+                try:
+                    out.append(self._resolve(name, entry))
+                except CorruptObjectError:
+                    continue
+        return out
 
     def names(self, prefix: str = "") -> list[str]:
-        return [r.name for r in self.records(prefix)]
+        """Current names under ``prefix``, in writing order, without validating their records."""
+        return [name for name, _ in self._live(prefix)]
 
     def __contains__(self, name: str) -> bool:
         try:
