@@ -365,11 +365,17 @@ def gc_command(store: str, dry_run: bool, grace: float, force: bool) -> None:
     with _progress("collecting") as progress:
         report = m.gc(store, grace_seconds=grace, dry_run=dry_run, force=force, progress=progress)
     verb = "would remove" if dry_run else "removed"
-    _console().print(
+    text = (
         f"{verb} {len(report.removed_blobs)} blob(s) and {len(report.removed_temporaries)} temporary file(s), "
         f"{format_nbytes(report.bytes_freed)}; {report.referenced} blob(s) in use, "
         f"{report.kept_recent} unused but newer than the grace period"
     )
+    if report.packed_unreferenced_blobs:
+        text += (
+            f"; {report.packed_unreferenced_blobs} unused small blob(s) "
+            f"({format_nbytes(report.packed_unreferenced_bytes)}) stay in packs"
+        )
+    _console().print(text)
 
 
 # -- verify -------------------------------------------------------------------------------------
