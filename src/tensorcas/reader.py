@@ -14,6 +14,9 @@ from .tensors import record_to_tensor
 
 DeviceLike = torch.device | str | int | None
 
+#: Blobs at least this large have their size checked before memory is allocated for them.
+_CHECK_BEFORE_ALLOCATING = 1 << 20
+
 
 class ContentStoreReader:
     """Reads a store; nothing read is unpickled, and everything is validated before torch sees it.
@@ -70,7 +73,9 @@ class ContentStoreReader:
         key = (digest, str(device))
         if self._cache is not None:
             cached = self._cache.get(key)
-            if cached is not None:
+            # Only a storage of the size this record was validated against may serve it: torch
+            # would silently grow a smaller one to fit a (hostile) larger view.
+            if cached is not None and cached.nbytes() == nbytes:
                 return cached
         storage = self._load(digest, nbytes, name)
         if device.type != "cpu":
@@ -85,6 +90,10 @@ class ContentStoreReader:
             self.store.check_blob(digest, nbytes, name=name)
             storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
         else:
+            if nbytes >= _CHECK_BEFORE_ALLOCATING:
+                # A record may claim any size up to 2**63: compare it with the blob's true size
+                # before allocating, not after (read_blob_into checks small blobs as it reads).
+                self.store.check_blob(digest, nbytes, name=name)
             storage = torch.UntypedStorage(nbytes)
             self.store.read_blob_into(digest, cpu_storage_view(storage), name=name)
         if self.verify:

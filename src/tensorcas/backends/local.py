@@ -130,6 +130,8 @@ class LocalBackend(Backend):
             if fd is None:
                 return None
             try:
+                # Never ask for more than the file holds: a damaged record may name any length.
+                length = max(0, min(length, os.fstat(fd).st_size - offset))
                 return os.pread(fd, length, offset)
             finally:
                 os.close(fd)
