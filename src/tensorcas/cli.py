@@ -101,7 +101,7 @@ def _progress(description: str, *, nbytes: bool = False) -> Iterator[Callable[[i
 
 
 class _Group(click.Group):
-    """Turns every ``StoreError`` into one line on stderr and exit status 2."""
+    """Turns every ``StoreError`` into one line on stderr and exit status 2 (130 on Ctrl-C)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -109,6 +109,10 @@ class _Group(click.Group):
         except StoreError as exc:
             click.echo(f"tensorcas: error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            # Not 1, which means "differences or damage found".  Everything written is whole.
+            click.echo("tensorcas: interrupted", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

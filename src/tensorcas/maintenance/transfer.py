@@ -77,6 +77,7 @@ def export_safetensors(
     renamed); an existing ``out`` is replaced only with ``overwrite``.  ``requires_grad`` is not
     kept: safetensors has no place for it.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     store = open_store(loc, read_only=True)
@@ -100,6 +101,8 @@ def export_safetensors(
         raise ExportError("two tensors would get the same key with strip_prefix; export without it")
     if os.path.exists(out_path) and not overwrite:
         raise ExportError(f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)")
+    if not os.path.isdir(os.path.dirname(out_path)):
+        raise ExportError(f"cannot write {out_path}: directory {os.path.dirname(out_path)} does not exist")
 
     uses = Counter(r.blob for r in records)
     reader = ContentStoreReader(store.backend, cache=True, mmap=True)
@@ -136,6 +139,8 @@ def export_safetensors(
         os.replace(tmp, out_path)
     except OSError as exc:
         raise StoreIOError(f"writing {out_path} failed: {exc.strerror or exc}") from exc
+    except SafetensorError as exc:
+        raise ExportError(f"writing {out_path} failed: {exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -213,7 +218,7 @@ def _import_safetensors(loc: Location, src: str, prefix: str, progress: Progress
                     report.nbytes += tensor.numel() * tensor.element_size()
                     if progress is not None:
                         progress(i + 1, len(keys))
-    except SafetensorError as exc:
+    except (SafetensorError, OSError) as exc:
         raise ImportSourceError(
             f"{src} is not a readable safetensors file ({exc}); give a safetensors file or a "
             "directory written by torch.utils._content_store"
