@@ -334,3 +334,19 @@ def test_export_refuses_dtypes_safetensors_cannot_hold(tmp_path, loc):
     with pytest.raises(tensorcas.TensorNotFoundError):
         tensorcas.export_safetensors(loc, str(tmp_path / "z.safetensors"), "nothing/")
     assert not os.path.exists(tmp_path / "z.safetensors")
+
+
+def test_gc_restores_the_trash_of_an_interrupted_gc(loc):
+    x = torch.randn(BIG)
+    write(loc, {"x": x})
+    path = blob_file(loc, tensorcas.ls(loc)[0].blob)
+    directory, base = os.path.split(path)
+    trash = os.path.join(directory, f".gc-{base}.0123abcd")
+    os.rename(path, trash)  # a gc stopped after moving the blob aside
+    age(trash, 7200)
+    assert not tensorcas.verify(loc).ok
+    report = tensorcas.gc(loc)
+    assert report.restored_trash == [os.path.relpath(trash, loc).replace(os.sep, "/")]
+    assert report.removed_temporaries == [] and report.bytes_freed == 0
+    assert not os.path.exists(trash)
+    assert torch.equal(ContentStoreReader(loc).read_tensor("x"), x)

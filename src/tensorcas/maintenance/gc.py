@@ -36,6 +36,9 @@ from ..store import Location, Store
 from ..writer import ContentStoreWriter
 from ._common import Progress, open_store
 
+#: Name prefix of a blob that a gc moved aside to delete it (docs/FORMAT.md, "gc trash").
+_TRASH_PREFIX = ".gc-"
+
 #: The default grace period: blobs and temporaries touched within it are never collected.
 DEFAULT_GRACE_SECONDS = 3600.0
 
@@ -117,6 +120,7 @@ class GcReport:
     kept_recent: int = 0  # unreferenced but touched within the grace period
     removed_temporaries: list[str] = field(default_factory=list)
     temporary_bytes: int = 0
+    restored_trash: list[str] = field(default_factory=list)  # see docs/FORMAT.md, "gc trash"
     # Small blobs live in packs that their writer may still append to; packs are never collected.
     packed_unreferenced_blobs: int = 0
     packed_unreferenced_bytes: int = 0
@@ -135,6 +139,7 @@ class GcReport:
             "removed_blobs": [vars(b) for b in self.removed_blobs],
             "kept_recent": self.kept_recent,
             "removed_temporaries": self.removed_temporaries,
+            "restored_trash": self.restored_trash,
             "bytes_freed": self.bytes_freed,
             "packed_unreferenced_blobs": self.packed_unreferenced_blobs,
             "packed_unreferenced_bytes": self.packed_unreferenced_bytes,
@@ -203,6 +208,12 @@ def gc(
 
     for key, mtime in list(store.backend.temporaries()):
         if mtime > cutoff:
+            continue
+        if key.rpartition("/")[2].startswith(_TRASH_PREFIX):
+            # Left by a gc that was interrupted: the backend links the blob back before removing
+            # the trash name (a writer may have referenced it meanwhile); the next gc decides.
+            if dry_run or store.backend.delete_temporary(key):
+                report.restored_trash.append(key)
             continue
         info = store.backend.stat(key)
         if dry_run or store.backend.delete_temporary(key):
