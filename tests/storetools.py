@@ -90,5 +90,5 @@ def assert_verify_ok(loc: str) -> tensorcas.VerifyReport:
 
 def bits(tensor: torch.Tensor) -> bytes:
     """The exact bytes of a tensor's elements, so equality is bit-exact (NaNs, -0.0 included)."""
-    t = tensor.detach().reshape(-1).contiguous()
+    t = torch.empty(tensor.shape, dtype=tensor.dtype).copy_(tensor.detach()).reshape(-1)
     return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""

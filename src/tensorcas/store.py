@@ -540,7 +540,11 @@ class LogWriter:
         return packed
 
     def delete(self, name: str) -> None:
+        """Append a delete entry; ``TensorNotFoundError`` if the name is absent or deleted.  The
+        store's index is refreshed first: this writer's own puts and deletes reach it only then."""
         with self._lock:
+            self.store.refresh()
+            self.store.get_record(name)
             self._append(fmt.encode_delete(name, self._time()))
 
     def _append(self, line: bytes) -> None:
