@@ -61,7 +61,19 @@ def stores(tmp_path: Path) -> tuple[str, str]:
 def test_help_lists_commands_examples_and_exit_codes():
     proc = run("--help")
     assert proc.returncode == 0
-    for word in ("ls", "show", "du", "diff", "rm", "gc", "verify", "export", "import", "Examples", "Exit codes"):
+    for word in (
+        "ls",
+        "show",
+        "du",
+        "diff",
+        "rm",
+        "gc",
+        "verify",
+        "export",
+        "import",
+        "Examples",
+        "Exit codes",
+    ):
         assert word in proc.stdout
     version = run("--version")
     assert version.returncode == 0 and tensorcas.__version__ in version.stdout
@@ -85,7 +97,9 @@ def test_show_json_and_text(stores):
     a, _ = stores
     shown = json.loads(run("show", a, "act/x", "--json", "--values", "3").stdout)
     assert shown["record"]["name"] == "act/x"
-    assert shown["stats"]["nan"] == 1 and shown["stats"]["zeros"] == 1 and shown["stats"]["max"] == 1.0
+    assert (
+        shown["stats"]["nan"] == 1 and shown["stats"]["zeros"] == 1 and shown["stats"]["max"] == 1.0
+    )
     assert shown["values"] == [1.0, "nan", 0.0]
     text = run("show", a, "model/w", "-n", "2")
     assert text.returncode == 0
@@ -111,7 +125,10 @@ def test_diff_exit_codes_and_json(stores):
     result = json.loads(differ.stdout)
     assert result["ok"] is False and result["first_difference"] == "model/w"
     entries = {e["key"]: e for e in result["entries"]}
-    assert entries["model/w"]["status"] == "different" and entries["model/w"]["max_abs_index"] == [3, 7]
+    assert entries["model/w"]["status"] == "different" and entries["model/w"]["max_abs_index"] == [
+        3,
+        7,
+    ]
     assert entries["act/x"]["status"] == "identical" and entries["extra"]["status"] == "only-in-b"
 
     text = run("diff", a, b, "--rtol", "1e-3", "--atol", "0")
@@ -175,7 +192,11 @@ def test_export_then_reload_with_safetensors(stores, tmp_path):
     out = str(tmp_path / "model.safetensors")
     proc = run("export", a, out, "model/", "--strip-prefix")
     assert proc.returncode == 0, proc.stderr
-    assert "exported 3 tensor(s)" in proc.stdout and "note:" in proc.stdout and "model/w_t" in proc.stdout
+    assert (
+        "exported 3 tensor(s)" in proc.stdout
+        and "note:" in proc.stdout
+        and "model/w_t" in proc.stdout
+    )
     loaded = load_file(out)
     reader = ContentStoreReader(a)
     assert sorted(loaded) == ["mask", "w", "w_t"]

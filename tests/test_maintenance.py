@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 
+import blake3
 import pytest
 import torch
 import torch.utils._content_store as torch_content_store
@@ -41,7 +43,15 @@ def age(path: str, seconds: float) -> None:
 
 
 def test_ls_lists_in_writing_order_with_prefix_rules(loc):
-    write(loc, {"model/b": torch.zeros(2), "model2/x": torch.zeros(1), "model/a": torch.ones(3, 4), "model": torch.zeros(1)})
+    write(
+        loc,
+        {
+            "model/b": torch.zeros(2),
+            "model2/x": torch.zeros(1),
+            "model/a": torch.ones(3, 4),
+            "model": torch.zeros(1),
+        },
+    )
     assert [r.name for r in tensorcas.ls(loc)] == ["model/b", "model2/x", "model/a", "model"]
     assert [r.name for r in tensorcas.ls(loc, "model")] == ["model/b", "model/a", "model"]
     assert [r.name for r in tensorcas.ls(loc, "model/")] == ["model/b", "model/a"]
@@ -134,11 +144,42 @@ def test_diff_classifies_and_locates_differences(tmp_path):
     changed = x.clone()
     changed[4, 3] += 10.0
     changed[1, 2] += 0.5
-    write(a, {"same": x, "near": x, "far": changed.clone(), "gone": x, "shape": x, "cast": x, "nan": torch.tensor([float("nan"), 1.0])})
-    write(b, {"same": x.t().contiguous().t(), "near": x + 1e-7, "far": x, "shape": x.t(), "cast": x.double(), "nan": torch.tensor([float("nan"), 1.0]), "new": x})
+    write(
+        a,
+        {
+            "same": x,
+            "near": x,
+            "far": changed.clone(),
+            "gone": x,
+            "shape": x,
+            "cast": x,
+            "nan": torch.tensor([float("nan"), 1.0]),
+        },
+    )
+    write(
+        b,
+        {
+            "same": x.t().contiguous().t(),
+            "near": x + 1e-7,
+            "far": x,
+            "shape": x.t(),
+            "cast": x.double(),
+            "nan": torch.tensor([float("nan"), 1.0]),
+            "new": x,
+        },
+    )
     result = tensorcas.diff(a, b, rtol=1e-5, atol=1e-6)
     by_key = {e.key: e for e in result.entries}
-    assert [e.key for e in result.entries] == ["same", "near", "far", "gone", "shape", "cast", "nan", "new"]
+    assert [e.key for e in result.entries] == [
+        "same",
+        "near",
+        "far",
+        "gone",
+        "shape",
+        "cast",
+        "nan",
+        "new",
+    ]
     assert by_key["same"].status == "identical"
     assert by_key["nan"].status == "identical"
     assert by_key["near"].status == "close"
@@ -174,7 +215,15 @@ def test_diff_of_two_prefixes_of_one_store_and_target_syntax(loc):
 
 
 def test_rm_names_and_prefixes_checks_everything_first(loc):
-    write(loc, {"keep": torch.zeros(1), "tmp/a": torch.zeros(1), "tmp/sub/b": torch.zeros(1), "w": torch.ones(1)})
+    write(
+        loc,
+        {
+            "keep": torch.zeros(1),
+            "tmp/a": torch.zeros(1),
+            "tmp/sub/b": torch.zeros(1),
+            "w": torch.ones(1),
+        },
+    )
     with pytest.raises(tensorcas.TensorNotFoundError, match="'tmp/'"):
         tensorcas.rm(loc, ["w", "tmp"])  # 'tmp' is a directory of names, not a tensor
     with pytest.raises(tensorcas.TensorNotFoundError):
@@ -284,7 +333,9 @@ def test_import_torch_content_store_keeps_views_and_sharing(tmp_path, loc):
 
 def test_import_rejects_bad_sources_before_writing(tmp_path, loc):
     source = str(tmp_path / "torch-store")
-    torch_content_store.ContentStoreWriter(source, stable_hash=True).write_tensor("x", torch.zeros(4))
+    torch_content_store.ContentStoreWriter(source, stable_hash=True).write_tensor(
+        "x", torch.zeros(4)
+    )
     meta_path = os.path.join(source, "tensors", "x")
     dtype, h, _, _, _, extra = torch.load(meta_path, weights_only=True)
     torch.save((dtype, h, 0, (100,), (1,), extra), meta_path)  # a view past the storage's end
@@ -307,7 +358,15 @@ def test_import_rejects_bad_sources_before_writing(tmp_path, loc):
 
 def test_export_to_safetensors_copies_shared_views_and_round_trips(tmp_path, loc):
     base = torch.randn(8, 4)
-    write(loc, {"m/w": base, "m/w_t": base.t(), "m/b": torch.arange(3), "other": torch.ones(2, dtype=torch.bfloat16)})
+    write(
+        loc,
+        {
+            "m/w": base,
+            "m/w_t": base.t(),
+            "m/b": torch.arange(3),
+            "other": torch.ones(2, dtype=torch.bfloat16),
+        },
+    )
     out = str(tmp_path / "m.safetensors")
     report = tensorcas.export_safetensors(loc, out, "m/", strip_prefix=True)
     assert report.tensors == 3 and sorted(report.copied_shared) == ["m/w", "m/w_t"]
@@ -350,3 +409,28 @@ def test_gc_restores_the_trash_of_an_interrupted_gc(loc):
     assert report.removed_temporaries == [] and report.bytes_freed == 0
     assert not os.path.exists(trash)
     assert torch.equal(ContentStoreReader(loc).read_tensor("x"), x)
+
+
+def test_gc_refuses_when_a_record_is_damaged_behind_a_valid_checksum(loc):
+    write(loc, {"x": torch.randn(BIG)})
+    digest = tensorcas.ls(loc)[0].blob
+    body = json.dumps(
+        {
+            "op": "put",
+            "t": time.time_ns(),
+            "name": "bad",
+            "dtype": "no-such-dtype",
+            "shape": [1],
+            "stride": [1],
+            "offset": 0,
+            "requires_grad": False,
+            "blob": digest,
+            "nbytes": 4,
+        },
+        separators=(",", ":"),
+    ).encode()
+    log = os.path.join(loc, "logs", os.listdir(os.path.join(loc, "logs"))[0])
+    with open(log, "ab") as f:
+        f.write(blake3.blake3(body).hexdigest()[:16].encode() + b" " + body + b"\n")
+    with pytest.raises(maintenance.DamagedStoreError):
+        tensorcas.gc(loc, grace_seconds=0)

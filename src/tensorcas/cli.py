@@ -76,7 +76,9 @@ def _echo_json(obj: Any) -> None:
 
 
 @contextmanager
-def _progress(description: str, *, nbytes: bool = False) -> Iterator[Callable[[int, int | None], None] | None]:
+def _progress(
+    description: str, *, nbytes: bool = False
+) -> Iterator[Callable[[int, int | None], None] | None]:
     """A rich progress bar, only when stdout is a terminal; yields the library's callback."""
     if not sys.stdout.isatty():
         yield None
@@ -91,7 +93,9 @@ def _progress(description: str, *, nbytes: bool = False) -> Iterator[Callable[[i
     )
 
     amount = DownloadColumn() if nbytes else MofNCompleteColumn()
-    with Progress(TextColumn(description), BarColumn(), amount, TimeElapsedColumn(), transient=True) as bar:
+    with Progress(
+        TextColumn(description), BarColumn(), amount, TimeElapsedColumn(), transient=True
+    ) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int | None) -> None:
@@ -125,7 +129,9 @@ def cli() -> None:
     """
 
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
+)
 
 
 # -- ls -----------------------------------------------------------------------------------------
@@ -145,7 +151,12 @@ def ls_command(store: str, prefix: str, as_json: bool) -> None:
         _echo_json([record_to_json(r) for r in records])
         return
     table = Table(box=None, show_header=True, pad_edge=False)
-    for column, justify in (("dtype", "left"), ("shape", "left"), ("size", "right"), ("name", "left")):
+    for column, justify in (
+        ("dtype", "left"),
+        ("shape", "left"),
+        ("size", "right"),
+        ("name", "left"),
+    ):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in records:
         table.add_row(r.dtype, _shape(r.shape), format_nbytes(r.view_nbytes), escape(r.name))
@@ -162,8 +173,22 @@ def _shape(shape: tuple[int, ...]) -> str:
 @cli.command("show")
 @click.argument("store")
 @click.argument("name")
-@click.option("--values", "-n", "values", default=0, show_default=True, type=click.IntRange(min=0), help="Also print the first N elements (row-major).")
-@click.option("--bins", default=10, show_default=True, type=click.IntRange(min=0), help="Histogram bins (0: none).")
+@click.option(
+    "--values",
+    "-n",
+    "values",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Also print the first N elements (row-major).",
+)
+@click.option(
+    "--bins",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Histogram bins (0: none).",
+)
 @_json_option
 def show_command(store: str, name: str, values: int, bins: int, as_json: bool) -> None:
     """Show one tensor: its record, statistics (min, max, mean, std, NaN/Inf/zero counts) and a
@@ -206,7 +231,10 @@ def show_command(store: str, name: str, values: int, bins: int, as_json: bool) -
         for line in summary.histogram.lines():
             out.print("  " + escape(line))
     if summary.values is not None:
-        out.print(f"first {len(summary.values)} values: " + escape(", ".join(_num(v) for v in summary.values)))
+        out.print(
+            f"first {len(summary.values)} values: "
+            + escape(", ".join(_num(v) for v in summary.values))
+        )
     for note in summary.notes:
         out.print(f"note: {escape(note)}")
 
@@ -224,7 +252,13 @@ def _num(value: Any) -> str:
 
 @cli.command("du")
 @click.argument("store")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="How many of the largest tensors to list.")
+@click.option(
+    "--top",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many of the largest tensors to list.",
+)
 @_json_option
 def du_command(store: str, top: int, as_json: bool) -> None:
     """Disk usage: logical bytes (what the named tensors cover) against stored bytes (blobs), the
@@ -240,8 +274,16 @@ def du_command(store: str, top: int, as_json: bool) -> None:
     table.add_column(no_wrap=True)
     table.add_row("tensors", str(usage.names), "")
     table.add_row("logical", format_nbytes(usage.logical_bytes), f"{usage.logical_bytes} bytes")
-    table.add_row("stored (referenced)", format_nbytes(usage.referenced_bytes), f"{usage.referenced_blobs} blobs")
-    table.add_row("unreferenced", format_nbytes(usage.unreferenced_bytes), f"{usage.unreferenced_blobs} blobs (gc frees these)")
+    table.add_row(
+        "stored (referenced)",
+        format_nbytes(usage.referenced_bytes),
+        f"{usage.referenced_blobs} blobs",
+    )
+    table.add_row(
+        "unreferenced",
+        format_nbytes(usage.unreferenced_bytes),
+        f"{usage.unreferenced_blobs} blobs (gc frees these)",
+    )
     table.add_row("logs", format_nbytes(usage.log_bytes), "")
     table.add_row("dedupe ratio", f"{usage.dedupe_ratio:.2f}x", "")
     if usage.missing_blobs:
@@ -253,7 +295,9 @@ def du_command(store: str, top: int, as_json: bool) -> None:
         for justify in ("right", "left", "left", "left"):
             big.add_column(justify=justify, no_wrap=True)
         for r in usage.largest:
-            big.add_row("  " + format_nbytes(r.view_nbytes), r.dtype, _shape(r.shape), escape(r.name))
+            big.add_row(
+                "  " + format_nbytes(r.view_nbytes), r.dtype, _shape(r.shape), escape(r.name)
+            )
         out.print(big)
 
 
@@ -263,8 +307,20 @@ def du_command(store: str, top: int, as_json: bool) -> None:
 @cli.command("diff")
 @click.argument("a")
 @click.argument("b")
-@click.option("--rtol", default=1e-5, show_default=True, type=click.FloatRange(min=0), help="Relative tolerance.")
-@click.option("--atol", default=1e-8, show_default=True, type=click.FloatRange(min=0), help="Absolute tolerance.")
+@click.option(
+    "--rtol",
+    default=1e-5,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Relative tolerance.",
+)
+@click.option(
+    "--atol",
+    default=1e-8,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Absolute tolerance.",
+)
 @click.option("--all", "show_all", is_flag=True, help="Also list identical and close tensors.")
 @_json_option
 def diff_command(a: str, b: str, rtol: float, atol: float, show_all: bool, as_json: bool) -> None:
@@ -286,7 +342,10 @@ def diff_command(a: str, b: str, rtol: float, atol: float, show_all: bool, as_js
             if e.ok and not show_all:
                 continue
             out.print(escape(_diff_line(e)))
-        counts = ", ".join(f"{result.count(s)} {s}" for s in ("identical", "close", "different", "only-in-a", "only-in-b"))
+        counts = ", ".join(
+            f"{result.count(s)} {s}"
+            for s in ("identical", "close", "different", "only-in-a", "only-in-b")
+        )
         first = result.first_difference
         out.print(f"{len(result.entries)} compared: {counts}")
         if first is not None:
@@ -339,7 +398,9 @@ class Duration(click.ParamType):
 
     name = "DURATION"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, (int, float)):
             return float(value)
         match = _DURATION.match(str(value).strip().lower())
@@ -359,7 +420,11 @@ class Duration(click.ParamType):
     help="Keep blobs and temporaries touched this recently (0, 30s, 10m, 1h, 2d).  "
     "0 collects now and is safe only when nothing writes to the store.",
 )
-@click.option("--force", is_flag=True, help="Collect even if some log lines are unreadable (their blobs may be lost).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Collect even if some log lines are unreadable (their blobs may be lost).",
+)
 def gc_command(store: str, dry_run: bool, grace: float, force: bool) -> None:
     """Delete blobs no tensor uses and temporaries of interrupted writes.
 
@@ -424,7 +489,9 @@ def verify_command(store: str, as_json: bool) -> None:
 @click.argument("store")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.argument("prefix", default="")
-@click.option("--strip-prefix", is_flag=True, help="Name keys relative to PREFIX (for load_state_dict).")
+@click.option(
+    "--strip-prefix", is_flag=True, help="Name keys relative to PREFIX (for load_state_dict)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def export_command(store: str, out: str, prefix: str, strip_prefix: bool, overwrite: bool) -> None:
     """Write the tensors under PREFIX to the safetensors file OUT.
@@ -437,7 +504,11 @@ def export_command(store: str, out: str, prefix: str, strip_prefix: bool, overwr
             store, out, prefix, strip_prefix=strip_prefix, overwrite=overwrite, progress=progress
         )
     console = _console()
-    console.print(escape(f"exported {report.tensors} tensor(s), {format_nbytes(report.nbytes)}, to {report.out}"))
+    console.print(
+        escape(
+            f"exported {report.tensors} tensor(s), {format_nbytes(report.nbytes)}, to {report.out}"
+        )
+    )
     for note in report.notes:
         console.print(escape(f"note: {note}"))
 
@@ -457,7 +528,9 @@ def import_command(store: str, source: str, prefix: str) -> None:
     with _progress("importing") as progress:
         report = m.import_store(store, source, prefix, progress=progress)
     _console().print(
-        escape(f"imported {len(report.names)} tensor(s), {format_nbytes(report.nbytes)}, from {report.kind} {report.source}")
+        escape(
+            f"imported {len(report.names)} tensor(s), {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
+        )
     )
 
 

@@ -214,7 +214,11 @@ def _compare(
             wa, wb = wa.to(torch.complex128), wb.to(torch.complex128)
         both_nan = wa.isnan() & wb.isnan()
         if exact:
-            equal = (ca == cb) | both_nan if ca.dtype.is_floating_point or ca.dtype.is_complex else ca == cb
+            equal = (
+                (ca == cb) | both_nan
+                if ca.dtype.is_floating_point or ca.dtype.is_complex
+                else ca == cb
+            )
             if not equal.all():
                 exact = False
         err = (wa - wb).abs()
@@ -222,7 +226,9 @@ def _compare(
         # Equal values (infinities of one sign included) have no error; NaN on one side only is
         # an infinite error, so it always counts and always wins the "largest" below.
         err = torch.where(wa == wb, torch.zeros_like(err), err)
-        err = torch.where(both_nan, torch.zeros_like(err) if equal_nan else torch.full_like(err, math.inf), err)
+        err = torch.where(
+            both_nan, torch.zeros_like(err) if equal_nan else torch.full_like(err, math.inf), err
+        )
         err = torch.where(err.isnan(), torch.full_like(err, math.inf), err)
         rel = torch.where(ref > 0, err / ref, torch.where(err > 0, math.inf, 0.0))
         bad = err > atol + rtol * ref

@@ -44,7 +44,13 @@ class DiskUsage:
         out = {k: v for k, v in vars(self).items() if k != "largest"}
         out["dedupe_ratio"] = self.dedupe_ratio
         out["largest"] = [
-            {"name": r.name, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.view_nbytes, "blob": r.blob}
+            {
+                "name": r.name,
+                "dtype": r.dtype,
+                "shape": list(r.shape),
+                "nbytes": r.view_nbytes,
+                "blob": r.blob,
+            }
             for r in self.largest
         ]
         return out

@@ -170,6 +170,7 @@ def gc(
 
     listed = list(store.loose_blobs())
     store.refresh()
+    referenced = {record.blob for record in store.records()}  # also finds damaged records
     damaged = [p for p in store.problems() if p.severity == "error"]
     if damaged and not force:
         raise DamagedStoreError(
@@ -177,7 +178,6 @@ def gc(
             f"{damaged[0].message}); their blobs would look unused.  Run 'tensorcas verify {store.location}', "
             "then 'tensorcas gc --force' to collect anyway"
         )
-    referenced = {record.blob for record in store.records()}
     report.blobs_examined = len(listed)
     total = len(listed)
     for i, digest in enumerate(listed):

@@ -36,7 +36,9 @@ class Histogram:
         out = []
         for i, count in enumerate(self.counts):
             bar = "#" * round(width * count / top) if count else ""
-            out.append(f"[{self.edges[i]:>12.5g}, {self.edges[i + 1]:>12.5g}{']' if i == len(self.counts) - 1 else ')'} {bar:<{width}} {count}")
+            out.append(
+                f"[{self.edges[i]:>12.5g}, {self.edges[i + 1]:>12.5g}{']' if i == len(self.counts) - 1 else ')'} {bar:<{width}} {count}"
+            )
         return out
 
 
@@ -89,7 +91,10 @@ class TensorSummary:
             "stats": stats,
             "histogram": None
             if self.histogram is None
-            else {"edges": [_json_number(e) for e in self.histogram.edges], "counts": self.histogram.counts},
+            else {
+                "edges": [_json_number(e) for e in self.histogram.edges],
+                "counts": self.histogram.counts,
+            },
             "values": None if self.values is None else [_json_value(v) for v in self.values],
             "notes": self.notes,
         }
@@ -104,7 +109,9 @@ def show(loc: Location | Store, name: str, *, values: int = 0, bins: int = 10) -
     tensor = reader.read_tensor(name).detach()
     summary = TensorSummary(store.location, record, None)
     if record.dtype in _NO_ARITHMETIC:
-        summary.notes.append(f"{record.dtype} is a packed format torch cannot convert; no statistics or values")
+        summary.notes.append(
+            f"{record.dtype} is a packed format torch cannot convert; no statistics or values"
+        )
         return summary
     summary.stats = _stats(tensor)
     if bins > 0 and record.dtype != "bool":
@@ -117,7 +124,9 @@ def show(loc: Location | Store, name: str, *, values: int = 0, bins: int = 10) -
 
 
 def _stats(tensor: torch.Tensor) -> TensorStats:
-    stats = TensorStats(numel=tensor.numel(), of="magnitudes" if tensor.dtype.is_complex else "values")
+    stats = TensorStats(
+        numel=tensor.numel(), of="magnitudes" if tensor.dtype.is_complex else "values"
+    )
     exact = not (tensor.dtype.is_floating_point or tensor.dtype.is_complex)
     count, mean, m2 = 0, 0.0, 0.0
     c_lo: float | int

@@ -100,9 +100,13 @@ def export_safetensors(
     if len(set(keys.values())) != len(keys):
         raise ExportError("two tensors would get the same key with strip_prefix; export without it")
     if os.path.exists(out_path) and not overwrite:
-        raise ExportError(f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)")
+        raise ExportError(
+            f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)"
+        )
     if not os.path.isdir(os.path.dirname(out_path)):
-        raise ExportError(f"cannot write {out_path}: directory {os.path.dirname(out_path)} does not exist")
+        raise ExportError(
+            f"cannot write {out_path}: directory {os.path.dirname(out_path)} does not exist"
+        )
 
     uses = Counter(r.blob for r in records)
     reader = ContentStoreReader(store.backend, cache=True, mmap=True)
@@ -158,7 +162,18 @@ def _safetensors_dtypes() -> set[str]:
     table = getattr(safetensors.torch, "_TYPES", None)
     if isinstance(table, dict):
         return {name for dtype in table.values() if (name := fmt.dtype_name(dtype)) is not None}
-    return {"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"}
+    return {
+        "bool",
+        "uint8",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+    }
 
 
 # -----------------------------------------------------------------------------------------------
@@ -178,7 +193,11 @@ class ImportReport:
 
 
 def import_store(
-    loc: Location | Store, source: str | os.PathLike[str], prefix: str = "", *, progress: Progress | None = None
+    loc: Location | Store,
+    source: str | os.PathLike[str],
+    prefix: str = "",
+    *,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Write every tensor of ``source`` into the store at ``loc`` (created if new).
 
@@ -194,14 +213,18 @@ def import_store(
     try:
         st = os.stat(src)
     except OSError as exc:
-        raise ImportSourceError(f"cannot read {src}: {exc.strerror}; give a safetensors file or a directory") from None
+        raise ImportSourceError(
+            f"cannot read {src}: {exc.strerror}; give a safetensors file or a directory"
+        ) from None
     target = loc.backend if isinstance(loc, Store) else loc
     if stat.S_ISDIR(st.st_mode):
         return _import_torch_store(target, src, prefix, progress)
     return _import_safetensors(target, src, prefix, progress)
 
 
-def _import_safetensors(loc: Location, src: str, prefix: str, progress: Progress | None) -> ImportReport:
+def _import_safetensors(
+    loc: Location, src: str, prefix: str, progress: Progress | None
+) -> ImportReport:
     from safetensors import SafetensorError, safe_open
 
     report = ImportReport("", src, "safetensors")
@@ -229,7 +252,9 @@ def _import_safetensors(loc: Location, src: str, prefix: str, progress: Progress
 _STORAGE_HASH = re.compile(r"[0-9a-f]{1,128}\Z")
 
 
-def _import_torch_store(loc: Location, src: str, prefix: str, progress: Progress | None) -> ImportReport:
+def _import_torch_store(
+    loc: Location, src: str, prefix: str, progress: Progress | None
+) -> ImportReport:
     tensors_dir = os.path.join(src, "tensors")
     if not os.path.isdir(os.path.join(src, "storages")) and not os.path.isdir(tensors_dir):
         raise ImportSourceError(
@@ -237,7 +262,9 @@ def _import_torch_store(loc: Location, src: str, prefix: str, progress: Progress
             "(to copy a tensorcas store, copy its directory)"
         )
     report = ImportReport("", src, "torch-content-store")
-    files: list[tuple[int, str, str]] = []  # (mtime, name, path): the files' order is the writing order
+    files: list[
+        tuple[int, str, str]
+    ] = []  # (mtime, name, path): the files' order is the writing order
     for dirpath, dirs, filenames in os.walk(tensors_dir):
         for d in dirs:
             _regular(os.path.join(dirpath, d), directory=True)
@@ -272,7 +299,9 @@ def _import_torch_store(loc: Location, src: str, prefix: str, progress: Progress
                 try:
                     torch._utils.set_tensor_metadata(tensor, extra)  # conj/neg bits and the like
                 except (RuntimeError, TypeError, ValueError) as exc:
-                    raise ImportSourceError(f"{path}: tensor metadata {extra!r} cannot be applied ({exc})") from None
+                    raise ImportSourceError(
+                        f"{path}: tensor metadata {extra!r} cannot be applied ({exc})"
+                    ) from None
             writer.write_tensor(name, tensor)
             report.names.append(name)
             report.nbytes += tensor.numel() * tensor.element_size()
@@ -286,14 +315,18 @@ def _import_name(prefix: str, key: str, src: str) -> str:
     try:
         return fmt.validate_name(name)
     except StoreError as exc:
-        raise ImportSourceError(f"{src}: tensor {key!r} cannot be imported under name {name!r}: {exc}") from None
+        raise ImportSourceError(
+            f"{src}: tensor {key!r} cannot be imported under name {name!r}: {exc}"
+        ) from None
 
 
 def _regular(path: str, *, directory: bool = False) -> os.stat_result:
     st = os.lstat(path)
     ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
     if not ok:
-        raise ImportSourceError(f"{path} is a symlink or special file; tensorcas does not follow those")
+        raise ImportSourceError(
+            f"{path} is a symlink or special file; tensorcas does not follow those"
+        )
     return st
 
 
@@ -308,7 +341,9 @@ def _torch_load(path: str) -> Any:
         ) from None
 
 
-def _load_metadata(path: str) -> tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, Any]]:
+def _load_metadata(
+    path: str,
+) -> tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, Any]]:
     """The (dtype, storage hash, offset, shape, stride, extra) a content-store tensor file holds,
     each checked for type and range."""
     meta = _torch_load(path)
@@ -326,7 +361,9 @@ def _load_metadata(path: str) -> tuple[torch.dtype, str, int, tuple[int, ...], t
             raise ImportSourceError(f"{path}: {what} {value!r} is not a sequence of integers")
         for v in value:
             if type(v) is not int or not 0 <= v <= fmt.MAX_INT:
-                raise ImportSourceError(f"{path}: {what} holds {v!r}; expected non-negative integers")
+                raise ImportSourceError(
+                    f"{path}: {what} holds {v!r}; expected non-negative integers"
+                )
         return tuple(value)
 
     shape_t, stride_t = ints(shape, "shape"), ints(stride, "stride")
@@ -344,7 +381,9 @@ def _load_storage(src: str, h: str, user: str) -> torch.UntypedStorage:
     try:
         _regular(path)
     except FileNotFoundError:
-        raise ImportSourceError(f"{user} uses storage {h}, which is missing from {src}/storages") from None
+        raise ImportSourceError(
+            f"{user} uses storage {h}, which is missing from {src}/storages"
+        ) from None
     obj = _torch_load(path)
     if isinstance(obj, torch.TypedStorage):
         obj = obj._untyped_storage
