@@ -379,7 +379,9 @@ def apply_record_tamper(world: World, tamper: tuple[Any, ...]) -> None:
         obj = json.loads(lines[i][17:])
     except (ValueError, RecursionError):
         return  # an earlier tamper made this line unparsable; it stays as it is
-    keys = sorted(obj)
+    if how != "line" and (not isinstance(obj, dict) or not obj):
+        return  # an earlier tamper made this line something other than a record
+    keys = sorted(obj) if isinstance(obj, dict) else []
     if how == "line":
         body = json.dumps(tamper[2], separators=(",", ":")).encode()
         if tamper[3]:
