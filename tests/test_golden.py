@@ -257,6 +257,12 @@ def test_hand_written_store_reads_back(tmp_path):
     assert torch.equal(reader.read_tensor("model/w"), torch.arange(4.0).view(2, 2))
 
 
+def test_seal_line_golden_bytes():
+    line = fmt.encode_seal(WRITER + "-1")
+    assert line == fmt._frame({"op": "seal", "pack": WRITER + "-1"})
+    assert fmt.decode_entry(line[:-1], "golden") == fmt.SealedPack(WRITER + "-1")
+
+
 def test_what_the_writer_puts_on_disk(tmp_path):
     """A store the library writes holds exactly the golden pieces, up to time and writer id."""
     root = str(tmp_path / "store")
@@ -280,8 +286,13 @@ def test_what_the_writer_puts_on_disk(tmp_path):
     for line, entry in zip(lines[1:], entries, strict=True):  # re-encoding gives the same bytes
         if isinstance(entry, fmt.LogEntry):
             assert fmt.encode_put(entry.record, entry.time_ns) == line
+        elif isinstance(entry, fmt.SealedPack):
+            assert fmt.encode_seal(entry.pack) == line
         else:
             assert fmt.encode_packed(entry) == line
+    # closing the writer sealed its pack, after the last blob placed in it
+    assert isinstance(entries[-1], fmt.SealedPack)
+    assert entries[-1].pack == next(e.pack for e in entries if isinstance(e, fmt.PackedBlob))
     big_digest = tensorcas.hash_storage(big.untyped_storage())
     with open(os.path.join(root, fmt.blob_key(big_digest)), "rb") as f:
         assert f.read() == bytes(big.untyped_storage())

@@ -395,6 +395,20 @@ def encode_packed(packed: PackedBlob) -> bytes:
     return _frame_body(body)
 
 
+@dataclass(frozen=True)
+class SealedPack:
+    """One line of a log saying its writer will never append to a pack again (it closed it), so
+    gc may rewrite or delete the pack once nothing references what it holds."""
+
+    pack: str
+
+
+def encode_seal(pack_id: str) -> bytes:
+    if not _WRITER_ID_RE.match(pack_id):
+        raise FormatError(f"invalid pack id {pack_id!r}")
+    return _frame_body(f'{{"op":"seal","pack":"{pack_id}"}}'.encode("ascii"))
+
+
 def encode_delete(name: str, time_ns: int) -> bytes:
     return _frame({"op": "del", "t": time_ns, "name": validate_name(name)})
 
@@ -402,6 +416,7 @@ def encode_delete(name: str, time_ns: int) -> bytes:
 _PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes"))
 _DEL_KEYS = frozenset(("op", "t", "name"))
 _BLOB_KEYS = frozenset(("op", "blob", "nbytes", "pack", "offset"))
+_SEAL_KEYS = frozenset(("op", "pack"))
 _HEADER_KEYS = frozenset(("format", "version", "writer"))
 
 
@@ -413,16 +428,16 @@ def decode_header(line: bytes, where: str) -> None:
         raise FormatError(f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas")
 
 
-def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob:
+def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob | SealedPack:
     """Parse and fully validate one log line (without its newline)."""
     entry = scan_entry(line, where)
-    if isinstance(entry, PackedBlob):
+    if isinstance(entry, (PackedBlob, SealedPack)):
         return entry
     name, time_ns, fields = entry
     return LogEntry(name, time_ns, None if fields is None else record_from_fields(name, fields, where))
 
 
-def scan_entry(line: bytes, where: str) -> PackedBlob | tuple[str, int, dict[str, Any] | None]:
+def scan_entry(line: bytes, where: str) -> PackedBlob | SealedPack | tuple[str, int, dict[str, Any] | None]:
     """Parse one log line and validate what ordering needs: a blob entry whole, or a put/delete
     entry's name and time, returning a put's other fields for :func:`record_from_fields` to check
     when the record is used (listing a million names should not validate a million records)."""
@@ -440,6 +455,10 @@ def scan_entry(line: bytes, where: str) -> PackedBlob | tuple[str, int, dict[str
             if type(obj[field]) is not int or not 0 <= obj[field] <= MAX_INT:
                 raise CorruptObjectError(f"{where}: {field} is {obj[field]!r}; expected an integer in [0, 2**63)")
         return PackedBlob(blob=blob, nbytes=obj["nbytes"], pack=pack, offset=obj["offset"])
+    if op == "seal":
+        if obj.keys() != _SEAL_KEYS or not isinstance(obj["pack"], str) or not _WRITER_ID_RE.match(obj["pack"]):
+            raise CorruptObjectError(f"{where}: not a seal entry")
+        return SealedPack(obj["pack"])
     keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
     if keys is None or obj.keys() != keys:
         raise CorruptObjectError(f"{where}: not a put or delete entry (keys {sorted(obj)[:12]})")

@@ -119,7 +119,11 @@ class _Index:
     entries: dict[str, _IndexEntry] = field(default_factory=dict)
     logs: dict[str, _LogState] = field(default_factory=dict)
     problems: dict[tuple[str, int], Problem] = field(default_factory=dict)
-    packed: dict[str, PackedBlob] = field(default_factory=dict)
+    #: Every place the logs put each packed blob, in the order read (gc may copy a blob to a new
+    #: pack before deleting the old one, so a blob can have several; some may be gone).
+    packed: dict[str, list[PackedBlob]] = field(default_factory=dict)
+    #: Ids of packs whose writers said they will never append to them again.
+    sealed: set[str] = field(default_factory=set)
 
 
 class Store:
@@ -130,6 +134,7 @@ class Store:
         self._index = _Index()
         self._lock = threading.RLock()
         self._touched: dict[str, float] = {}
+        self._pack_keys: set[str] = set()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -179,31 +184,33 @@ class Store:
         info = self.backend.stat(fmt.blob_key(digest))
         if info is not None:
             return info
-        packed = self._packed(digest)
-        if packed is None:
-            return None
-        pack_info = self.backend.stat(fmt.pack_key(packed.pack))
-        if pack_info is None or pack_info.size < packed.offset + packed.nbytes:
-            return None  # the pack is missing or was cut short: the blob is not there
-        return ObjectInfo(packed.nbytes, pack_info.mtime)
+        found = self._find_packed(digest)
+        return None if found is None else ObjectInfo(found[0].nbytes, found[1].mtime)
 
-    def _packed(self, digest: str) -> PackedBlob | None:
-        with self._lock:
-            packed = self._index.packed.get(digest)
-            if packed is None:
-                self.refresh()
-                packed = self._index.packed.get(digest)
-            return packed
+    def _find_packed(self, digest: str) -> tuple[PackedBlob, ObjectInfo] | None:
+        """The first place the blob is really packed: its pack exists and is long enough.  If none
+        is, read what the logs added since (gc may have moved the blob) and look again."""
+        for attempt in range(2):
+            with self._lock:
+                if attempt or digest not in self._index.packed:
+                    self.refresh()
+                locations = list(self._index.packed.get(digest, ()))
+            for packed in locations:
+                info = self.backend.stat(fmt.pack_key(packed.pack))
+                if info is not None and info.size >= packed.offset + packed.nbytes:
+                    return packed, info
+        return None
 
     def blob_path(self, digest: str) -> str | None:
         """A file holding exactly the blob (loose blobs of local stores), else ``None``."""
-        if self._index.packed.get(digest) is not None and not self.backend.exists(fmt.blob_key(digest)):
+        if digest in self._index.packed and not self.backend.exists(fmt.blob_key(digest)):
             return None
         return self.backend.local_path(fmt.blob_key(digest))
 
     def packed_blob(self, digest: str) -> PackedBlob | None:
-        """Where a packed blob lives, if the logs read so far say it is packed."""
-        return self._index.packed.get(digest)
+        """Where a packed blob really lives (a pack that exists and holds it whole), or ``None``."""
+        found = self._find_packed(digest)
+        return None if found is None else found[0]
 
     def keep_blob(self, digest: str, nbytes: int) -> bool:
         """Whether a sound-looking blob of ``nbytes`` is already stored; if so, mark it in use so
@@ -214,12 +221,15 @@ class Store:
 
     def keep_packed(self, digest: str, nbytes: int) -> bool:
         """Like :meth:`keep_blob`, for blobs the logs read so far place in a pack."""
-        packed = self._index.packed.get(digest)
-        if packed is None or packed.nbytes != nbytes:
-            return False
+        for packed in self._index.packed.get(digest, ()):
+            if packed.nbytes == nbytes and self._touch_pack(packed):
+                return True
+        return False
+
+    def _touch_pack(self, packed: PackedBlob) -> bool:
         key = fmt.pack_key(packed.pack)
         info = self.backend.stat(key)
-        if info is None or info.size < packed.offset + nbytes:
+        if info is None or info.size < packed.offset + packed.nbytes:
             return False
         # Packs hold many blobs: touching one at most once a second is enough for gc's grace.
         now = time.monotonic()
@@ -232,7 +242,7 @@ class Store:
     def note_packed(self, packed: PackedBlob) -> None:
         """Record a blob this process just packed (its log line is already appended)."""
         with self._lock:
-            self._index.packed.setdefault(packed.blob, packed)
+            self._index.packed.setdefault(packed.blob, []).append(packed)
         self._touched[fmt.pack_key(packed.pack)] = time.monotonic()
 
     def put_blob(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
@@ -282,7 +292,8 @@ class Store:
         """Fill ``out`` with the blob; its size must be exactly ``out.nbytes``."""
         key = fmt.blob_key(digest)
         info = self.backend.stat(key)
-        packed = self._packed(digest) if info is None else None
+        found = self._find_packed(digest) if info is None else None
+        packed = None if found is None else found[0]
         if packed is not None:
             self._check_blob_size(digest, ObjectInfo(packed.nbytes, 0.0), out.nbytes, name)
             data = self.backend.read_range(fmt.pack_key(packed.pack), packed.offset, packed.nbytes)
@@ -296,6 +307,13 @@ class Store:
                     f"run 'tensorcas verify {self.location}'"
                 )
         else:
+            places = self._index.packed.get(digest) if info is None else None
+            if places:
+                raise CorruptObjectError(
+                    f"{_who(name)}blob {digest} is lost: "
+                    f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing or cut short; "
+                    f"run 'tensorcas verify {self.location}'"
+                )
             self._check_blob_size(digest, info, out.nbytes, name)
             n = self.backend.read_into(key, out)
         if n is None or n != out.nbytes:
@@ -332,20 +350,27 @@ class Store:
                 yield digest
 
     def blobs(self) -> set[str]:
-        """Digests of every stored blob, loose or packed."""
-        self.refresh()
-        with self._lock:
-            packed = set(self._index.packed)
+        """Digests of every stored blob: loose, or placed by the logs in a pack that exists."""
+        packs = self.packs()
+        packed = {p.blob for key, places in packs.items() if key in self._pack_keys for p in places}
         return packed | set(self.loose_blobs())
 
     def packs(self) -> dict[str, list[PackedBlob]]:
-        """Every pack key with the blobs the logs place in it."""
+        """Every pack key (existing, or named by the logs) with the blobs the logs place in it."""
         self.refresh()
-        out: dict[str, list[PackedBlob]] = {k: [] for k in self.backend.list("packs") if fmt.is_pack_key(k)}
+        self._pack_keys = {k for k in self.backend.list("packs") if fmt.is_pack_key(k)}
+        out: dict[str, list[PackedBlob]] = {k: [] for k in sorted(self._pack_keys)}
         with self._lock:
-            for packed in self._index.packed.values():
-                out.setdefault(fmt.pack_key(packed.pack), []).append(packed)
+            for places in self._index.packed.values():
+                for packed in places:
+                    out.setdefault(fmt.pack_key(packed.pack), []).append(packed)
         return out
+
+    def sealed_packs(self) -> set[str]:
+        """Keys of the packs whose writers closed them: nothing will be appended to them again."""
+        self.refresh()
+        with self._lock:
+            return {fmt.pack_key(pack) for pack in self._index.sealed}
 
     # -- records -----------------------------------------------------------------------------
 
@@ -386,7 +411,12 @@ class Store:
                     break  # not a log we understand: ignore all of it
                 continue
             if isinstance(entry, PackedBlob):
-                index.packed.setdefault(entry.blob, entry)
+                places = index.packed.setdefault(entry.blob, [])
+                if entry not in places:
+                    places.append(entry)
+                continue
+            if isinstance(entry, fmt.SealedPack):
+                index.sealed.add(entry.pack)
                 continue
             name, time_ns, fields = entry
             position = _Position(time_ns, key, state.lines)
@@ -495,6 +525,7 @@ class LogWriter:
         self._pack_id = ""
         self._pack_size = 0
         self._packs_opened = 0
+        self._unsealed: list[str] = []
 
     def _time(self) -> int:
         self._last_time = max(time.time_ns(), self._last_time + 1)
@@ -523,9 +554,8 @@ class LogWriter:
         try:
             self._pack.append(data)
         except BaseException:
-            # The pack's length is unknown now: continue in a new one.
-            self._pack.close()
-            self._pack = None
+            # The pack's length is unknown now: continue in a new one (sealed on close).
+            self._close_pack()
             raise
         packed = PackedBlob(blob=digest, nbytes=nbytes, pack=self._pack_id, offset=self._pack_size)
         self._pack_size += nbytes
@@ -583,12 +613,32 @@ class LogWriter:
             except Exception:
                 pass  # the append's own error is the one the caller needs to see
 
+    def _close_pack(self) -> None:
+        pack, self._pack = self._pack, None
+        if pack is not None:
+            self._unsealed.append(self._pack_id)
+            try:
+                pack.close()
+            except Exception:
+                pass  # the pack is done with either way
+
+    def _seal_packs(self) -> None:
+        """Say in the log that this writer's packs are closed, so that gc may later rewrite them.
+        Best effort: a pack left unsealed is only never collected."""
+        self._close_pack()
+        try:
+            while self._unsealed:
+                self._append(fmt.encode_seal(self._unsealed[0]))
+                self._unsealed.pop(0)
+        except Exception:
+            pass
+
     def close(self) -> None:
         with self._lock:
-            for appender in (self._appender, self._pack):
-                if appender is not None:
-                    appender.close()
-            self._appender = self._pack = None
+            self._seal_packs()
+            if self._appender is not None:
+                self._appender.close()
+            self._appender = None
 
 
 def _new_writer_id() -> str:
