@@ -34,13 +34,17 @@ def _time_once(root: str, durable: bool, write: Callable[[ContentStoreWriter], N
         shutil.rmtree(loc, ignore_errors=True)
 
 
-def _median(root: str, repeat: int, durable: bool, write: Callable[[ContentStoreWriter], None]) -> float:
+def _median(
+    root: str, repeat: int, durable: bool, write: Callable[[ContentStoreWriter], None]
+) -> float:
     return statistics.median(_time_once(root, durable, write) for _ in range(repeat))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default=None, help="where to create the stores (default: a temp dir)")
+    parser.add_argument(
+        "--dir", default=None, help="where to create the stores (default: a temp dir)"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--small", type=int, default=200, help="number of small tensors")
     parser.add_argument("--large-mib", type=int, default=64, help="size of the large tensor")

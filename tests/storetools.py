@@ -66,7 +66,12 @@ def unexpected_files(root: str) -> list[str]:
             rel = "/".join([*parts, name])
             if rel == "tensorcas.json":
                 continue
-            if len(parts) == 2 and parts[0] == "blobs" and len(parts[1]) == 2 and _HEX62.match(name):
+            if (
+                len(parts) == 2
+                and parts[0] == "blobs"
+                and len(parts[1]) == 2
+                and _HEX62.match(name)
+            ):
                 continue
             if parts == ["logs"] and name.endswith(".log") and _ID.match(name[:-4]):
                 continue

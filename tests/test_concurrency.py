@@ -18,9 +18,14 @@ from typing import Any
 
 import blake3
 import torch
-from storetools import assert_verify_ok, bits, unexpected_files
 
-from tensorcas import ContentStoreReader, ContentStoreWriter, CorruptObjectError, TensorNotFoundError
+from storetools import assert_verify_ok, bits, unexpected_files
+from tensorcas import (
+    ContentStoreReader,
+    ContentStoreWriter,
+    CorruptObjectError,
+    TensorNotFoundError,
+)
 from tensorcas.maintenance import gc
 
 WRITERS = 4
@@ -115,8 +120,12 @@ def test_concurrent_writers_readers_and_gc(tmp_path):
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "tensorcas", "blake3"])
     start, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    writers = [ctx.Process(target=writer_proc, args=(loc, k, start, results)) for k in range(WRITERS)]
-    others = [ctx.Process(target=reader_proc, args=(loc, start, done, results)) for _ in range(READERS)]
+    writers = [
+        ctx.Process(target=writer_proc, args=(loc, k, start, results)) for k in range(WRITERS)
+    ]
+    others = [
+        ctx.Process(target=reader_proc, args=(loc, start, done, results)) for _ in range(READERS)
+    ]
     others.append(ctx.Process(target=gc_proc, args=(loc, start, done, results)))
     for p in writers + others:
         p.start()
@@ -157,5 +166,7 @@ def test_concurrent_writers_readers_and_gc(tmp_path):
     assert len(reader.list_tensors()) == WRITERS * WRITES + 6
     assert_verify_ok(loc)
     assert unexpected_files(loc) == []
-    gc_runs = [body for kind, _, body in collected if kind == "gc"][0]
-    print(f"\n{WRITERS} writers, {READERS} readers ({reads} reads), gc ran {gc_runs[0]} times beside them")
+    gc_runs = next(body for kind, _, body in collected if kind == "gc")
+    print(
+        f"\n{WRITERS} writers, {READERS} readers ({reads} reads), gc ran {gc_runs[0]} times beside them"
+    )

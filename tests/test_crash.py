@@ -25,13 +25,13 @@ import time
 import blake3
 import pytest
 import torch
-from storetools import assert_verify_ok, bits, unexpected_files
 
+from storetools import assert_verify_ok, bits, unexpected_files
 from tensorcas import ContentStoreReader, ContentStoreWriter
 
 #: The writer's code, run by ``sys.executable``: ``spawn`` writes until killed; ``serve`` forks a
 #: writer for each ``fork`` command read from stdin and reports its exit status on ``wait``.
-WRITER_SCRIPT = r'''
+WRITER_SCRIPT = r"""
 import json, os, random, sys, traceback
 
 import torch
@@ -91,7 +91,7 @@ else:
             print(pid, flush=True)
         elif cmd[0] == "wait":
             print(os.waitpid(int(cmd[1]), 0)[1], flush=True)
-'''
+"""
 
 #: Writers forked and killed on one shared store, and fresh stores killed early (while created).
 FORKED_KILLS = 100
@@ -185,7 +185,9 @@ def test_sigkilled_writers_lose_nothing_acknowledged(tmp_path):
             # A new store each time, killed within its first milliseconds: while it is created.
             early_loc = os.fspath(tmp_path / f"early{seed}")
             ack_path = os.fspath(acks_dir / f"early{seed}.txt")
-            status = server.kill_writer(early_loc, 10_000 + seed, ack_path, seed % 2 == 1, rng.uniform(0, 0.03))
+            status = server.kill_writer(
+                early_loc, 10_000 + seed, ack_path, seed % 2 == 1, rng.uniform(0, 0.03)
+            )
             assert _killed(status)
             kills += 1
             acks = _read_acks(ack_path)
@@ -203,7 +205,16 @@ def test_sigkilled_writers_lose_nothing_acknowledged(tmp_path):
     for seed in range(SPAWNED_KILLS):
         ack_path = os.fspath(acks_dir / f"spawn{seed}.txt")
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER_SCRIPT, "spawn", loc, str(20_000 + seed), ack_path, str(seed % 2)]
+            [
+                sys.executable,
+                "-c",
+                WRITER_SCRIPT,
+                "spawn",
+                loc,
+                str(20_000 + seed),
+                ack_path,
+                str(seed % 2),
+            ]
         )
         deadline = time.monotonic() + 60
         while not _read_acks(ack_path) and time.monotonic() < deadline and proc.poll() is None:
@@ -214,7 +225,9 @@ def test_sigkilled_writers_lose_nothing_acknowledged(tmp_path):
         kills += 1
         acked += _read_acks(ack_path)
 
-    assert len(acked) > 200, "writers were killed before they acknowledged much: the test proves little"
+    assert len(acked) > 200, (
+        "writers were killed before they acknowledged much: the test proves little"
+    )
     _check(loc, acked)
     # The store goes on working: a new writer adds to it and everything still reads back.
     with ContentStoreWriter(loc) as writer:

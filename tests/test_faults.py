@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import torch
-from storetools import assert_verify_ok, bits, unexpected_files
 
 import tensorcas
+from storetools import assert_verify_ok, bits, unexpected_files
 from tensorcas import ContentStoreReader, ContentStoreWriter, StoreIOError
 from tensorcas.backends import local as local_backend
 
@@ -68,7 +68,9 @@ class FaultyOS(types.SimpleNamespace):
 
 
 @contextmanager
-def faulty_os(monkeypatch: pytest.MonkeyPatch, func: str, fail_at: int, mode: str) -> Iterator[FaultyOS]:
+def faulty_os(
+    monkeypatch: pytest.MonkeyPatch, func: str, fail_at: int, mode: str
+) -> Iterator[FaultyOS]:
     proxy = FaultyOS(func, fail_at, mode)
     with monkeypatch.context() as m:
         m.setattr(local_backend, "os", proxy)
@@ -99,21 +101,30 @@ VICTIMS = {
     "large": lambda: torch.linspace(0, 1, 400_000, dtype=torch.float64),
 }
 
-def _check_store(loc: str, expected: dict[str, torch.Tensor], maybe: dict[str, torch.Tensor]) -> None:
+
+def _check_store(
+    loc: str, expected: dict[str, torch.Tensor], maybe: dict[str, torch.Tensor]
+) -> None:
     """Everything in ``expected`` reads back bit-exact; names in ``maybe`` are absent or exact."""
     assert_verify_ok(loc)
     assert unexpected_files(loc) == []
     reader = ContentStoreReader(loc, verify=True)
     for name, tensor in expected.items():
         got = reader.read_tensor(name)
-        assert got.dtype == tensor.dtype and got.shape == tensor.shape and got.stride() == tensor.stride()
+        assert (
+            got.dtype == tensor.dtype
+            and got.shape == tensor.shape
+            and got.stride() == tensor.stride()
+        )
         assert bits(got) == bits(tensor), name
     for name, tensor in maybe.items():
         if name in reader:
             assert bits(reader.read_tensor(name)) == bits(tensor), name
 
 
-def _run_write_faults(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, durable: bool, victim_kind: str) -> int:
+def _run_write_faults(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, durable: bool, victim_kind: str
+) -> int:
     """Fail every step of one write_tensor, one scenario per step; return how many faults hit."""
     hits = 0
     scenario = 0
@@ -127,7 +138,9 @@ def _run_write_faults(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, durable: b
                 with ContentStoreWriter(loc, durable=durable) as first:
                     for name, tensor in before.items():
                         first.write_tensor(name, tensor)
-                writer = ContentStoreWriter(loc, durable=durable)  # a fresh writer: log not yet created
+                writer = ContentStoreWriter(
+                    loc, durable=durable
+                )  # a fresh writer: log not yet created
                 victim = VICTIMS[victim_kind]()
                 error: tensorcas.StoreError | None = None
                 with faulty_os(monkeypatch, func, fail_at, mode) as proxy:
@@ -225,4 +238,3 @@ def test_overwriting_a_damaged_blob_fails_cleanly(tmp_path, monkeypatch):
     assert os.path.getsize(path) == 1000  # nothing was half-replaced
     writer.write_tensor("x2", x)
     _check_store(loc, {"x": x, "x2": x}, {})
-

@@ -14,6 +14,7 @@ exercised.  The promises checked:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,9 +27,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storetools import bits, blob_files, frame, log_files
 
 import tensorcas
+from storetools import bits, blob_files, frame, log_files
 from tensorcas import ContentStoreReader, ContentStoreWriter, StoreError
 
 SETTINGS = settings(
@@ -128,7 +129,11 @@ class World:
             return log_files(self.loc)
         if kind == "pack":
             packs = os.path.join(self.loc, "packs")
-            return sorted(os.path.join(packs, n) for n in os.listdir(packs)) if os.path.isdir(packs) else []
+            return (
+                sorted(os.path.join(packs, n) for n in os.listdir(packs))
+                if os.path.isdir(packs)
+                else []
+            )
         raise ValueError(kind)
 
 
@@ -171,10 +176,8 @@ def exercise(world: World, *, content_damaged_only: bool = False) -> tensorcas.V
         except StoreError:
             continue
         names: list[str] = []
-        try:
+        with contextlib.suppress(StoreError):
             names = reader.list_tensors()
-        except StoreError:
-            pass
         names_seen.update(names)
         for name in sorted({*names, *world.expected, "deleted", SECRET_NAME}):
             try:
@@ -195,10 +198,8 @@ def exercise(world: World, *, content_damaged_only: bool = False) -> tensorcas.V
                     assert bits(tensor) == world.expected[name], name
             names_seen.add(name)
         for prefix in ("", "small", "big/", "outside"):
-            try:
+            with contextlib.suppress(StoreError):
                 reader.list_tensors(prefix)
-            except StoreError:
-                pass
     assert SECRET_NAME not in names_seen, "a log outside the store was read"
     if content_damaged_only:
         assert "deleted" not in names_seen
@@ -225,8 +226,18 @@ def exercise(world: World, *, content_damaged_only: bool = False) -> tensorcas.V
 def byte_damage(draw: st.DrawFn) -> tuple[str, int, str, int, bytes]:
     """(file kind, which file, operation, position, bytes): the position is a fraction * 2**20."""
     kind = draw(st.sampled_from(["blob", "pack", "log", "log"]))
-    op = draw(st.sampled_from(["truncate", "extend", "flip", "flip", "insert", "delete-line", "dup-line", "huge-line"]))
-    return kind, draw(st.integers(0, 50)), op, draw(st.integers(0, 1 << 20)), draw(st.binary(min_size=1, max_size=40))
+    op = draw(
+        st.sampled_from(
+            ["truncate", "extend", "flip", "flip", "insert", "delete-line", "dup-line", "huge-line"]
+        )
+    )
+    return (
+        kind,
+        draw(st.integers(0, 50)),
+        op,
+        draw(st.integers(0, 1 << 20)),
+        draw(st.binary(min_size=1, max_size=40)),
+    )
 
 
 def apply_byte_damage(world: World, damage: tuple[str, int, str, int, bytes]) -> str | None:
@@ -305,16 +316,54 @@ def test_truncated_blob_is_reported_with_its_tensors(tmp_path, template):
 # hostile records with valid checksums
 
 RAW_VALUES = [
-    "NaN", "Infinity", "-Infinity", "1e400", "-0", "1.5", "1" * 5000, "-" + "9" * 400,
-    "[" * 50_000 + "]" * 50_000, '"\\ud800"', '"\\u0000"', "{}", "[]", "null", "true",
-    '[1,2,"3"]', "[1e309]", '{"a":' * 3000 + "1" + "}" * 3000,
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-0",
+    "1.5",
+    "1" * 5000,
+    "-" + "9" * 400,
+    "[" * 50_000 + "]" * 50_000,
+    '"\\ud800"',
+    '"\\u0000"',
+    "{}",
+    "[]",
+    "null",
+    "true",
+    '[1,2,"3"]',
+    "[1e309]",
+    '{"a":' * 3000 + "1" + "}" * 3000,
 ]
 
 HOSTILE_STRINGS = [
-    "", "..", "../..", "../../outside/secret", "/etc/passwd", "a\x00b", "a/./b", "a//b", "\\x", "a\nb",
-    "object", "qint8", "quint8", "float32 ", "Float32", "complex32", "torch.float32", "bool",
-    "blake3:" + "0" * 64, "blake3:" + "A" * 64, "sha256:" + "0" * 64, "blake3:" + "0" * 63, "x" * 5000,
-    "put", "del", "blob", "tensorcas-log",
+    "",
+    "..",
+    "../..",
+    "../../outside/secret",
+    "/etc/passwd",
+    "a\x00b",
+    "a/./b",
+    "a//b",
+    "\\x",
+    "a\nb",
+    "object",
+    "qint8",
+    "quint8",
+    "float32 ",
+    "Float32",
+    "complex32",
+    "torch.float32",
+    "bool",
+    "blake3:" + "0" * 64,
+    "blake3:" + "A" * 64,
+    "sha256:" + "0" * 64,
+    "blake3:" + "0" * 63,
+    "x" * 5000,
+    "put",
+    "del",
+    "blob",
+    "tensorcas-log",
 ]
 
 
@@ -333,7 +382,11 @@ def hostile_values() -> st.SearchStrategy[Any]:
         st.lists(ints, max_size=5),
         st.lists(st.sampled_from([0, 1, 2**40, 2**62, 2**63 - 1]), min_size=1, max_size=4),
         st.lists(st.integers(0, 3), min_size=65, max_size=70),
-        st.lists(st.one_of(st.booleans(), st.floats(allow_nan=False), st.text(max_size=2)), min_size=1, max_size=3),
+        st.lists(
+            st.one_of(st.booleans(), st.floats(allow_nan=False), st.text(max_size=2)),
+            min_size=1,
+            max_size=3,
+        ),
         st.dictionaries(st.text(max_size=3), ints, max_size=2),
         st.lists(st.lists(ints, max_size=2), min_size=1, max_size=2),
     )
@@ -361,7 +414,10 @@ def record_tamper(draw: st.DrawFn) -> tuple[Any, ...]:
         return how, which, draw(st.integers(0, 20)), draw(st.integers(0, 2**64))
     whole = st.recursive(
         st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
-        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["op", "name", "t", "x"]), c, max_size=3),
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(st.sampled_from(["op", "name", "t", "x"]), c, max_size=3)
+        ),
         max_leaves=6,
     )
     return how, which, draw(whole), draw(st.booleans())
@@ -396,14 +452,23 @@ def apply_record_tamper(world: World, tamper: tuple[Any, ...]) -> None:
                 return
             obj["shape"], obj["stride"], obj["offset"] = tamper[2], tamper[3], tamper[4]
         elif how == "digest":
-            digests = sorted({"blake3:" + os.path.basename(os.path.dirname(p)) + os.path.basename(p) for p in world.files("blob")})
+            digests = sorted(
+                {
+                    "blake3:" + os.path.basename(os.path.dirname(p)) + os.path.basename(p)
+                    for p in world.files("blob")
+                }
+            )
             digests.append("blake3:" + blake3.blake3(str(tamper[3]).encode()).hexdigest())
             field = "blob" if "blob" in obj else keys[tamper[2] % len(keys)]
             obj[field] = digests[tamper[2] % len(digests)]
         if how == "raw":
             key = keys[tamper[2] % len(keys)]
             obj[key] = "\x01RAW\x01"
-            body = json.dumps(obj, separators=(",", ":")).replace('"\\u0001RAW\\u0001"', tamper[3]).encode()
+            body = (
+                json.dumps(obj, separators=(",", ":"))
+                .replace('"\\u0001RAW\\u0001"', tamper[3])
+                .encode()
+            )
         elif how == "dup":
             key = keys[tamper[2] % len(keys)]
             body = json.dumps(obj, separators=(",", ":")).encode()
@@ -412,8 +477,15 @@ def apply_record_tamper(world: World, tamper: tuple[Any, ...]) -> None:
             try:
                 body = json.dumps(obj, separators=(",", ":")).encode()
             except ValueError:  # an integer too long for str(): splice its digits by hand
-                obj_text = {k: (v if not isinstance(v, int) or abs(v) < 10**4000 else "\x01BIG\x01") for k, v in obj.items()}
-                body = json.dumps(obj_text, separators=(",", ":")).replace('"\\u0001BIG\\u0001"', "9" * 5000).encode()
+                obj_text = {
+                    k: (v if not isinstance(v, int) or abs(v) < 10**4000 else "\x01BIG\x01")
+                    for k, v in obj.items()
+                }
+                body = (
+                    json.dumps(obj_text, separators=(",", ":"))
+                    .replace('"\\u0001BIG\\u0001"', "9" * 5000)
+                    .encode()
+                )
         lines[i] = frame(body)[:-1]
     with open(path, "wb") as f:
         f.write(b"\n".join(lines) + b"\n")
@@ -477,14 +549,28 @@ MARKERS: dict[str, Callable[[str], None]] = {
     "not-json-object": lambda p: _write(p, b"[1, 2]"),
     "other-format": lambda p: _write(p, b'{"format": "zarr", "version": 1, "digest": "blake3"}'),
     "version-2": lambda p: _write(p, b'{"format": "tensorcas", "version": 2, "digest": "blake3"}'),
-    "version-bool": lambda p: _write(p, b'{"format": "tensorcas", "version": true, "digest": "blake3"}'),
-    "version-float": lambda p: _write(p, b'{"format": "tensorcas", "version": 1.0, "digest": "blake3"}'),
-    "version-nan": lambda p: _write(p, b'{"format": "tensorcas", "version": NaN, "digest": "blake3"}'),
-    "other-digest": lambda p: _write(p, b'{"format": "tensorcas", "version": 1, "digest": "sha256"}'),
+    "version-bool": lambda p: _write(
+        p, b'{"format": "tensorcas", "version": true, "digest": "blake3"}'
+    ),
+    "version-float": lambda p: _write(
+        p, b'{"format": "tensorcas", "version": 1.0, "digest": "blake3"}'
+    ),
+    "version-nan": lambda p: _write(
+        p, b'{"format": "tensorcas", "version": NaN, "digest": "blake3"}'
+    ),
+    "other-digest": lambda p: _write(
+        p, b'{"format": "tensorcas", "version": 1, "digest": "sha256"}'
+    ),
     "deep": lambda p: _write(p, b"[" * 100_000 + b"]" * 100_000),
-    "huge-int": lambda p: _write(p, b'{"format": "tensorcas", "version": ' + b"1" * 10_000 + b', "digest": "blake3"}'),
-    "huge": lambda p: _write(p, b" " * (1 << 20) + b'{"format": "tensorcas", "version": 1, "digest": "blake3"}'),
-    "utf16": lambda p: _write(p, '{"format": "tensorcas", "version": 1, "digest": "blake3"}'.encode("utf-16")),
+    "huge-int": lambda p: _write(
+        p, b'{"format": "tensorcas", "version": ' + b"1" * 10_000 + b', "digest": "blake3"}'
+    ),
+    "huge": lambda p: _write(
+        p, b" " * (1 << 20) + b'{"format": "tensorcas", "version": 1, "digest": "blake3"}'
+    ),
+    "utf16": lambda p: _write(
+        p, '{"format": "tensorcas", "version": 1, "digest": "blake3"}'.encode("utf-16")
+    ),
     "directory": lambda p: (os.remove(p), os.mkdir(p)),
     "fifo": lambda p: (os.remove(p), os.mkfifo(p)),
     "symlink-outside": lambda p: (os.remove(p), os.symlink(p.replace("/store/", "/outside/"), p)),
@@ -549,7 +635,9 @@ def _replace(path: str, how: str, outside_twin: str) -> None:
             f.write(b"not a directory")
 
 
-@pytest.mark.parametrize("how", ["symlink-outside", "symlink-loop", "symlink-dev-zero", "fifo", "directory", "file"])
+@pytest.mark.parametrize(
+    "how", ["symlink-outside", "symlink-loop", "symlink-dev-zero", "fifo", "directory", "file"]
+)
 @pytest.mark.parametrize("target", ["blob", "blob-dir", "blobs", "log", "logs", "pack", "packs"])
 def test_special_files_in_place_of_store_files(tmp_path, template, target, how):
     world = World(os.fspath(tmp_path / "w"), template)
@@ -566,10 +654,8 @@ def test_special_files_in_place_of_store_files(tmp_path, template, target, how):
     if how == "symlink-outside":
         # Following the link would find sound bytes and logs: the store must still refuse it.
         reader = None
-        try:
+        with contextlib.suppress(StoreError):
             reader = ContentStoreReader(world.loc, verify=True)
-        except StoreError:
-            pass
         if reader is not None and target in ("blob", "blob-dir", "blobs"):
             with pytest.raises(StoreError):
                 reader.read_tensor("big/w")

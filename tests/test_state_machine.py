@@ -19,14 +19,22 @@ import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from storetools import bits
 
 import tensorcas
+from storetools import bits
 from tensorcas import ContentStoreReader, ContentStoreWriter, TensorNotFoundError
 from tensorcas.backends.memory import MemoryBackend
 
 NAMES = st.sampled_from(["a", "b", "model/w", "model/b", "model/layer.0/w", "x/y/z"])
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool, torch.complex64]
+DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,9 @@ class Expected:
 
     @classmethod
     def of(cls, t: torch.Tensor) -> Expected:
-        return cls(bits(t), t.dtype, tuple(t.shape), t.stride(), t.storage_offset(), t.requires_grad)
+        return cls(
+            bits(t), t.dtype, tuple(t.shape), t.stride(), t.storage_offset(), t.requires_grad
+        )
 
     def matches(self, t: torch.Tensor) -> bool:
         return Expected.of(t) == self
@@ -80,7 +90,9 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="tensorcas-sm-")
-        self.loc: object = MemoryBackend() if self.backend_kind == "memory" else os.path.join(self.tmp, "store")
+        self.loc: object = (
+            MemoryBackend() if self.backend_kind == "memory" else os.path.join(self.tmp, "store")
+        )
         self.writers = [ContentStoreWriter(self.loc)]  # type: ignore[arg-type]
         self.reader = ContentStoreReader(self.loc)  # type: ignore[arg-type]
         self.model: dict[str, Expected] = {}
@@ -101,7 +113,9 @@ class StoreMachine(RuleBasedStateMachine):
         self._write(i, name, t)
 
     @rule(i=st.integers(0, 3), name=NAMES, other=NAMES, t=tensors())
-    def write_two_views_of_one_storage(self, i: int, name: str, other: str, t: torch.Tensor) -> None:
+    def write_two_views_of_one_storage(
+        self, i: int, name: str, other: str, t: torch.Tensor
+    ) -> None:
         self._write(i, name, t)
         if t.dim() >= 1 and t.numel() > 1:
             self._write(i, other, t[1:])
