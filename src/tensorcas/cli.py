@@ -429,20 +429,24 @@ def gc_command(store: str, dry_run: bool, grace: float, force: bool) -> None:
     """Delete blobs no tensor uses and temporaries of interrupted writes.
 
     Safe while other processes write: a blob written or reused within the grace period is
-    kept.  Logs are not compacted.
+    kept.  Packs of small blobs are collected once their writer has closed them and at least
+    half their bytes are unused; the blobs still in use are copied to a new pack first.  Logs
+    are not compacted.
     """
     with _progress("collecting") as progress:
         report = m.gc(store, grace_seconds=grace, dry_run=dry_run, force=force, progress=progress)
     verb = "would remove" if dry_run else "removed"
     text = (
-        f"{verb} {len(report.removed_blobs)} blob(s) and {len(report.removed_temporaries)} temporary file(s), "
+        f"{verb} {len(report.removed_blobs)} blob(s), {len(report.removed_packs)} pack(s) "
+        f"and {len(report.removed_temporaries)} temporary file(s), "
         f"{format_nbytes(report.bytes_freed)}; {report.referenced} blob(s) in use, "
         f"{report.kept_recent} unused but newer than the grace period"
     )
     if report.packed_unreferenced_blobs:
         text += (
             f"; {report.packed_unreferenced_blobs} unused small blob(s) "
-            f"({format_nbytes(report.packed_unreferenced_bytes)}) stay in packs"
+            f"({format_nbytes(report.packed_unreferenced_bytes)}) stay in packs still open, "
+            "recent or mostly in use"
         )
     _console().print(text)
 

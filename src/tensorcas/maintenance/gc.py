@@ -13,10 +13,11 @@ default grace period (one hour) is far longer than any writer spends between blo
 ``grace_seconds=0`` collects everything unreferenced now and is safe only when nothing writes.
 
 Small blobs (under ``store.PACK_THRESHOLD``) live in packs, append-only files that one writer
-appends to for as long as it is open.  A pack cannot be deleted safely: a writer that holds it
-open would go on appending to the deleted file, and its new records would point at bytes that are
-gone; nothing in a store tells a closed writer's pack from an idle one's.  So gc leaves packs alone
-and only reports the unreferenced bytes they hold.
+appends to for as long as it is open.  A pack still open cannot be deleted: its writer would go on
+appending to the deleted file.  So a writer seals its pack when it closes it (a ``seal`` log entry),
+and gc only touches sealed packs: one whose bytes are at least half unused is deleted, after the
+blobs in it that are still in use are re-hashed and copied to a new pack of gc's own.  Readers
+look for a packed blob in every place the logs give and use the first that exists.
 
 Logs are not compacted either.  Rewriting the live records into one new log and deleting the old logs is
 not safe while a writer may still append to an old log (its new entries would be lost), and a
@@ -32,6 +33,7 @@ from typing import Any
 
 from .. import format as fmt
 from ..errors import StoreError, TensorNotFoundError
+from ..hashing import hash_buffer
 from ..store import Location, Store
 from ..writer import ContentStoreWriter
 from ._common import Progress, open_store
@@ -108,6 +110,15 @@ class CollectedBlob:
 
 
 @dataclass
+class CollectedPack:
+    """A pack gc deleted, after copying the ``rewritten`` bytes still in use to a new pack."""
+
+    key: str
+    size: int
+    rewritten: int
+
+
+@dataclass
 class GcReport:
     """What gc removed (or, with ``dry_run``, would remove)."""
 
@@ -121,13 +132,19 @@ class GcReport:
     removed_temporaries: list[str] = field(default_factory=list)
     temporary_bytes: int = 0
     restored_trash: list[str] = field(default_factory=list)  # see docs/FORMAT.md, "gc trash"
-    # Small blobs live in packs that their writer may still append to; packs are never collected.
+    removed_packs: list[CollectedPack] = field(default_factory=list)
+    # Unused small blobs that stay: in packs still open (unsealed), touched within the grace
+    # period, mostly in use (not worth rewriting), or damaged.
     packed_unreferenced_blobs: int = 0
     packed_unreferenced_bytes: int = 0
 
     @property
     def bytes_freed(self) -> int:
-        return sum(b.size for b in self.removed_blobs) + self.temporary_bytes
+        return (
+            sum(b.size for b in self.removed_blobs)
+            + sum(p.size - p.rewritten for p in self.removed_packs)
+            + self.temporary_bytes
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +158,7 @@ class GcReport:
             "removed_temporaries": self.removed_temporaries,
             "restored_trash": self.restored_trash,
             "bytes_freed": self.bytes_freed,
+            "removed_packs": [vars(p) for p in self.removed_packs],
             "packed_unreferenced_blobs": self.packed_unreferenced_blobs,
             "packed_unreferenced_bytes": self.packed_unreferenced_bytes,
         }
@@ -197,14 +215,7 @@ def gc(
         else:
             report.kept_recent += 1
 
-    loose = set(listed)
-    for pack_blobs in store.packs().values():
-        for packed in pack_blobs:
-            if packed.blob in referenced:
-                report.referenced += packed.blob not in loose
-            elif packed.blob not in loose:
-                report.packed_unreferenced_blobs += 1
-                report.packed_unreferenced_bytes += packed.nbytes
+    _collect_packs(store, referenced, set(listed), cutoff, dry_run, report)
 
     for key, mtime in list(store.backend.temporaries()):
         if mtime > cutoff:
@@ -220,3 +231,70 @@ def gc(
             report.removed_temporaries.append(key)
             report.temporary_bytes += info.size if info is not None else 0
     return report
+
+
+def _collect_packs(
+    store: Store, referenced: set[str], loose: set[str], cutoff: float, dry_run: bool, report: GcReport
+) -> None:
+    """Delete sealed packs that hold unused blobs, first copying the blobs still in use to a new
+    pack of gc's own (so readers find them there; see ``Store.packed_blob``).
+
+    Only sealed packs (their writer closed them) are touched, since an open writer would go on
+    appending to a deleted file.  A pack is rewritten only when at least half its bytes are unused,
+    so a gc does not copy much to free little.  Copied blobs are re-hashed first: a damaged blob
+    is never copied under its digest, and its pack is left for ``verify`` to report.  Deletion
+    goes through ``delete_if_stale``: a writer that reused a blob of the pack within the grace
+    period has touched it, and it is kept.
+    """
+    sealed = store.sealed_packs()
+    copied: set[str] = set()
+    rewriter = None
+    try:
+        for key, places in store.packs().items():
+            info = store.backend.stat(key)
+            if info is None:
+                continue  # already deleted: the logs still name it, readers skip it
+            live: dict[str, fmt.PackedBlob] = {}
+            unused: dict[str, int] = {}
+            for packed in places:
+                if packed.offset + packed.nbytes > info.size:
+                    continue
+                if packed.blob in referenced:
+                    live.setdefault(packed.blob, packed)
+                    report.referenced += packed.blob not in loose and packed.blob not in copied
+                elif packed.blob not in loose:
+                    unused[packed.blob] = packed.nbytes
+            live_bytes = sum(p.nbytes for p in live.values())
+            worth_it = info.size > live_bytes and 2 * (info.size - live_bytes) >= info.size
+            if not (key in sealed and info.mtime <= cutoff and worth_it):
+                report.packed_unreferenced_blobs += len(unused)
+                report.packed_unreferenced_bytes += sum(unused.values())
+                continue
+            copies = _read_verified(store, key, [p for p in live.values() if p.blob not in copied])
+            if copies is None:  # damaged: leave the pack for verify to report
+                report.packed_unreferenced_blobs += len(unused)
+                report.packed_unreferenced_bytes += sum(unused.values())
+                continue
+            if not dry_run:
+                if copies and rewriter is None:
+                    rewriter = store.open_log()
+                for digest, data in copies:
+                    assert rewriter is not None
+                    rewriter.put_packed(digest, data)
+                    copied.add(digest)
+                if not store.backend.delete_if_stale(key, cutoff):
+                    continue  # reused meanwhile: kept (the copies are harmless duplicates)
+            report.removed_packs.append(CollectedPack(key, info.size, live_bytes))
+    finally:
+        if rewriter is not None:
+            rewriter.close()  # seals the new pack
+
+
+def _read_verified(store: Store, key: str, places: list[fmt.PackedBlob]) -> list[tuple[str, bytes]] | None:
+    out = []
+    for packed in places:
+        data = store.backend.read_range(key, packed.offset, packed.nbytes)
+        if data is None or len(data) != packed.nbytes or hash_buffer(data) != packed.blob:
+            return None
+        out.append((packed.blob, data))
+    return out
