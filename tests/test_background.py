@@ -68,3 +68,28 @@ def test_pending_bytes_are_bounded(loc):
             writer.write_tensor(f"x{i}", x)
             assert writer._queue is not None and writer._queue._pending <= 2 << 20
     assert len(ContentStoreReader(loc).list_tensors()) == 8
+
+
+def test_unchanged_tensors_are_not_copied(loc, monkeypatch):
+    x = torch.randn(1 << 16)  # 256 KiB: hashed at once in background mode
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", x)
+    copies = []
+    real_snapshot = tensorcas.writer.snapshot
+    monkeypatch.setattr(tensorcas.writer, "snapshot", lambda t: copies.append(t) or real_snapshot(t))
+    with ContentStoreWriter(loc, background=True) as writer:
+        writer.write_tensor("x_again", x)
+        writer.write_tensor("y", x + 1)
+    assert len(copies) == 1  # only the new bytes were copied
+    reader = ContentStoreReader(loc)
+    assert torch.equal(reader.read_tensor("x_again"), x) and torch.equal(reader.read_tensor("y"), x + 1)
+
+
+def test_a_tensor_larger_than_the_pending_limit_is_written_at_once(loc, monkeypatch):
+    x = torch.randn(1 << 18)  # 1 MiB
+    monkeypatch.setattr(tensorcas.writer, "snapshot", lambda t: pytest.fail("copied a huge tensor"))
+    expected = x.clone()
+    with ContentStoreWriter(loc, background=True, max_pending_bytes=1 << 19) as writer:
+        writer.write_tensor("x", x)
+        x.add_(1)
+    assert torch.equal(ContentStoreReader(loc).read_tensor("x"), expected)

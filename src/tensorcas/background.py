@@ -1,9 +1,10 @@
 """Writing in the background: a snapshot now, hashing and I/O on a worker thread.
 
-A training loop or a debugging hook hands a tensor over and goes on; the tensor's bytes are
+A training loop or a debugging hook hands a tensor over and goes on.  Bytes that are new must be
 copied first (they may change right after the call returns, as weights do in a training step), so
-background writing costs one copy of each pending tensor, bounded by ``max_pending_bytes``: a
-write waits while the snapshots not yet written would exceed it.  One worker keeps records in the
+background writing costs one copy of each pending new tensor, bounded by ``max_pending_bytes``: a
+write waits while the copies not yet written would exceed it (the writer hashes large CPU tensors
+first and copies nothing when their bytes are stored already).  One worker keeps records in the
 order they were submitted.  A failure is kept and raised by the next ``flush()`` or ``close()``
 (and by the next write), never dropped.
 """
@@ -52,7 +53,7 @@ class BackgroundQueue:
 
     def __init__(self, max_pending_bytes: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-writer")
-        self._max = max_pending_bytes
+        self.max_pending_bytes = max_pending_bytes
         self._pending = 0
         self._cond = threading.Condition()
         self._futures: list[Future[object]] = []
@@ -62,7 +63,7 @@ class BackgroundQueue:
     def submit(self, nbytes: int, job: Callable[[], object]) -> Future[object]:
         self.raise_error()
         with self._cond:
-            while self._pending and self._pending + nbytes > self._max:
+            while self._pending and self._pending + nbytes > self.max_pending_bytes:
                 self._cond.wait()
             self._pending += nbytes
         future = self._pool.submit(self._run, nbytes, job)

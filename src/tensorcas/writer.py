@@ -38,7 +38,8 @@ class ContentStoreWriter:
         background: return from ``write_tensor`` at once, after copying the tensor's storage; a
             worker thread hashes and writes it.  ``flush()`` waits for pending writes and raises
             the first failure; ``close()`` flushes.  In this mode ``write_tensor`` returns ``None``.
-        max_pending_bytes: in background mode, the most bytes of copies waiting to be written.
+        max_pending_bytes: in background mode, the most bytes of copies waiting to be written;
+            a storage larger than this is written at once, without a copy.
         stable_hash: accepted for compatibility with ``torch.utils._content_store``; digests are
             always stable.
     """
@@ -124,15 +125,42 @@ class ContentStoreWriter:
         fmt.validate_name(name)
         tensor = check_tensor(name, tensor)
         if self._queue is not None:
-            view = snapshot(tensor)
-            self._queue.submit(tensor.untyped_storage().nbytes(), lambda: self._write_tensor(name, view()))
+            self._submit(name, tensor)
             return None
         return self._write_tensor(name, tensor)
 
-    def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
+    def _submit(self, name: str, tensor: torch.Tensor) -> None:
+        """Background mode: decide now what the bytes are, store them later.
+
+        A large CPU storage is hashed at once: if its blob is stored already (an unchanged
+        weight), only the record is left to write and nothing is copied.  Otherwise the storage
+        is copied (the caller may change it as soon as this returns), unless it is larger than
+        ``max_pending_bytes``: then it is written now, without a copy.
+        """
         storage = tensor.untyped_storage()
-        digest, small = self._put_storage(storage, name)
-        record = fmt.make_record(
+        nbytes = storage.nbytes()
+        assert self._queue is not None
+        if nbytes > self._queue.max_pending_bytes:
+            self._queue.flush()
+            self._write_tensor(name, tensor)
+            return
+        if storage.device.type == "cpu" and nbytes >= PACK_THRESHOLD:
+            digest = hash_storage(storage)
+            if self.store.keep_blob(digest, nbytes):
+                record = self._record(name, tensor, digest)
+                self._queue.submit(0, lambda: self._log.put(record))
+                return
+        view = snapshot(tensor)
+        self._queue.submit(nbytes, lambda: self._write_tensor(name, view()))
+
+    def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
+        digest, small = self._put_storage(tensor.untyped_storage(), name)
+        record = self._record(name, tensor, digest)
+        self._log.put(record, small)
+        return record
+
+    def _record(self, name: str, tensor: torch.Tensor, digest: str) -> fmt.TensorRecord:
+        return fmt.make_record(
             name,
             tensor.dtype,
             tuple(tensor.shape),
@@ -140,10 +168,8 @@ class ContentStoreWriter:
             tensor.storage_offset(),
             tensor.requires_grad,
             digest,
-            storage.nbytes(),
+            tensor.untyped_storage().nbytes(),
         )
-        self._log.put(record, small)
-        return record
 
     def flush(self) -> None:
         """Wait until every background write is stored; raise the first failure among them."""
