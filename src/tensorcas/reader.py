@@ -9,7 +9,7 @@ import torch
 from . import format as fmt
 from .errors import CorruptObjectError
 from .hashing import cpu_storage_view, hash_buffer
-from .store import Location, Store
+from .store import PACK_THRESHOLD, Location, Store
 from .tensors import record_to_tensor
 
 DeviceLike = torch.device | str | int | None
@@ -89,6 +89,10 @@ class ContentStoreReader:
         if path is not None:
             self.store.check_blob(digest, nbytes, name=name)
             storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
+        elif 0 < nbytes < PACK_THRESHOLD and self.store.is_packed(digest):
+            # Small and packed: one read of the pack, wrapped without another copy.
+            data = bytearray(self.store.read_packed(digest, nbytes, name=name))
+            storage = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
         else:
             if nbytes >= _CHECK_BEFORE_ALLOCATING:
                 # A record may claim any size up to 2**63: compare it with the blob's true size

@@ -12,12 +12,14 @@ validates everything it reads (``format.decode_entry``) and keeps the damage it 
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,13 +74,9 @@ def open_backend(loc: Location, *, durable: bool = False, read_only: bool = Fals
     return LocalBackend(path, durable=durable, read_only=read_only)
 
 
-@dataclass(order=True)
-class _Position:
-    """Where an entry sits in the global order; newer positions win."""
-
-    time_ns: int
-    log: str
-    line: int
+#: Where an entry sits in the global order, (time_ns, log key, line number): newer positions
+#: win.  A plain tuple, so that comparing a million of them stays in C.
+_Position = tuple[int, str, int]
 
 
 @dataclass
@@ -95,7 +93,7 @@ class _IndexEntry:
 
     __slots__ = ("fields", "position", "record")
 
-    def __init__(self, position: _Position, fields: dict[str, Any] | None) -> None:
+    def __init__(self, position: _Position, fields: dict[str, Any] | bytes | None) -> None:
         self.position = position
         self.fields = fields  # None: deleted
         self.record: TensorRecord | None = None
@@ -122,6 +120,8 @@ class _Index:
     #: Every place the logs put each packed blob, in the order read (gc may copy a blob to a new
     #: pack before deleting the old one, so a blob can have several; some may be gone).
     packed: dict[str, list[PackedBlob]] = field(default_factory=dict)
+    #: Blob lines read but not parsed yet (most opens only list names): (line, log, line number).
+    pending: list[tuple[bytes, str, int]] = field(default_factory=list)
     #: Ids of packs whose writers said they will never append to them again.
     sealed: set[str] = field(default_factory=set)
 
@@ -192,9 +192,9 @@ class Store:
         is, read what the logs added since (gc may have moved the blob) and look again."""
         for attempt in range(2):
             with self._lock:
-                if attempt or digest not in self._index.packed:
+                if attempt or digest not in self._packed_index():
                     self.refresh()
-                locations = list(self._index.packed.get(digest, ()))
+                locations = list(self._packed_index().get(digest, ()))
             for packed in locations:
                 info = self.backend.stat(fmt.pack_key(packed.pack))
                 if info is not None and info.size >= packed.offset + packed.nbytes:
@@ -203,7 +203,7 @@ class Store:
 
     def blob_path(self, digest: str) -> str | None:
         """A file holding exactly the blob (loose blobs of local stores), else ``None``."""
-        if digest in self._index.packed and not self.backend.exists(fmt.blob_key(digest)):
+        if digest in self._packed_index() and not self.backend.exists(fmt.blob_key(digest)):
             return None
         return self.backend.local_path(fmt.blob_key(digest))
 
@@ -221,7 +221,7 @@ class Store:
 
     def keep_packed(self, digest: str, nbytes: int) -> bool:
         """Like :meth:`keep_blob`, for blobs the logs read so far place in a pack."""
-        for packed in self._index.packed.get(digest, ()):
+        for packed in self._packed_index().get(digest, ()):
             if packed.nbytes == nbytes and self._touch_pack(packed):
                 return True
         return False
@@ -242,7 +242,7 @@ class Store:
     def note_packed(self, packed: PackedBlob) -> None:
         """Record a blob this process just packed (its log line is already appended)."""
         with self._lock:
-            self._index.packed.setdefault(packed.blob, []).append(packed)
+            self._packed_index().setdefault(packed.blob, []).append(packed)
         self._touched[fmt.pack_key(packed.pack)] = time.monotonic()
 
     def put_blob(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
@@ -288,34 +288,49 @@ class Store:
             staged.publish(key, overwrite=info is not None)  # replaces a blob of the wrong size
         return digest
 
+    def is_packed(self, digest: str) -> bool:
+        """Whether the logs read so far place this blob in a pack."""
+        return digest in self._packed_index()
+
+    def read_packed(self, digest: str, nbytes: int, *, name: str | None = None) -> bytes:
+        """The bytes of a blob the logs place in a pack: the first place that holds all of them
+        (reading the logs again before giving up, since gc may have moved the blob)."""
+        places: list[PackedBlob] = []
+        for attempt in range(2):
+            with self._lock:
+                if attempt:
+                    self.refresh()
+                places = list(self._packed_index().get(digest, ()))
+            for packed in places:
+                if packed.nbytes != nbytes:
+                    continue  # not the blob the record describes
+                data = self.backend.read_range(fmt.pack_key(packed.pack), packed.offset, nbytes)
+                if data is not None and len(data) == nbytes:
+                    return data
+        if not places:
+            self._check_blob_size(digest, None, nbytes, name)  # raises: missing
+        raise CorruptObjectError(
+            f"{_who(name)}blob {digest} of {nbytes} bytes is lost: "
+            f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing, cut short or holds another size; "
+            f"run 'tensorcas verify {self.location}'"
+        )
+
     def read_blob_into(self, digest: str, out: memoryview, *, name: str | None = None) -> None:
         """Fill ``out`` with the blob; its size must be exactly ``out.nbytes``."""
+        if self.is_packed(digest):
+            try:
+                out[:] = self.read_packed(digest, out.nbytes, name=name)
+                return
+            except CorruptObjectError:
+                if not self.backend.exists(fmt.blob_key(digest)):
+                    raise
         key = fmt.blob_key(digest)
         info = self.backend.stat(key)
-        found = self._find_packed(digest) if info is None else None
-        packed = None if found is None else found[0]
-        if packed is not None:
-            self._check_blob_size(digest, ObjectInfo(packed.nbytes, 0.0), out.nbytes, name)
-            data = self.backend.read_range(fmt.pack_key(packed.pack), packed.offset, packed.nbytes)
-            n = None if data is None else len(data)
-            if n == out.nbytes:
-                out[:] = data
-            else:
-                raise CorruptObjectError(
-                    f"{_who(name)}blob {digest} is cut short: its pack {fmt.pack_key(packed.pack)} "
-                    f"{'is missing' if data is None else f'holds only {n} of its {packed.nbytes} bytes'}; "
-                    f"run 'tensorcas verify {self.location}'"
-                )
-        else:
-            places = self._index.packed.get(digest) if info is None else None
-            if places:
-                raise CorruptObjectError(
-                    f"{_who(name)}blob {digest} is lost: "
-                    f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing or cut short; "
-                    f"run 'tensorcas verify {self.location}'"
-                )
-            self._check_blob_size(digest, info, out.nbytes, name)
-            n = self.backend.read_into(key, out)
+        if info is None and self._find_packed(digest) is not None:  # packed by a newer log
+            out[:] = self.read_packed(digest, out.nbytes, name=name)
+            return
+        self._check_blob_size(digest, info, out.nbytes, name)
+        n = self.backend.read_into(key, out)
         if n is None or n != out.nbytes:
             raise CorruptObjectError(
                 f"{_who(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
@@ -361,7 +376,7 @@ class Store:
         self._pack_keys = {k for k in self.backend.list("packs") if fmt.is_pack_key(k)}
         out: dict[str, list[PackedBlob]] = {k: [] for k in sorted(self._pack_keys)}
         with self._lock:
-            for places in self._index.packed.values():
+            for places in self._packed_index().values():
                 for packed in places:
                     out.setdefault(fmt.pack_key(packed.pack), []).append(packed)
         return out
@@ -377,9 +392,10 @@ class Store:
     def refresh(self) -> None:
         """Read what was appended to any log since the last refresh."""
         with self._lock:
-            for key in sorted(self.backend.list("logs")):
-                if fmt.is_log_key(key):
-                    self._read_log(key)
+            with _no_cyclic_gc():
+                for key in sorted(self.backend.list("logs")):
+                    if fmt.is_log_key(key):
+                        self._read_log(key)
 
     def _read_log(self, key: str) -> None:
         index = self._index
@@ -396,44 +412,75 @@ class Store:
             )
         else:
             index.problems.pop((key, -1), None)
-        for line in data[:end].split(b"\n")[:-1]:
-            state.lines += 1
-            where = f"{key} line {state.lines}"
+        lines = data[:end].split(b"\n")
+        lines.pop()
+        blob_start, pending, entries = fmt.BLOB_LINE_START, index.pending, index.entries
+        for number, line in enumerate(lines, state.lines + 1):
+            # Blob lines are parsed only when a packed blob is looked up (_packed_index).
+            if state.header_ok and line.startswith(blob_start, 17):
+                pending.append((line, key, number))
+                continue
             try:
                 if not state.header_ok:
-                    fmt.decode_header(line, where)
+                    fmt.decode_header(line, f"{key} line {number}")
                     state.header_ok = True
                     continue
-                entry = fmt.scan_entry(line, where)
-            except StoreError as exc:
-                index.problems[(key, state.lines)] = Problem(where, str(exc))
+                entry = fmt.scan_entry(line, "")
+            except StoreError:
+                where = f"{key} line {number}"
+                try:
+                    fmt.scan_entry(line, where) if state.header_ok else fmt.decode_header(line, where)
+                except StoreError as exc:
+                    index.problems[(key, number)] = Problem(where, str(exc))
                 if not state.header_ok:
                     break  # not a log we understand: ignore all of it
                 continue
-            if isinstance(entry, PackedBlob):
-                places = index.packed.setdefault(entry.blob, [])
-                if entry not in places:
-                    places.append(entry)
-                continue
-            if isinstance(entry, fmt.SealedPack):
+            if type(entry) is tuple:
+                name, time_ns, fields = entry
+                position = (time_ns, key, number)
+                current = entries.get(name)
+                if current is None or current.position < position:
+                    entries[name] = _IndexEntry(position, fields)
+            elif isinstance(entry, PackedBlob):
+                self._add_packed(entry)
+            else:
                 index.sealed.add(entry.pack)
-                continue
-            name, time_ns, fields = entry
-            position = _Position(time_ns, key, state.lines)
-            current = index.entries.get(name)
-            if current is None or current.position < position:
-                index.entries[name] = _IndexEntry(position, fields)
+        state.lines += len(lines)
         state.offset += end
+
+    def _add_packed(self, entry: PackedBlob) -> None:
+        places = self._index.packed.setdefault(entry.blob, [])
+        if entry not in places:
+            places.append(entry)
+
+    def _packed_index(self) -> dict[str, list[PackedBlob]]:
+        """Where the logs read so far place each packed blob (parsing pending blob lines)."""
+        index = self._index
+        if index.pending:
+            with self._lock:
+                for line, log, number in index.pending:
+                    where = f"{log} line {number}"
+                    try:
+                        entry = fmt.scan_entry(line, where)
+                        if not isinstance(entry, PackedBlob):
+                            raise CorruptObjectError(f"{where}: not a blob entry")
+                    except StoreError as exc:
+                        index.problems[(log, number)] = Problem(where, str(exc))
+                        continue
+                    self._add_packed(entry)
+                index.pending.clear()
+        return index.packed
 
     def _resolve(self, name: str, entry: _IndexEntry) -> TensorRecord:
         """The validated record of a put entry; damage is raised and kept for ``verify``."""
         if entry.record is None:
             assert entry.fields is not None
-            where = f"{entry.position.log} line {entry.position.line}"
+            _, log, number = entry.position
+            where = f"{log} line {number}"
             try:
                 entry.record = fmt.record_from_fields(name, entry.fields, where)
             except CorruptObjectError as exc:
-                self._index.problems[(entry.position.log, entry.position.line)] = Problem(where, str(exc))
+                self._index.problems[(log, number)] = Problem(where, str(exc))
                 raise CorruptObjectError(
                     f"tensor {name!r}: its record is damaged ({exc}); run 'tensorcas verify {self.location}'"
                 ) from None
@@ -450,6 +497,8 @@ class Store:
             return None
 
     def problems(self) -> list[Problem]:
+        """Damage found in the logs read so far (blob lines included)."""
+        self._packed_index()
         with self._lock:
             return list(self._index.problems.values())
 
@@ -477,7 +526,8 @@ class Store:
                 for name, e in self._index.entries.items()
                 if not e.deleted and (not prefix or fmt.name_matches(name, prefix))
             ]
-        live.sort(key=lambda pair: pair[1].position)
+        with _no_cyclic_gc():
+            live.sort(key=lambda pair: pair[1].position)
         return live
 
     def records(self, prefix: str = "") -> list[TensorRecord]:
@@ -639,6 +689,19 @@ class LogWriter:
             if self._appender is not None:
                 self._appender.close()
             self._appender = None
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: indexing a large store creates many small objects and
+    no cycles, and the collector would only walk them again and again."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _new_writer_id() -> str:
