@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.multiprocessing.reductions import StorageWeakRef
 
 import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter, hash_storage, load_tensor_reader

@@ -343,9 +343,9 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
                 raise CorruptObjectError(f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)")
     if len(record.shape) != len(record.stride):
         raise CorruptObjectError(f"{where}: shape {record.shape} and stride {record.stride} differ in length")
-    for field, value in (("offset", record.offset), ("nbytes", record.nbytes)):
-        if type(value) is not int or not 0 <= value <= MAX_INT:
-            raise CorruptObjectError(f"{where}: {field} is {value!r}; expected an integer in [0, 2**63)")
+    for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
+        if type(number) is not int or not 0 <= number <= MAX_INT:
+            raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
         raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
     torch_dtype = DTYPES[record.dtype]
@@ -550,7 +550,7 @@ def _unframe(line: bytes, where: str) -> dict[str, Any]:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_str = json.encoder.encode_basestring_ascii
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:

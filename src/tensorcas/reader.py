@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from typing import cast
 
 import torch
 
@@ -88,7 +89,8 @@ class ContentStoreReader:
         path = self.store.blob_path(digest) if self.mmap and nbytes > 0 else None
         if path is not None:
             self.store.check_blob(digest, nbytes, name=name)
-            storage = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
+            mapped = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
+            storage = cast(torch.UntypedStorage, mapped)
         elif 0 < nbytes < PACK_THRESHOLD and self.store.is_packed(digest):
             # Small and packed: one read of the pack, wrapped without another copy.
             data = bytearray(self.store.read_packed(digest, nbytes, name=name))

@@ -391,11 +391,10 @@ class Store:
 
     def refresh(self) -> None:
         """Read what was appended to any log since the last refresh."""
-        with self._lock:
-            with _no_cyclic_gc():
-                for key in sorted(self.backend.list("logs")):
-                    if fmt.is_log_key(key):
-                        self._read_log(key)
+        with self._lock, _no_cyclic_gc():
+            for key in sorted(self.backend.list("logs")):
+                if fmt.is_log_key(key):
+                    self._read_log(key)
 
     def _read_log(self, key: str) -> None:
         index = self._index
@@ -443,7 +442,7 @@ class Store:
                     entries[name] = _IndexEntry(position, fields)
             elif isinstance(entry, PackedBlob):
                 self._add_packed(entry)
-            else:
+            elif isinstance(entry, fmt.SealedPack):
                 index.sealed.add(entry.pack)
         state.lines += len(lines)
         state.offset += end
@@ -602,7 +601,7 @@ class LogWriter:
             self._pack = self.store.backend.open_append(fmt.pack_key(self._pack_id))
             self._pack_size = 0
         try:
-            self._pack.append(data)
+            self._pack.append(bytes(data))
         except BaseException:
             # The pack's length is unknown now: continue in a new one (sealed on close).
             self._close_pack()

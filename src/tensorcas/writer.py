@@ -8,8 +8,14 @@ from types import TracebackType
 import torch
 
 from . import format as fmt
-from .hashing import check_storage, hash_and_copy_small, hash_buffer, hash_storage, iter_storage_chunks
 from .background import BackgroundQueue, snapshot
+from .hashing import (
+    check_storage,
+    hash_and_copy_small,
+    hash_buffer,
+    hash_storage,
+    iter_storage_chunks,
+)
 from .store import PACK_THRESHOLD, Location, LogWriter, Store
 from .tensors import check_tensor
 
@@ -165,7 +171,7 @@ class ContentStoreWriter:
             tensor.dtype,
             tuple(tensor.shape),
             tuple(tensor.stride()),
-            tensor.storage_offset(),
+            int(tensor.storage_offset()),
             tensor.requires_grad,
             digest,
             tensor.untyped_storage().nbytes(),
