@@ -32,3 +32,30 @@ def test_demo_runs_and_reports_a_healthy_store(tmp_path):
     assert "verify: healthy" in result.stdout
     assert "replayed matmul inside torch.compile matches: True" in result.stdout
     assert "unchanged layer shares one storage across snapshots: True" in result.stdout
+
+
+def test_readme_command_line_session_prints_what_it_shows(tmp_path):
+    """Each `$ tensorcas ...` of the README's console session, run on the demo's store, prints
+    exactly the lines shown (paths aside), and `echo $?` shows its exit code."""
+    text = (ROOT / "README.md").read_text()
+    session = re.search(r"```console\n(.*?)```", text, re.S).group(1)
+    subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), "run"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
+    steps: list[tuple[str, list[str]]] = []
+    for line in session.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    last_code = None
+    for command, expected in steps:
+        if command == "echo $?":
+            assert expected == [str(last_code)], command
+            continue
+        args = command.split()
+        assert args[0] == "tensorcas"
+        result = subprocess.run([sys.executable, "-m", "tensorcas", *args[1:]], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        last_code = result.returncode
+        shown = [line.replace("/home/me/", f"{tmp_path}/") for line in expected]
+        assert result.stdout.splitlines() == shown, (command, result.stdout, result.stderr)
