@@ -7,8 +7,6 @@ from a store is validated, so stores from strangers are safe to open.
 Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 """
 
-from __future__ import annotations
-
 from .errors import (
     BlobNotFoundError,
     CorruptObjectError,

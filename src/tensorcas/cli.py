@@ -44,7 +44,7 @@ Examples:
 
 \b
 Exit codes: 0 ok; 1 differences (diff) or damage (verify) found;
-2 usage error or store error (one line on stderr).
+2 usage error, or store error (one line on stderr).
 """
 
 

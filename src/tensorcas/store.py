@@ -112,6 +112,13 @@ class Problem:
     severity: str = "error"  # or "warning" (an interrupted write's torn tail)
 
 
+def _problem(where: str, exc: Exception) -> Problem:
+    message = str(exc)
+    if message.startswith(where + ": "):
+        message = message[len(where) + 2 :]  # the location is Problem.where already
+    return Problem(where, message)
+
+
 @dataclass
 class _Index:
     entries: dict[str, _IndexEntry] = field(default_factory=dict)
@@ -430,7 +437,7 @@ class Store:
                 try:
                     fmt.scan_entry(line, where) if state.header_ok else fmt.decode_header(line, where)
                 except StoreError as exc:
-                    index.problems[(key, number)] = Problem(where, str(exc))
+                    index.problems[(key, number)] = _problem(where, exc)
                 if not state.header_ok:
                     break  # not a log we understand: ignore all of it
                 continue
@@ -464,7 +471,7 @@ class Store:
                         if not isinstance(entry, PackedBlob):
                             raise CorruptObjectError(f"{where}: not a blob entry")
                     except StoreError as exc:
-                        index.problems[(log, number)] = Problem(where, str(exc))
+                        index.problems[(log, number)] = _problem(where, exc)
                         continue
                     self._add_packed(entry)
                 index.pending.clear()
@@ -479,7 +486,7 @@ class Store:
             try:
                 entry.record = fmt.record_from_fields(name, entry.fields, where)
             except CorruptObjectError as exc:
-                self._index.problems[(log, number)] = Problem(where, str(exc))
+                self._index.problems[(log, number)] = _problem(where, exc)
                 raise CorruptObjectError(
                     f"tensor {name!r}: its record is damaged ({exc}); run 'tensorcas verify {self.location}'"
                 ) from None

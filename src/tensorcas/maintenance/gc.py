@@ -193,8 +193,8 @@ def gc(
     if damaged and not force:
         raise DamagedStoreError(
             f"store {store.location} has {len(damaged)} unreadable log line(s) (first: {damaged[0].where}: "
-            f"{damaged[0].message}); their blobs would look unused.  Run 'tensorcas verify {store.location}', "
-            "then 'tensorcas gc --force' to collect anyway"
+            f"{damaged[0].message}); their blobs would look unused. Run 'tensorcas verify {store.location}', "
+            f"then 'tensorcas gc --force {store.location}' to collect anyway"
         )
     report.blobs_examined = len(listed)
     total = len(listed)
