@@ -284,6 +284,11 @@ class Store:
                             pending.result()
                         pending = _io_pool().submit(staged.write, piece)
                         hasher.update(piece)
+                    # A chunk is valid only until the next is produced (device chunks reuse one
+                    # host buffer): its last write must be done before asking for the next.
+                    if pending is not None:
+                        pending, done = None, pending
+                        done.result()
             finally:
                 if pending is not None:
                     pending.result()
