@@ -31,9 +31,10 @@ def snapshot(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
     wait: Callable[[], None] = lambda: None  # noqa: E731
     if storage.device.type == "cuda":
         host = torch.empty(storage.nbytes(), dtype=torch.uint8, pin_memory=True)
-        host.copy_(source, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
+        with torch.cuda.device(storage.device):  # the copy runs on the tensor's device's stream
+            host.copy_(source, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
         wait = event.synchronize
     else:
         host = source.to("cpu", copy=True)
@@ -67,7 +68,9 @@ class BackgroundQueue:
                 self._cond.wait()
             self._pending += nbytes
         future = self._pool.submit(self._run, nbytes, job)
-        self._futures = [f for f in self._futures if not f.done()] + [future]
+        with self._cond:  # writers may be shared by threads
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(future)
         return future
 
     def _run(self, nbytes: int, job: Callable[[], object]) -> object:
@@ -86,9 +89,10 @@ class BackgroundQueue:
 
     def flush(self) -> None:
         """Wait for every submitted write; raise the first failure, if any."""
-        for future in list(self._futures):
+        with self._cond:
+            futures, self._futures = self._futures, []
+        for future in futures:
             future.exception()  # waits; the failure is kept in self._error
-        self._futures.clear()
         self.raise_error()
 
     def raise_error(self) -> None:

@@ -10,7 +10,7 @@ import torch
 from . import format as fmt
 from .errors import CorruptObjectError
 from .hashing import cpu_storage_view, hash_buffer
-from .store import PACK_THRESHOLD, Location, Store
+from .store import PACK_THRESHOLD, Location, Store, who
 from .tensors import record_to_tensor
 
 DeviceLike = torch.device | str | int | None
@@ -105,9 +105,14 @@ class ContentStoreReader:
         if self.verify:
             actual = hash_buffer(cpu_storage_view(storage))
             if actual != digest:
-                who = f"tensor {name!r}: " if name is not None else ""
+                # A blob both packed and loose has two copies: the other one may be sound.
+                if self.store.is_packed(digest):
+                    other = torch.UntypedStorage(nbytes)
+                    view = cpu_storage_view(other)
+                    if self.store.read_loose_into(digest, view, name=name) and hash_buffer(view) == digest:
+                        return other
                 raise CorruptObjectError(
-                    f"{who}blob {digest} is damaged: its bytes hash to {actual}; "
+                    f"{who(name)}blob {digest} is damaged: its bytes hash to {actual}; "
                     f"run 'tensorcas verify {self.location}' to find every damaged blob"
                 )
         return storage

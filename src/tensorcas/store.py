@@ -54,6 +54,9 @@ def _io_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+#: The most bytes of a log read at once.
+LOG_WINDOW = 16 << 20
+
 #: Storages smaller than this are appended to the writer's pack instead of getting a file each:
 #: creating a file costs more than writing a few kilobytes, and tiny files waste disk blocks.
 PACK_THRESHOLD = 64 << 10
@@ -84,7 +87,7 @@ class _LogState:
     offset: int = 0  # bytes consumed (whole lines only)
     lines: int = 0
     header_ok: bool = False
-    torn_tail: bool = False
+    rejected: bool = False  # its header is not one this release reads: ignored, for good
 
 
 class _IndexEntry:
@@ -136,8 +139,10 @@ class _Index:
 class Store:
     """One store: open with :meth:`open`, then read and write blobs and records."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, strict: bool = False) -> None:
         self.backend = backend
+        #: Validate every record as the logs are read (verify), not only records when used.
+        self.strict = strict
         self._index = _Index()
         self._lock = threading.RLock()
         self._touched: dict[str, float] = {}
@@ -147,7 +152,13 @@ class Store:
 
     @classmethod
     def open(
-        cls, loc: Location, *, create: bool = False, durable: bool = False, read_only: bool = False
+        cls,
+        loc: Location,
+        *,
+        create: bool = False,
+        durable: bool = False,
+        read_only: bool = False,
+        strict: bool = False,
     ) -> Store:
         """Open the store at ``loc``; with ``create=True`` make it if it does not exist."""
         backend = open_backend(loc, durable=durable, read_only=read_only)
@@ -161,7 +172,7 @@ class Store:
                 os.makedirs(backend.root, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create store directory {backend.root}: {exc.strerror}") from exc
-        meta = backend.get(fmt.META_KEY)
+        meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
             if not create:
                 raise StoreNotFoundError(
@@ -174,11 +185,11 @@ class Store:
                     "choose an empty or new directory"
                 )
             backend.put_if_absent(fmt.META_KEY, fmt.encode_meta())
-            meta = backend.get(fmt.META_KEY)
+            meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
             if meta is None:
                 raise StoreError(f"store marker vanished while creating {backend.location}")
         fmt.validate_meta(meta, backend.location)
-        return cls(backend)
+        return cls(backend, strict=strict)
 
     @property
     def location(self) -> str:
@@ -213,6 +224,10 @@ class Store:
         if digest in self._packed_index() and not self.backend.exists(fmt.blob_key(digest)):
             return None
         return self.backend.local_path(fmt.blob_key(digest))
+
+    def packed_places(self, digest: str) -> list[PackedBlob]:
+        """Every place the logs read so far put this blob in a pack (some may be gone)."""
+        return list(self._packed_index().get(digest, ()))
 
     def packed_blob(self, digest: str) -> PackedBlob | None:
         """Where a packed blob really lives (a pack that exists and holds it whole), or ``None``."""
@@ -287,7 +302,8 @@ class Store:
                     # A chunk is valid only until the next is produced (device chunks reuse one
                     # host buffer): its last write must be done before asking for the next.
                     if pending is not None:
-                        pending, done = None, pending
+                        done = pending
+                        pending = None
                         done.result()
             finally:
                 if pending is not None:
@@ -322,7 +338,7 @@ class Store:
         if not places:
             self._check_blob_size(digest, None, nbytes, name)  # raises: missing
         raise CorruptObjectError(
-            f"{_who(name)}blob {digest} of {nbytes} bytes is lost: "
+            f"{who(name)}blob {digest} of {nbytes} bytes is lost: "
             f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing, cut short or holds another size; "
             f"run 'tensorcas verify {self.location}'"
         )
@@ -341,11 +357,22 @@ class Store:
         if info is None and self._find_packed(digest) is not None:  # packed by a newer log
             out[:] = self.read_packed(digest, out.nbytes, name=name)
             return
+        self._read_loose_into(digest, info, out, name)
+
+    def read_loose_into(self, digest: str, out: memoryview, *, name: str | None = None) -> bool:
+        """Fill ``out`` from the blob's own file, if it has one (``False`` if not)."""
+        info = self.backend.stat(fmt.blob_key(digest))
+        if info is None:
+            return False
+        self._read_loose_into(digest, info, out, name)
+        return True
+
+    def _read_loose_into(self, digest: str, info: ObjectInfo | None, out: memoryview, name: str | None) -> None:
         self._check_blob_size(digest, info, out.nbytes, name)
-        n = self.backend.read_into(key, out)
+        n = self.backend.read_into(fmt.blob_key(digest), out)
         if n is None or n != out.nbytes:
             raise CorruptObjectError(
-                f"{_who(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
+                f"{who(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
                 f"run 'tensorcas verify {self.location}'"
             )
 
@@ -365,7 +392,7 @@ class Store:
             )
         if info.size != nbytes:
             raise CorruptObjectError(
-                f"{_who(name)}blob {digest} holds {info.size} bytes but {nbytes} were stored "
+                f"{who(name)}blob {digest} holds {info.size} bytes but {nbytes} were stored "
                 f"(truncated or extended); run 'tensorcas verify {self.location}'"
             )
 
@@ -409,21 +436,39 @@ class Store:
                     self._read_log(key)
 
     def _read_log(self, key: str) -> None:
+        """Apply what was appended to one log since it was last read, a bounded window at a time
+        (a log may be huge, or a hostile sparse file), whole lines only."""
         index = self._index
         state = index.logs.setdefault(key, _LogState())
-        info = self.backend.stat(key)
-        if info is None or info.size <= state.offset:
+        if state.rejected:
             return
-        data = self.backend.read_range(key, state.offset, info.size - state.offset) or b""
-        end = data.rfind(b"\n") + 1
-        state.torn_tail = end < len(data)
-        if state.torn_tail:
-            index.problems[(key, -1)] = Problem(
-                key, f"{len(data) - end} bytes after the last complete line (an interrupted write)", "warning"
-            )
-        else:
-            index.problems.pop((key, -1), None)
-        lines = data[:end].split(b"\n")
+        info = self.backend.stat(key)
+        size = 0 if info is None else info.size
+        while size > state.offset:
+            data = self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW)) or b""
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                if len(data) >= LOG_WINDOW:
+                    # No line ends within a whole window: far past the line limit, not ours.
+                    index.problems[(key, state.lines + 1)] = Problem(
+                        f"{key} line {state.lines + 1}",
+                        f"no line end within {LOG_WINDOW} bytes; the rest of the log is ignored",
+                    )
+                    state.rejected = True
+                elif data:
+                    index.problems[(key, -1)] = Problem(
+                        key, f"{len(data)} bytes after the last complete line (an interrupted write)", "warning"
+                    )
+                return
+            self._apply_lines(key, state, data[:end])
+            state.offset += end
+            if state.rejected:
+                return
+        index.problems.pop((key, -1), None)
+
+    def _apply_lines(self, key: str, state: _LogState, data: bytes) -> None:
+        index = self._index
+        lines = data.split(b"\n")
         lines.pop()
         blob_start, pending, entries = fmt.BLOB_LINE_START, index.pending, index.entries
         for number, line in enumerate(lines, state.lines + 1):
@@ -444,11 +489,18 @@ class Store:
                 except StoreError as exc:
                     index.problems[(key, number)] = _problem(where, exc)
                 if not state.header_ok:
-                    break  # not a log we understand: ignore all of it
+                    state.rejected = True  # not a log we understand: ignore all of it, for good
+                    return
                 continue
             if type(entry) is tuple:
                 name, time_ns, fields = entry
                 position = (time_ns, key, number)
+                if self.strict and fields is not None:
+                    where = f"{key} line {number}"
+                    try:
+                        fmt.record_from_fields(name, fields, where)
+                    except StoreError as exc:
+                        index.problems[(key, number)] = _problem(where, exc)
                 current = entries.get(name)
                 if current is None or current.position < position:
                     entries[name] = _IndexEntry(position, fields)
@@ -457,7 +509,6 @@ class Store:
             elif isinstance(entry, fmt.SealedPack):
                 index.sealed.add(entry.pack)
         state.lines += len(lines)
-        state.offset += end
 
     def _add_packed(self, entry: PackedBlob) -> None:
         places = self._index.packed.setdefault(entry.blob, [])
@@ -719,12 +770,18 @@ def _new_writer_id() -> str:
     return f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def _who(name: str | None) -> str:
+def who(name: str | None) -> str:
+    """``tensor 'name': `` to start a message about a tensor's blob, or nothing."""
     return f"tensor {name!r}: " if name is not None else ""
 
 
+_OWN_ENTRIES = frozenset((fmt.META_KEY, "blobs", "packs", "logs"))
+
+
 def _has_foreign_content(root: str) -> bool:
+    """Whether the directory holds something no tensorcas store does.  A store's own entries do
+    not count: another process may be creating the store at this very moment."""
     try:
-        return any(not entry.startswith(".") for entry in os.listdir(root))
+        return any(not entry.startswith(".") and entry not in _OWN_ENTRIES for entry in os.listdir(root))
     except OSError:
         return False

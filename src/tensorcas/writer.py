@@ -9,6 +9,7 @@ import torch
 
 from . import format as fmt
 from .background import BackgroundQueue, snapshot
+from .errors import StoreError
 from .hashing import (
     check_storage,
     hash_and_copy_small,
@@ -64,6 +65,7 @@ class ContentStoreWriter:
         self._log = self.store.open_log()
         self._queue = BackgroundQueue(max_pending_bytes) if background else None
         self._finalizer = weakref.finalize(self, _close, self._queue, self._log)
+        self._closed = False
         self._index_read = False
         #: (data pointer, size) of storages written before: a hint that the bytes may be unchanged.
         self._seen: set[tuple[int, int]] = set()
@@ -77,6 +79,7 @@ class ContentStoreWriter:
 
         Always synchronous (the digest is the result); in background mode it first waits for
         pending writes, so records keep their order."""
+        self._check_open()
         self.flush()
         digest, small = self._put_storage(storage, None)
         if small is not None:
@@ -128,6 +131,7 @@ class ContentStoreWriter:
         that were views of one storage are views of one storage again when read back.  Returns the
         record, or ``None`` in background mode (the write happens later; see ``flush``).
         """
+        self._check_open()
         fmt.validate_name(name)
         tensor = check_tensor(name, tensor)
         if self._queue is not None:
@@ -184,13 +188,19 @@ class ContentStoreWriter:
 
     def delete_tensor(self, name: str) -> None:
         """Remove ``name`` from the store (its blob stays until gc finds it unreferenced)."""
+        self._check_open()
         self.flush()
         self.store.get_record(name)  # raises TensorNotFoundError with a clear message
         self._log.delete(name)
 
     def close(self) -> None:
         """Flush pending background writes and close the log; raises a failed write's error."""
+        self._closed = True
         self._finalizer()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"this writer for {self.location} is closed; open a new ContentStoreWriter")
 
     def __enter__(self) -> ContentStoreWriter:
         return self

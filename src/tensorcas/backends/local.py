@@ -188,19 +188,22 @@ class LocalBackend(Backend):
                             yield child
 
     def temporaries(self) -> Iterator[tuple[str, float]]:
-        for top in ("blobs", "logs"):
-            if not self._check_dir(top):
-                continue
-            stack = [(self._path(top), top)]
-            while stack:
-                path, key = stack.pop()
-                with os.scandir(path) as entries:
-                    for entry in entries:
-                        child = f"{key}/{entry.name}"
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, child))
-                        elif entry.name.startswith((TMP_PREFIX, _TRASH_PREFIX)):
-                            yield child, entry.stat(follow_symlinks=False).st_mtime
+        """Temporaries anywhere they are made: the store's root (its marker), and under blobs/,
+        packs/ and logs/ (gc moves packs aside too)."""
+        stack: list[tuple[str, str, bool]] = [(self.root, "", False)]
+        for top in ("blobs", "packs", "logs"):
+            if self._check_dir(top):
+                stack.append((self._path(top), top, True))
+        while stack:
+            path, key, recurse = stack.pop()
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    child = f"{key}/{entry.name}" if key else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if recurse:
+                            stack.append((entry.path, child, True))
+                    elif entry.name.startswith((TMP_PREFIX, _TRASH_PREFIX)):
+                        yield child, entry.stat(follow_symlinks=False).st_mtime
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ so a damaged dump tells its owner exactly which tensors are lost.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,17 +56,18 @@ class VerifyReport:
 
 def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the whole store at ``loc``; ``progress`` is called with bytes hashed as it goes."""
-    store = loc if isinstance(loc, Store) else Store.open(loc, read_only=True)
+    # A store of its own that validates every record as it reads the logs, the ones newer
+    # records replaced included: damage anywhere is reported, not only in the records in use.
+    store = Store.open(loc.backend if isinstance(loc, Store) else loc, read_only=True, strict=True)
     store.refresh()
     report = VerifyReport(location=store.location)
-    for problem in store.problems():
-        kind = "torn-tail" if problem.severity == "warning" else "damaged-record"
-        report.findings.append(Finding(kind, f"{problem.where}: {problem.message}", severity=problem.severity))
-
     users: dict[str, list[fmt.TensorRecord]] = defaultdict(list)
     for record in store.records():
         users[record.blob].append(record)
         report.records_checked += 1
+    for problem in store.problems():
+        kind = "torn-tail" if problem.severity == "warning" else "damaged-record"
+        report.findings.append(Finding(kind, f"{problem.where}: {problem.message}", severity=problem.severity))
 
     stored = set(store.blobs())
     for digest, records in users.items():
@@ -109,35 +110,62 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
 
     for digest in sorted(stored):
         names = tuple(r.name for r in users.get(digest, ()))
-        try:
-            actual_digest, nbytes = _hash_blob(store, digest)
-        except StoreError as exc:
-            report.findings.append(Finding("unreadable", f"blob {digest}: {exc}", digest, names))
-            continue
+        used = f"; damaged tensors: {_names(names)}" if names else " (no tensor uses it)"
         report.blobs_checked += 1
-        report.bytes_checked += nbytes
-        if progress is not None:
-            progress(nbytes)
-        if actual_digest != digest:
-            used = f"; damaged tensors: {_names(names)}" if names else " (no tensor uses it)"
-            report.findings.append(
-                Finding("damaged-blob", f"blob {digest} is damaged: its bytes hash to {actual_digest}{used}", digest, names)
-            )
+        # Every copy: the loose file and each pack the logs place the blob in.  Readers may use
+        # any of them, so each must be sound.
+        for where, result in _hash_copies(store, digest):
+            if isinstance(result, StoreError):
+                report.findings.append(Finding("unreadable", f"blob {digest} ({where}): {result}", digest, names))
+                continue
+            actual_digest, nbytes = result
+            report.bytes_checked += nbytes
+            if progress is not None:
+                progress(nbytes)
+            if actual_digest != digest:
+                report.findings.append(
+                    Finding(
+                        "damaged-blob",
+                        f"blob {digest} is damaged ({where}): its bytes hash to {actual_digest}{used}",
+                        digest,
+                        names,
+                    )
+                )
     return report
 
 
-def _hash_blob(store: Store, digest: str) -> tuple[str, int]:
+def _hash_copies(store: Store, digest: str) -> Iterator[tuple[str, tuple[str, int] | StoreError]]:
+    """Each stored copy of the blob, with its digest and size or the error reading it."""
     key = fmt.blob_key(digest)
-    info = store.backend.stat(key)  # also refuses symlinks and special files
-    if info is None:
-        packed = store.packed_blob(digest)
-        if packed is None:
-            raise StoreError("vanished while verifying")
-        data = store.backend.read_range(fmt.pack_key(packed.pack), packed.offset, packed.nbytes)
+    try:
+        info = store.backend.stat(key)  # also refuses symlinks and special files
+        if info is not None:
+            yield key, _hash_blob(store, digest)
+    except StoreError as exc:
+        yield key, exc
+    for packed in store.packed_places(digest):
+        pack = fmt.pack_key(packed.pack)
+        where = f"{pack} at {packed.offset}"
+        try:
+            if store.backend.stat(pack) is None:
+                continue  # a pack gc deleted after moving its blobs: the logs still name it
+            data = store.backend.read_range(pack, packed.offset, packed.nbytes)
+        except StoreError as exc:
+            yield where, exc
+            continue
         if data is None or len(data) != packed.nbytes:
-            got = "missing" if data is None else f"{len(data)} bytes long"
-            raise StoreError(f"its pack {fmt.pack_key(packed.pack)} is {got}; {packed.nbytes} bytes were stored")
-        return fmt.format_digest(blake3.blake3(data).hexdigest()), packed.nbytes
+            got = "missing" if data is None else f"cut short ({len(data)} of {packed.nbytes} bytes)"
+            yield where, StoreError(f"the pack is {got}")
+        else:
+            yield where, (fmt.format_digest(blake3.blake3(data).hexdigest()), packed.nbytes)
+
+
+def _hash_blob(store: Store, digest: str) -> tuple[str, int]:
+    """The digest and size of the loose blob file."""
+    key = fmt.blob_key(digest)
+    info = store.backend.stat(key)
+    if info is None:
+        raise StoreError("the file vanished while it was verified")
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     path = store.backend.local_path(key)
     if path is not None and info.size > 0:
