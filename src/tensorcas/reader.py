@@ -26,6 +26,8 @@ class ContentStoreReader:
         loc: a directory, ``memory://`` or a backend; the store must exist.
         cache: tensors whose records name the same blob share one ``UntypedStorage`` per device,
             as long as any of them is alive (a weak cache).  Without it every read is a new storage.
+            Shared means shared: an in-place change to one returned tensor shows in the others,
+            and a storage served from the cache was verified when it was first read.
         verify: re-hash every blob as it is read and raise :class:`CorruptObjectError` on any
             mismatch.  A blob's size is always checked, verified or not.
         mmap: map blobs of a local store into memory (copy-on-write) instead of reading them:

@@ -103,20 +103,21 @@ class ContentStoreWriter:
             if self.store.keep_packed(digest, nbytes):
                 return digest, None
             return digest, data
-        if self._probably_stored(storage, name):
+        if storage.device.type == "cpu" or self._probably_stored(storage, name):
             # Hash first: if the bytes are unchanged, nothing is written at all.
             digest = hash_storage(storage)
             if not self.store.keep_blob(digest, nbytes):
                 self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)
         else:
-            # Probably new: hash and write in one pass.
+            # A device storage that is probably new: copy it to the host once, hashing and
+            # writing each chunk.
             digest = self.store.put_blob_streaming(iter_storage_chunks(storage), nbytes)
         return digest, None
 
     def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
-        """Whether these bytes were likely stored before (the same storage was written by this
-        writer, or ``name`` already holds a blob of this size).  Only a guess that picks the
-        faster path; the digest decides what is stored."""
+        """Whether a device storage's bytes were likely stored before (the same storage was
+        written by this writer, or ``name`` already holds a blob of this size).  Only a guess that
+        picks the faster path; the digest decides what is stored."""
         key = (storage.data_ptr(), storage.nbytes())
         if key in self._seen:
             return True
@@ -190,8 +191,7 @@ class ContentStoreWriter:
         """Remove ``name`` from the store (its blob stays until gc finds it unreferenced)."""
         self._check_open()
         self.flush()
-        self.store.get_record(name)  # raises TensorNotFoundError with a clear message
-        self._log.delete(name)
+        self._log.delete(name)  # raises TensorNotFoundError if there is no such tensor
 
     def close(self) -> None:
         """Flush pending background writes and close the log; raises a failed write's error."""

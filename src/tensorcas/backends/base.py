@@ -128,6 +128,3 @@ class Backend(ABC):
     def local_path(self, key: str) -> str | None:
         """A filesystem path to the object if it has one (enables memory-mapping), else ``None``."""
         return None
-
-    def sync(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """Make everything published so far durable, where the backend can."""

@@ -26,7 +26,7 @@ from ..errors import StoreError, StoreIOError
 from .base import Appender, Backend, ObjectInfo, Staged
 
 TMP_PREFIX = ".tmp-"
-_TRASH_PREFIX = ".gc-"
+TRASH_PREFIX = ".gc-"
 # O_NONBLOCK: opening a FIFO planted in a store must not wait for a writer (it is then refused as
 # not a regular file); on regular files the flag changes nothing.
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -202,7 +202,7 @@ class LocalBackend(Backend):
                     if entry.is_dir(follow_symlinks=False):
                         if recurse:
                             stack.append((entry.path, child, True))
-                    elif entry.name.startswith((TMP_PREFIX, _TRASH_PREFIX)):
+                    elif entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                         yield child, entry.stat(follow_symlinks=False).st_mtime
 
     # -- writes ------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class LocalBackend(Backend):
         self._writable()
         path = self._path(key)
         directory, _, base = path.rpartition(os.sep)
-        trash = os.path.join(directory, f"{_TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}")
+        trash = os.path.join(directory, f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}")
         with os_errors("collecting", path):
             try:
                 st = os.lstat(path)
@@ -272,12 +272,12 @@ class LocalBackend(Backend):
 
     def delete_temporary(self, key: str) -> bool:
         base = key.rpartition("/")[2]
-        if not base.startswith((TMP_PREFIX, _TRASH_PREFIX)):
+        if not base.startswith((TMP_PREFIX, TRASH_PREFIX)):
             raise ValueError(f"{key} is not a temporary")
-        if base.startswith(_TRASH_PREFIX):
+        if base.startswith(TRASH_PREFIX):
             # A gc was interrupted between moving a blob aside and deciding its fate.  A writer
             # may have referenced it meanwhile, so put it back; the next gc decides again.
-            original = os.path.join(self._path(key.rpartition("/")[0]), base[len(_TRASH_PREFIX) :].rsplit(".", 1)[0])
+            original = os.path.join(self._path(key.rpartition("/")[0]), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
             with os_errors("restoring", original):
                 try:
                     os.link(self._path(key), original)
@@ -299,10 +299,6 @@ class LocalBackend(Backend):
                 os.close(fd)
                 raise
         return _LocalAppender(fd, path, self.durable)
-
-    def sync(self) -> None:
-        if hasattr(os, "sync"):
-            os.sync()
 
 
 class _LocalStaged(Staged):

@@ -32,14 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import format as fmt
+from ..backends.local import TRASH_PREFIX as _TRASH_PREFIX
 from ..errors import StoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
 from ..writer import ContentStoreWriter
 from ._common import Progress, open_store
-
-#: Name prefix of a blob that a gc moved aside to delete it (docs/FORMAT.md, "gc trash").
-_TRASH_PREFIX = ".gc-"
 
 #: The default grace period: blobs and temporaries touched within it are never collected.
 DEFAULT_GRACE_SECONDS = 3600.0
