@@ -52,9 +52,11 @@ def test_failures_surface_on_flush(loc, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(tensorcas.store.LogWriter, "_append", disk_full)
-        writer.write_tensor("lost", torch.ones(3))
+        writer.write_tensor("lost", torch.ones(100_000))  # large: queued, fails in the worker
         with pytest.raises(tensorcas.StoreIOError, match="No space"):
             writer.flush()
+        with pytest.raises(tensorcas.StoreIOError, match="No space"):
+            writer.write_tensor("small", torch.ones(3))  # small and nothing queued: written now
     writer.write_tensor("after", torch.ones(3))
     writer.close()
     reader = ContentStoreReader(loc)

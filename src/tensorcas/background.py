@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -50,49 +50,61 @@ def snapshot(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
 
 
 class BackgroundQueue:
-    """Runs write jobs in order on one worker thread, with bounded pending bytes."""
+    """Runs write jobs in order on one worker thread, with bounded pending bytes.
+
+    Only counts are kept (jobs and bytes not yet done), so submitting stays O(1) however many
+    small writes are queued.
+    """
 
     def __init__(self, max_pending_bytes: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-writer")
         self.max_pending_bytes = max_pending_bytes
-        self._pending = 0
+        self._pending = 0  # bytes of copies not yet written
+        self._jobs = 0  # jobs submitted and not finished
         self._cond = threading.Condition()
-        self._futures: list[Future[object]] = []
         self._error: BaseException | None = None
         self._failures = 0
 
-    def submit(self, nbytes: int, job: Callable[[], object]) -> Future[object]:
+    def submit(self, nbytes: int, job: Callable[[], object]) -> None:
         self.raise_error()
-        with self._cond:
+        with self._cond:  # writers may be shared by threads
             while self._pending and self._pending + nbytes > self.max_pending_bytes:
                 self._cond.wait()
             self._pending += nbytes
-        future = self._pool.submit(self._run, nbytes, job)
-        with self._cond:  # writers may be shared by threads
-            self._futures = [f for f in self._futures if not f.done()]
-            self._futures.append(future)
-        return future
-
-    def _run(self, nbytes: int, job: Callable[[], object]) -> object:
+            self._jobs += 1
         try:
-            return job()
+            self._pool.submit(self._run, nbytes, job)
+        except BaseException:
+            self._done(nbytes)
+            raise
+
+    def _run(self, nbytes: int, job: Callable[[], object]) -> None:
+        try:
+            job()
         except BaseException as exc:
             with self._cond:
                 self._failures += 1
                 if self._error is None:
                     self._error = exc
-            raise
         finally:
-            with self._cond:
-                self._pending -= nbytes
-                self._cond.notify_all()
+            self._done(nbytes)
+
+    def _done(self, nbytes: int) -> None:
+        with self._cond:
+            self._pending -= nbytes
+            self._jobs -= 1
+            self._cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        """Whether no write is queued or running."""
+        return self._jobs == 0
 
     def flush(self) -> None:
         """Wait for every submitted write; raise the first failure, if any."""
         with self._cond:
-            futures, self._futures = self._futures, []
-        for future in futures:
-            future.exception()  # waits; the failure is kept in self._error
+            while self._jobs:
+                self._cond.wait()
         self.raise_error()
 
     def raise_error(self) -> None:

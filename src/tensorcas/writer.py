@@ -91,9 +91,7 @@ class ContentStoreWriter:
         instead: it goes into this writer's pack, in the same log write as its record."""
         check_storage(storage)
         nbytes = storage.nbytes()
-        if not self._index_read:
-            self.store.refresh()  # learn what earlier writers stored, once
-            self._index_read = True
+        self._read_index_once()
         if nbytes < PACK_THRESHOLD:
             if storage.device.type == "cpu":
                 digest, data = hash_and_copy_small(storage)
@@ -155,6 +153,16 @@ class ContentStoreWriter:
             self._queue.flush()
             self._write_tensor(name, tensor)
             return
+        if nbytes < PACK_THRESHOLD and storage.device.type == "cpu":
+            # Small: a queued job costs more than the write.  Write now when nothing is queued
+            # (order is kept), else queue the bytes, copied while they are hashed.
+            if self._queue.idle:
+                self._write_tensor(name, tensor)
+                return
+            digest, data = hash_and_copy_small(storage)
+            record = self._record(name, tensor, digest)
+            self._queue.submit(nbytes, lambda: self._put_small(record, data))
+            return
         if storage.device.type == "cpu" and nbytes >= PACK_THRESHOLD:
             digest = hash_storage(storage)
             if self.store.keep_blob(digest, nbytes):
@@ -163,6 +171,16 @@ class ContentStoreWriter:
                 return
         view = snapshot(tensor)
         self._queue.submit(nbytes, lambda: self._write_tensor(name, view()))
+
+    def _put_small(self, record: fmt.TensorRecord, data: bytes) -> None:
+        self._read_index_once()
+        known = self.store.keep_packed(record.blob, record.nbytes)
+        self._log.put(record, None if known else data)
+
+    def _read_index_once(self) -> None:
+        if not self._index_read:
+            self.store.refresh()  # learn what earlier writers stored, once
+            self._index_read = True
 
     def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
         digest, small = self._put_storage(tensor.untyped_storage(), name)

@@ -18,7 +18,10 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_module
+import threading
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,6 +58,11 @@ class LocalBackend(Backend):
         self.durable = durable
         self.read_only = read_only
         self._checked_dirs: set[str] = set()
+        # Packs are read a few hundred bytes at a time, so their descriptors are kept open (a
+        # pack only grows; a deleted one still reads what it held).
+        self._pack_fds: OrderedDict[str, int] = OrderedDict()
+        self._pack_fds_lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._pack_fds, self._pack_fds_lock)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -125,6 +133,8 @@ class LocalBackend(Backend):
                 os.close(fd)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
+        if key.startswith("packs/") and length <= _SMALL_READ:
+            return self._read_pack_range(key, offset, length)
         with os_errors("reading", self._path(key)):
             fd = self._open_read(key)
             if fd is None:
@@ -135,6 +145,20 @@ class LocalBackend(Backend):
                 return os.pread(fd, length, offset)
             finally:
                 os.close(fd)
+
+    def _read_pack_range(self, key: str, offset: int, length: int) -> bytes | None:
+        with self._pack_fds_lock, os_errors("reading", self._path(key)):
+            fd = self._pack_fds.get(key)
+            if fd is None:
+                fd = self._open_read(key)
+                if fd is None:
+                    return None
+                self._pack_fds[key] = fd
+                if len(self._pack_fds) > _MAX_PACK_FDS:
+                    os.close(self._pack_fds.popitem(last=False)[1])
+            else:
+                self._pack_fds.move_to_end(key)
+            return os.pread(fd, length, offset)  # short at the end of the file
 
     def read_into(self, key: str, out: memoryview) -> int | None:
         with os_errors("reading", self._path(key)):
@@ -299,6 +323,22 @@ class LocalBackend(Backend):
                 os.close(fd)
                 raise
         return _LocalAppender(fd, path, self.durable)
+
+
+#: Reads of packs up to this size use a kept-open descriptor (larger ones are clamped to the
+#: file's size first, so that a damaged length cannot allocate without bound).
+_SMALL_READ = 1 << 20
+_MAX_PACK_FDS = 64
+
+
+def _close_all(fds: OrderedDict[str, int], lock: threading.Lock) -> None:
+    with lock:
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        fds.clear()
 
 
 class _LocalStaged(Staged):
