@@ -441,6 +441,39 @@ def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob | SealedPack:
 # escaping: the common case, read without a JSON parse when a store is opened.
 _FAST_PUT_RE = re.compile(rb'[0-9a-f]{16} \{"op":"put","t":(0|[1-9][0-9]{0,18}),"name":"([\x20\x21\x23-\x5b\x5d-\x7e]+)",')
 BLOB_LINE_START = b'{"op":"blob",'
+# Whole lines in the reference writer's exact form.  A full match validates the syntax of every
+# field (and leaves no room for duplicate keys), so no JSON parse is needed; ranges and bounds are
+# still checked after.  Anything else takes the general path.
+_INT = rb"(0|[1-9][0-9]{0,18})"
+_INTS = rb"\[((?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18}))*)?\]"
+_FULL_PUT_RE = re.compile(
+    rb'[0-9a-f]{16} \{"op":"put","t":[0-9]+,"name":"[\x20\x21\x23-\x5b\x5d-\x7e]+","dtype":"([a-z0-9_]{1,32})",'
+    rb'"shape":' + _INTS + rb',"stride":' + _INTS + rb',"offset":' + _INT + rb',"requires_grad":(true|false),'
+    rb'"blob":"(blake3:[0-9a-f]{64})","nbytes":' + _INT + rb"\}"
+)
+_FULL_BLOB_RE = re.compile(
+    rb'[0-9a-f]{16} \{"op":"blob","blob":"(blake3:[0-9a-f]{64})","nbytes":' + _INT
+    + rb',"pack":"([0-9a-z][0-9a-z._-]{0,127})","offset":' + _INT + rb"\}"
+)
+
+
+def decode_blob_line(line: bytes, where: str) -> PackedBlob:
+    """A blob entry, fully validated (the reference writer's exact form is read without JSON)."""
+    full = _FULL_BLOB_RE.fullmatch(line)
+    if full is None:
+        entry = scan_entry(line, where)
+        if not isinstance(entry, PackedBlob):
+            raise CorruptObjectError(f"{where}: not a blob entry")
+        return entry
+    _check_checksum(line, where)
+    nbytes, offset = int(full[2]), int(full[4])
+    if nbytes > MAX_INT or offset > MAX_INT:
+        raise CorruptObjectError(f"{where}: nbytes or offset is not below 2**63")
+    return PackedBlob(blob=full[1].decode("ascii"), nbytes=nbytes, pack=full[3].decode("ascii"), offset=offset)
+
+
+def _ints(group: bytes | None) -> tuple[int, ...]:
+    return tuple(int(v) for v in group.split(b",")) if group else ()
 
 
 def scan_entry(
@@ -496,6 +529,23 @@ def scan_entry(
 def record_from_fields(name: str, fields: dict[str, Any] | bytes, where: str) -> TensorRecord:
     """The validated record of a put entry returned by :func:`scan_entry`."""
     if isinstance(fields, bytes):
+        full = _FULL_PUT_RE.fullmatch(fields)  # the line's checksum was checked when it was read
+        if full is not None:
+            record = TensorRecord(
+                name=name,
+                dtype=full[1].decode("ascii"),
+                shape=_ints(full[2]),
+                stride=_ints(full[3]),
+                offset=int(full[4]),
+                requires_grad=full[5] == b"true",
+                blob=full[6].decode("ascii"),
+                nbytes=int(full[7]),
+            )
+            try:
+                validate_record(record, check_name=False)
+            except CorruptObjectError as exc:
+                raise CorruptObjectError(f"{where}: {exc}") from None
+            return record
         obj = _unframe(fields, where)
         if obj.get("op") != "put" or obj.keys() != _PUT_KEYS or obj["name"] != name:
             raise CorruptObjectError(f"{where}: not a put entry of tensor {name!r}")

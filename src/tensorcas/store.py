@@ -499,9 +499,7 @@ class Store:
                 for line, log, number in index.pending:
                     where = f"{log} line {number}"
                     try:
-                        entry = fmt.scan_entry(line, where)
-                        if not isinstance(entry, PackedBlob):
-                            raise CorruptObjectError(f"{where}: not a blob entry")
+                        entry = fmt.decode_blob_line(line, where)
                     except StoreError as exc:
                         index.problems[(log, number)] = _problem(where, exc)
                         continue
