@@ -108,3 +108,22 @@ def test_verify_reports_damage_in_records_that_newer_records_replaced(loc):
     report = tensorcas.verify(loc)
     assert [f.kind for f in report.errors] == ["damaged-record"]
     assert "object" in report.errors[0].message
+
+
+def test_show_and_diff_refuse_views_too_expanded_to_walk(loc):
+    from tensorcas.maintenance import diff, show
+
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", torch.ones(4))
+    blob = ContentStoreReader(loc).read_tensor_metadata("x").blob
+    (log,) = glob.glob(os.path.join(loc, "logs", "*.log"))
+    record = fmt.TensorRecord("huge", "float32", (1 << 62,), (0,), 0, False, blob, 16)  # valid, absurd
+    with open(log, "ab") as f:
+        f.write(fmt.encode_put(record, 2**62))
+    with pytest.raises(tensorcas.StoreError, match="too large to walk"):
+        show(loc, "huge")
+    other = os.path.join(os.path.dirname(loc), "other")
+    with ContentStoreWriter(other) as writer:
+        writer.write_tensor("huge", torch.zeros(1).expand(1 << 62))
+    with pytest.raises(tensorcas.StoreError, match="too large to walk"):
+        diff(loc, other)

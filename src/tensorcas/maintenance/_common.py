@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .. import format as fmt
+from ..errors import StoreError
 from ..store import Location, Store
 
 #: Elements per chunk when a whole tensor is walked (statistics, comparison): bounds the memory of
@@ -24,6 +25,23 @@ def open_store(loc: Location | Store, *, read_only: bool) -> Store:
     if isinstance(loc, Store):
         return loc
     return Store.open(loc, read_only=read_only)
+
+
+#: Tools that look at every element refuse views this much larger than their blob's elements
+#: (and above a floor), which only a hostile or absurd record has: walking them would not end.
+MAX_EXPANSION = 64
+MIN_REFUSED_ELEMENTS = 1 << 31
+
+
+def check_walkable(record: fmt.TensorRecord) -> None:
+    """Raise :class:`StoreError` for a view too expanded to walk element by element."""
+    blob_elements = max(1, record.nbytes // fmt.itemsize(record.dtype))
+    if record.numel > MIN_REFUSED_ELEMENTS and record.numel > MAX_EXPANSION * blob_elements:
+        raise StoreError(
+            f"tensor {record.name!r} has {record.numel} elements over a blob of {record.nbytes} bytes "
+            f"(an expanded view); it is too large to walk element by element. Read it with "
+            f"ContentStoreReader and look at a slice"
+        )
 
 
 def record_to_json(record: fmt.TensorRecord) -> dict[str, Any]:

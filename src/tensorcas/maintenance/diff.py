@@ -25,7 +25,7 @@ from .. import format as fmt
 from ..backends.base import Backend
 from ..reader import ContentStoreReader
 from ..store import Location
-from ._common import Progress, iter_chunks, open_store, to_wide, unravel
+from ._common import Progress, check_walkable, iter_chunks, open_store, to_wide, unravel
 
 IDENTICAL = "identical"
 CLOSE = "close"
@@ -198,6 +198,8 @@ def _compare(
     same_view = (ra.dtype, ra.stride, ra.offset) == (rb.dtype, rb.stride, rb.offset)
     if ra.blob == rb.blob and same_view:
         return out  # the same bytes seen the same way
+    check_walkable(ra)
+    check_walkable(rb)
     if "float4_e2m1fn_x2" in (ra.dtype, rb.dtype):
         out.status = DIFFERENT
         out.reason = "float4_e2m1fn_x2 values cannot be compared; their bytes differ"

@@ -17,7 +17,7 @@ import torch
 from .. import format as fmt
 from ..reader import ContentStoreReader
 from ..store import Location, Store
-from ._common import iter_chunks, open_store, record_to_json, to_wide
+from ._common import check_walkable, iter_chunks, open_store, record_to_json, to_wide
 
 #: Dtypes torch cannot convert to float64 element by element (packed sub-byte formats).
 _NO_ARITHMETIC = frozenset({"float4_e2m1fn_x2"})
@@ -105,6 +105,7 @@ def show(loc: Location | Store, name: str, *, values: int = 0, bins: int = 10) -
     bins, and its first ``values`` elements in row-major order.  Read-only."""
     store = open_store(loc, read_only=True)
     record = store.get_record(name)
+    check_walkable(record)
     reader = ContentStoreReader(store.backend, cache=False, mmap=True)
     tensor = reader.read_tensor(name).detach()
     summary = TensorSummary(store.location, record, None)
