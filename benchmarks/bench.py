@@ -225,36 +225,33 @@ def speed_row(
     res: Results, workload: str, what: str, ours: str, ref: str, goal_min: float | None, ref_label: str | None = None
 ) -> None:
     """Ours relative to ``ref`` as a speed: ref time / our time (above 1: we are faster)."""
-    if not (res.has(workload, ours) and res.has(workload, ref)):
-        return
-    o, r = res.med(workload, ours), res.med(workload, ref)
-    ratio = r / o
-    label = ref_label or ref
-    res.rows.append(
-        Row(
-            workload,
-            what,
-            ours,
-            o,
-            ref,
-            r,
-            ratio,
-            f"{ratio:.2f}x {label} speed",
-            f">= {goal_min:g}x" if goal_min is not None else "(info)",
-            (ratio >= goal_min) if goal_min is not None else None,
-        )
-    )
+    _ratio_row(res, workload, what, ours, ref, goal_min, ref_label, speed=True)
 
 
 def time_row(
     res: Results, workload: str, what: str, ours: str, ref: str, goal_max: float | None, ref_label: str | None = None
 ) -> None:
     """Ours relative to ``ref`` as a time: our time / ref time (below 1: we take less)."""
+    _ratio_row(res, workload, what, ours, ref, goal_max, ref_label, speed=False)
+
+
+def _ratio_row(
+    res: Results,
+    workload: str,
+    what: str,
+    ours: str,
+    ref: str,
+    goal: float | None,
+    ref_label: str | None,
+    *,
+    speed: bool,
+) -> None:
     if not (res.has(workload, ours) and res.has(workload, ref)):
         return
     o, r = res.med(workload, ours), res.med(workload, ref)
-    ratio = o / r
-    label = ref_label or ref
+    ratio = r / o if speed else o / r
+    kind, sign = ("speed", ">=") if speed else ("time", "<=")
+    passed = None if goal is None else (ratio >= goal if speed else ratio <= goal)
     res.rows.append(
         Row(
             workload,
@@ -264,9 +261,9 @@ def time_row(
             ref,
             r,
             ratio,
-            f"{ratio:.2f}x {label} time",
-            f"<= {goal_max:g}x" if goal_max is not None else "(info)",
-            (ratio <= goal_max) if goal_max is not None else None,
+            f"{ratio:.2f}x {ref_label or ref} {kind}",
+            f"{sign} {goal:g}x" if goal is not None else "(info)",
+            passed,
         )
     )
 
