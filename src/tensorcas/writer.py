@@ -104,8 +104,7 @@ class ContentStoreWriter:
         if storage.device.type == "cpu" or self._probably_stored(storage, name):
             # Hash first: if the bytes are unchanged, nothing is written at all.
             digest = hash_storage(storage)
-            if not self.store.keep_blob(digest, nbytes):
-                self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)
+            self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)  # no-op if stored
         else:
             # A device storage that is probably new: copy it to the host once, hashing and
             # writing each chunk.
@@ -163,12 +162,20 @@ class ContentStoreWriter:
             record = self._record(name, tensor, digest)
             self._queue.submit(nbytes, lambda: self._put_small(record, data))
             return
-        if storage.device.type == "cpu" and nbytes >= PACK_THRESHOLD:
+        if storage.device.type == "cpu":
             digest = hash_storage(storage)
+            record = self._record(name, tensor, digest)
             if self.store.keep_blob(digest, nbytes):
-                record = self._record(name, tensor, digest)
                 self._queue.submit(0, lambda: self._log.put(record))
                 return
+            copy = snapshot(tensor)  # the bytes just hashed: the job need not hash them again
+
+            def store_copy() -> None:
+                self.store.put_blob(digest, iter_storage_chunks(copy().untyped_storage()), nbytes)
+                self._log.put(record)
+
+            self._queue.submit(nbytes, store_copy)
+            return
         view = snapshot(tensor)
         self._queue.submit(nbytes, lambda: self._write_tensor(name, view()))
 
