@@ -25,6 +25,11 @@ class FormatError(StoreError):
     """The store's format marker is missing, malformed, or of a version this release cannot read."""
 
 
+class InvalidKeyError(FormatError, ValueError):
+    """A writer or pack id cannot be part of a key: the format allows only short, lowercase,
+    path-safe ids."""
+
+
 class CorruptObjectError(StoreError):
     """A blob or record is damaged: its bytes, size or content do not match what the store says."""
 

@@ -6,7 +6,7 @@ so that any number of processes can write at once without locks.  The current re
 its newest entry over all logs (by time, then log, then line); a delete entry hides the name.
 
 This layer moves bytes and records; it knows torch only through ``format``'s dtype table.  It
-validates everything it reads (``format.scan_entry``, then ``format.record_from_fields`` when a
+validates everything it reads (``format.entries.scan_entry``, then ``record_from_fields`` when a
 record is first used) and keeps the damage it finds in
 ``problems`` so that ``verify`` can report it, while undamaged names stay readable.
 """

@@ -1,0 +1,137 @@
+"""Tensor records: what a name stands for, and the checks that make a record safe to use.
+
+A record is a view (dtype, shape, stride, offset in elements) of one blob.  Everything in a record
+read from a store is hostile until :func:`validate_record` has checked each field's exact type
+(a ``bool`` is not an ``int``), its range, and the view's bounds against the blob's size, in Python
+integers so that nothing overflows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import CorruptObjectError, UnsupportedTensorError
+from .dtypes import DTYPE_NAMES, DTYPES, itemsize
+from .layout import DIGEST_RE
+from .names import validate_name
+
+MAX_NDIM = 64
+MAX_INT = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRecord:
+    """What a name stands for: a view of one blob.
+
+    ``nbytes`` is the size of the whole blob (the storage), as stored in the log; the bytes the
+    view's own elements cover are :attr:`view_nbytes`.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+    requires_grad: bool
+    blob: str
+    nbytes: int
+
+    @property
+    def blob_nbytes(self) -> int:
+        """The blob's size in bytes (the field ``nbytes``, under a name that says so)."""
+        return self.nbytes
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def view_nbytes(self) -> int:
+        """Bytes the tensor's own elements cover (its logical size)."""
+        return self.numel * itemsize(self.dtype)
+
+
+def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
+    """The smallest blob size (bytes) that holds every element of the view."""
+    size = itemsize(dtype)
+    if any(s == 0 for s in shape):
+        return offset * size
+    last = offset + sum((s - 1) * st for s, st in zip(shape, stride))
+    return (last + 1) * size
+
+
+def make_record(
+    name: str,
+    dtype: torch.dtype,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    offset: int,
+    requires_grad: bool,
+    blob: str,
+    nbytes: int,
+) -> TensorRecord:
+    """A record for a tensor being written: torch guarantees the field types and bounds, and the
+    name was validated by the caller, so only the view's bounds are checked again (cheaply)."""
+    record = TensorRecord(
+        name=name,
+        dtype=DTYPE_NAMES[dtype],
+        shape=tuple(shape),
+        stride=tuple(stride),
+        offset=offset,
+        requires_grad=requires_grad,
+        blob=blob,
+        nbytes=nbytes,
+    )
+    if required_nbytes(record.dtype, record.shape, record.stride, offset) > nbytes:
+        raise UnsupportedTensorError(
+            f"tensor {name!r}: its view reaches past the end of its storage; store a .clone() of it"
+        )
+    return record
+
+
+def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
+    """Check every field's type and range, and the view's bounds against ``record.nbytes``;
+    raise :class:`CorruptObjectError` for the first thing wrong."""
+    where = f"record of tensor {record.name!r}"
+    if check_name:
+        validate_name(record.name)
+    if not isinstance(record.dtype, str) or record.dtype not in DTYPES:
+        raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
+    for field, value in (("shape", record.shape), ("stride", record.stride)):
+        if not isinstance(value, tuple) or len(value) > MAX_NDIM:
+            raise CorruptObjectError(f"{where}: {field} must be a list of at most {MAX_NDIM} integers")
+        for v in value:
+            if type(v) is not int or not 0 <= v <= MAX_INT:
+                raise CorruptObjectError(f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)")
+    if len(record.shape) != len(record.stride):
+        raise CorruptObjectError(f"{where}: shape {record.shape} and stride {record.stride} differ in length")
+    for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
+        if type(number) is not int or not 0 <= number <= MAX_INT:
+            raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
+    if type(record.requires_grad) is not bool:
+        raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
+    torch_dtype = DTYPES[record.dtype]
+    if record.requires_grad and not (torch_dtype.is_floating_point or torch_dtype.is_complex):
+        raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
+    if not isinstance(record.blob, str) or not DIGEST_RE.match(record.blob):
+        raise CorruptObjectError(f"{where}: blob {record.blob!r} is not a blake3 digest")
+    numel = 1
+    for s in record.shape:
+        numel *= s
+    if numel > MAX_INT:
+        raise CorruptObjectError(f"{where}: shape {record.shape} has more than 2**63 elements")
+    need = required_nbytes(record.dtype, record.shape, record.stride, record.offset)
+    if need > record.nbytes:
+        raise CorruptObjectError(
+            f"{where}: the view (shape {record.shape}, stride {record.stride}, offset {record.offset}) "
+            f"needs {need} bytes but blob {record.blob} has {record.nbytes}"
+        )
