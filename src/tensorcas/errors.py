@@ -9,6 +9,8 @@ working.  Messages name the tensor or blob involved and say what to do about it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class StoreError(Exception):
     """Base class of every error tensorcas raises for a store, its content or its names."""
@@ -69,3 +71,48 @@ class StoreIOError(StoreError):
 
 class ReaderContextError(StoreError, RuntimeError):
     """``load_tensor`` found a record that does not match the size, stride or device asked for."""
+
+
+class ReadOnlyStoreError(StoreError, PermissionError):
+    """A write was attempted on a store opened read-only (readers, ``verify``, ``du``...)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "store is read-only"
+
+
+class UnsafeFileError(StoreError):
+    """A path inside the store is a symlink or not a regular file; tensorcas never follows those."""
+
+
+class DamagedStoreError(StoreError):
+    """gc refused to run because some log lines cannot be read.
+
+    A record that cannot be read may still reference blobs, which would then look unreferenced and
+    be deleted.  Run ``tensorcas verify`` to see the damage; pass ``force=True`` (``--force``) to
+    collect anyway, accepting that the damaged records' blobs may be lost.
+    """
+
+
+class ExportError(StoreError):
+    """A tensor cannot be written to the export format, or the output cannot be created."""
+
+
+class ImportSourceError(StoreError):
+    """The source to import is not a safetensors file or a PyTorch content-store directory, or
+    one of its files is damaged or unsafe."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Damage found and reported rather than raised: by the store while it reads logs (a line it
+    cannot read, a torn tail), and by ``verify`` for every blob and record it checks.
+
+    ``kind`` is a stable word for scripts (damaged-blob, missing-blob, wrong-size, damaged-record,
+    unreadable, torn-tail); ``message`` says it for people, starting with where it was found.
+    """
+
+    kind: str
+    message: str
+    blob: str | None = None
+    names: tuple[str, ...] = ()
+    severity: str = "error"  # or "warning" (an interrupted write's torn tail)

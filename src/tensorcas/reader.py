@@ -10,7 +10,7 @@ import torch
 from . import format as fmt
 from .errors import CorruptObjectError
 from .hashing import cpu_storage_view, hash_buffer
-from .store import PACK_THRESHOLD, Location, Store, who
+from .store import PACK_THRESHOLD, Location, Store, tensor_context
 from .tensors import record_to_tensor
 
 DeviceLike = torch.device | str | int | None
@@ -114,7 +114,7 @@ class ContentStoreReader:
                     if self.store.read_loose_into(digest, view, name=name) and hash_buffer(view) == digest:
                         return other
                 raise CorruptObjectError(
-                    f"{who(name)}blob {digest} is damaged: its bytes hash to {actual}; "
+                    f"{tensor_context(name)}blob {digest} is damaged: its bytes hash to {actual}; "
                     f"run 'tensorcas verify {self.location}' to find every damaged blob"
                 )
         return storage

@@ -30,6 +30,7 @@ from .backends.memory import MemoryBackend
 from .errors import (
     BlobNotFoundError,
     CorruptObjectError,
+    Finding,
     FormatError,
     StoreError,
     StoreNotFoundError,
@@ -93,27 +94,19 @@ class _IndexEntry:
         return self.fields is None
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Damage found while reading records: which log, which line, what is wrong."""
-
-    where: str
-    message: str
-    severity: str = "error"  # or "warning" (an interrupted write's torn tail)
-
-
-def _problem(where: str, exc: Exception) -> Problem:
+def _problem(where: str, exc: Exception) -> Finding:
+    """A log line that cannot be read, as a finding that starts with where it is."""
     message = str(exc)
-    if message.startswith(where + ": "):
-        message = message[len(where) + 2 :]  # the location is Problem.where already
-    return Problem(where, message)
+    if not message.startswith(where + ": "):
+        message = f"{where}: {message}"
+    return Finding("damaged-record", message)
 
 
 @dataclass
 class _Index:
     entries: dict[str, _IndexEntry] = field(default_factory=dict)
     logs: dict[str, _LogState] = field(default_factory=dict)
-    problems: dict[tuple[str, int], Problem] = field(default_factory=dict)
+    problems: dict[tuple[str, int], Finding] = field(default_factory=dict)
     #: Every place the logs put each packed blob, in the order read (gc may copy a blob to a new
     #: pack before deleting the old one, so a blob can have several; some may be gone).
     packed: dict[str, list[PackedBlob]] = field(default_factory=dict)
@@ -314,7 +307,7 @@ class Store:
         if not places:
             self._check_blob_size(digest, None, nbytes, name)  # raises: missing
         raise CorruptObjectError(
-            f"{who(name)}blob {digest} of {nbytes} bytes is lost: "
+            f"{tensor_context(name)}blob {digest} of {nbytes} bytes is lost: "
             f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing, cut short or holds another size; "
             f"run 'tensorcas verify {self.location}'"
         )
@@ -348,7 +341,7 @@ class Store:
         n = self.backend.read_into(fmt.blob_key(digest), out)
         if n is None or n != out.nbytes:
             raise CorruptObjectError(
-                f"{who(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
+                f"{tensor_context(name)}blob {digest} changed size while it was read ({n} of {out.nbytes} bytes); "
                 f"run 'tensorcas verify {self.location}'"
             )
 
@@ -368,7 +361,7 @@ class Store:
             )
         if info.size != nbytes:
             raise CorruptObjectError(
-                f"{who(name)}blob {digest} holds {info.size} bytes but {nbytes} were stored "
+                f"{tensor_context(name)}blob {digest} holds {info.size} bytes but {nbytes} were stored "
                 f"(truncated or extended); run 'tensorcas verify {self.location}'"
             )
 
@@ -426,14 +419,17 @@ class Store:
             if end == 0:
                 if len(data) >= LOG_WINDOW:
                     # No line ends within a whole window: far past the line limit, not ours.
-                    index.problems[(key, state.lines + 1)] = Problem(
-                        f"{key} line {state.lines + 1}",
-                        f"no line end within {LOG_WINDOW} bytes; the rest of the log is ignored",
+                    index.problems[(key, state.lines + 1)] = Finding(
+                        "damaged-record",
+                        f"{key} line {state.lines + 1}: no line end within {LOG_WINDOW} bytes; "
+                        "the rest of the log is ignored",
                     )
                     state.rejected = True
                 elif data:
-                    index.problems[(key, -1)] = Problem(
-                        key, f"{len(data)} bytes after the last complete line (an interrupted write)", "warning"
+                    index.problems[(key, -1)] = Finding(
+                        "torn-tail",
+                        f"{key}: {len(data)} bytes after the last complete line (an interrupted write)",
+                        severity="warning",
                     )
                 return
             self._apply_lines(key, state, data[:end])
@@ -532,7 +528,7 @@ class Store:
         except CorruptObjectError:
             return None
 
-    def problems(self) -> list[Problem]:
+    def problems(self) -> list[Finding]:
         """Damage found in the logs read so far (blob lines included)."""
         self._packed_index()
         with self._lock:
@@ -744,8 +740,9 @@ def _new_writer_id() -> str:
     return f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def who(name: str | None) -> str:
-    """``tensor 'name': `` to start a message about a tensor's blob, or nothing."""
+def tensor_context(name: str | None) -> str:
+    """How a message about a blob starts when a tensor's read needed it (``tensor 'name': ``),
+    so that the user learns which tensor is lost; nothing when the blob was asked for by digest."""
     return f"tensor {name!r}: " if name is not None else ""
 
 

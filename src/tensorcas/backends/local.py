@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import StoreError, StoreIOError
+from ..errors import ReadOnlyStoreError, StoreError, StoreIOError, UnsafeFileError
 from .base import Appender, Backend, ObjectInfo, Staged
 
 TMP_PREFIX = ".tmp-"
@@ -34,10 +34,6 @@ TRASH_PREFIX = ".gc-"
 # not a regular file); on regular files the flag changes nothing.
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-class UnsafeFileError(StoreError):
-    """A path inside the store is a symlink or not a regular file; tensorcas never follows those."""
 
 
 @contextmanager
@@ -233,7 +229,7 @@ class LocalBackend(Backend):
 
     def _writable(self) -> None:
         if self.read_only:
-            raise StoreError(f"store {self.root} was opened read-only")
+            raise ReadOnlyStoreError(f"store {self.root} was opened read-only; open it for writing to change it")
 
     def stage(self, directory: str) -> Staged:
         self._writable()

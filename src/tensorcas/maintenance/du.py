@@ -3,8 +3,8 @@
 Deduplication is the point of a content-addressed store, so the numbers that matter are the two
 sides of it: *logical* bytes (what every current tensor's own elements cover, as if each were saved
 on its own) and *stored* bytes (the blobs on disk).  Blobs that no current record references are
-counted apart: loose ones are what ``gc`` frees once their grace period is over (small blobs kept
-in packs are never collected; see ``maintenance.gc``).
+counted apart: they are what ``gc`` can free once their grace period is over (loose blobs are
+deleted; packed ones only when their pack is sealed and mostly unused; see ``maintenance.gc``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class DiskUsage:
     stored_bytes: int = 0  # every blob file and pack on disk, referenced or not
     packs: int = 0
     unreferenced_blobs: int = 0
-    unreferenced_bytes: int = 0  # loose ones gc frees after the grace period; packed ones stay
+    unreferenced_bytes: int = 0  # what gc may free after the grace period (see the module's docstring)
     missing_blobs: int = 0  # referenced but absent: run verify
     log_bytes: int = 0
     largest: list[fmt.TensorRecord] = field(default_factory=list)

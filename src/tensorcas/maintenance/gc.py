@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import format as fmt
 from ..backends.local import TRASH_PREFIX as _TRASH_PREFIX
-from ..errors import StoreError, TensorNotFoundError
+from ..errors import DamagedStoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
 from ..writer import ContentStoreWriter
@@ -41,15 +41,6 @@ from ._common import Progress, open_store
 
 #: The default grace period: blobs and temporaries touched within it are never collected.
 DEFAULT_GRACE_SECONDS = 3600.0
-
-
-class DamagedStoreError(StoreError):
-    """gc refused to run because some log lines cannot be read.
-
-    A record that cannot be read may still reference blobs, which would then look unreferenced and
-    be deleted.  Run ``tensorcas verify`` to see the damage; pass ``force=True`` (``--force``) to
-    collect anyway, accepting that the damaged records' blobs may be lost.
-    """
 
 
 @dataclass
@@ -190,8 +181,8 @@ def gc(
     damaged = [p for p in store.problems() if p.severity == "error"]
     if damaged and not force:
         raise DamagedStoreError(
-            f"store {store.location} has {len(damaged)} unreadable log line(s) (first: {damaged[0].where}: "
-            f"{damaged[0].message}); their blobs would look unused. Run 'tensorcas verify {store.location}', "
+            f"store {store.location} has {len(damaged)} unreadable log line(s) (first: {damaged[0].message}); "
+            f"their blobs would look unused. Run 'tensorcas verify {store.location}', "
             f"then 'tensorcas gc --force {store.location}' to collect anyway"
         )
     report.blobs_examined = len(listed)
@@ -235,7 +226,7 @@ def _collect_packs(
     store: Store, referenced: set[str], loose: set[str], cutoff: float, dry_run: bool, report: GcReport
 ) -> None:
     """Delete sealed packs that hold unused blobs, first copying the blobs still in use to a new
-    pack of gc's own (so readers find them there; see ``Store.packed_blob``).
+    pack of gc's own (readers try every place the logs give for a packed blob).
 
     Only sealed packs (their writer closed them) are touched, since an open writer would go on
     appending to a deleted file.  A pack is rewritten only when at least half its bytes are unused,

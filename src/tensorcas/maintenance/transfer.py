@@ -27,21 +27,11 @@ from typing import Any
 import torch
 
 from .. import format as fmt
-from ..errors import StoreError, StoreIOError, TensorNotFoundError
+from ..errors import ExportError, ImportSourceError, StoreError, StoreIOError, TensorNotFoundError
 from ..reader import ContentStoreReader
 from ..store import Location, Store
 from ..writer import ContentStoreWriter
 from ._common import Progress, open_store
-
-
-class ExportError(StoreError):
-    """A tensor cannot be written to the export format, or the output cannot be created."""
-
-
-class ImportSourceError(StoreError):
-    """The source to import is not a safetensors file or a PyTorch content-store directory, or
-    one of its files is damaged or unsafe."""
-
 
 # -----------------------------------------------------------------------------------------------
 # export

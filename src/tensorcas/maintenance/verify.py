@@ -14,22 +14,11 @@ from typing import Any
 import blake3
 
 from .. import format as fmt
-from ..errors import StoreError
+from ..errors import Finding, StoreError
 from ..store import Location, Store
 
 #: Chunk size for hashing blobs that cannot be memory-mapped.
 _CHUNK = 16 << 20
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: ``kind`` is a stable word for scripts, ``message`` says it for people."""
-
-    kind: str  # damaged-blob, missing-blob, wrong-size, damaged-record, unreadable, torn-tail
-    message: str
-    blob: str | None = None
-    names: tuple[str, ...] = ()
-    severity: str = "error"
 
 
 @dataclass
@@ -65,9 +54,7 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
     for record in store.records():
         users[record.blob].append(record)
         report.records_checked += 1
-    for problem in store.problems():
-        kind = "torn-tail" if problem.severity == "warning" else "damaged-record"
-        report.findings.append(Finding(kind, f"{problem.where}: {problem.message}", severity=problem.severity))
+    report.findings.extend(store.problems())  # damaged log lines and torn tails
 
     stored = set(store.blobs())
     for digest, records in users.items():
