@@ -48,7 +48,7 @@ def main(store: str) -> None:
     reader = ContentStoreReader(store)
     names = reader.list_tensors()
     logical = sum(reader.read_tensor_metadata(n).view_nbytes for n in names)
-    stored = sum(reader.store.blob_info(d).size for d in reader.store.blobs())
+    stored = tensorcas.du(store).referenced_bytes  # each distinct blob once
     print(f"{len(names)} tensors, {logical / 1e6:.2f} MB named, {stored / 1e6:.2f} MB stored "
           f"(dedupe x{logical / stored:.2f})")
     x, xt = reader.read_tensor("step0/input"), reader.read_tensor("step0/input_T")

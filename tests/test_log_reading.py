@@ -11,7 +11,7 @@ import torch
 import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas import format as fmt
-from tensorcas import store as store_module
+from tensorcas import records as store_module
 
 
 def test_lines_crossing_window_ends_are_read_whole(loc, monkeypatch):

@@ -74,7 +74,7 @@ def test_verify_finds_a_flipped_byte(loc):
     with ContentStoreWriter(loc) as writer:
         record = writer.write_tensor("w", torch.arange(100_000.0))  # big enough for a file of its own
     assert tensorcas.verify(loc).ok
-    path = writer.store.blob_path(record.blob)
+    path = writer.store.blobs.local_path(record.blob)
     import os
 
     os.chmod(path, 0o644)

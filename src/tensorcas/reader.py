@@ -8,9 +8,9 @@ from typing import cast
 import torch
 
 from . import format as fmt
-from .errors import CorruptObjectError
+from .blobs import PACK_THRESHOLD, Check
 from .hashing import cpu_storage_view, hash_buffer
-from .store import PACK_THRESHOLD, Location, Store, tensor_context
+from .store import Location, Store
 from .tensors import record_to_tensor
 
 DeviceLike = torch.device | str | int | None
@@ -68,8 +68,8 @@ class ContentStoreReader:
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
         """The blob stored under ``digest`` as an ``UntypedStorage``."""
         digest = fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
-        info = self.store.blob_info(digest)
-        nbytes = info.size if info is not None else 0
+        found = self.store.blobs.locate(digest)
+        nbytes = found[1].size if found is not None else 0
         return self._storage(digest, nbytes, _device(device), None)
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
@@ -88,39 +88,40 @@ class ContentStoreReader:
         return storage
 
     def _load(self, digest: str, nbytes: int, name: str | None) -> torch.UntypedStorage:
-        path = self.store.blob_path(digest) if self.mmap and nbytes > 0 else None
+        blobs = self.store.blobs
+        check = _hash_check(digest) if self.verify else None
+        path = blobs.local_path(digest) if self.mmap and nbytes > 0 else None
         if path is not None:
-            self.store.check_blob(digest, nbytes, name=name)
-            mapped = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
-            storage = cast(torch.UntypedStorage, mapped)
-        elif 0 < nbytes < PACK_THRESHOLD and self.store.is_packed(digest):
-            # Small and packed: one read of the pack, wrapped without another copy.
-            data = bytearray(self.store.read_packed(digest, nbytes, name=name))
-            storage = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
-        else:
-            if nbytes >= _CHECK_BEFORE_ALLOCATING:
-                # A record may claim any size up to 2**63: compare it with the blob's true size
-                # before allocating, not after (read_blob_into checks small blobs as it reads).
-                self.store.check_blob(digest, nbytes, name=name)
-            storage = torch.UntypedStorage(nbytes)
-            self.store.read_blob_into(digest, cpu_storage_view(storage), name=name)
-        if self.verify:
-            actual = hash_buffer(cpu_storage_view(storage))
-            if actual != digest:
-                # A blob both packed and loose has two copies: the other one may be sound.
-                if self.store.is_packed(digest):
-                    other = torch.UntypedStorage(nbytes)
-                    view = cpu_storage_view(other)
-                    if self.store.read_loose_into(digest, view, name=name) and hash_buffer(view) == digest:
-                        return other
-                raise CorruptObjectError(
-                    f"{tensor_context(name)}blob {digest} is damaged: its bytes hash to {actual}; "
-                    f"run 'tensorcas verify {self.location}' to find every damaged blob"
-                )
+            blobs.check_size(digest, nbytes, name=name)
+            storage = cast(torch.UntypedStorage, torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes))
+            problem = None if check is None else check(cpu_storage_view(storage))
+            if problem is None:
+                return storage
+            # The mapped file is damaged; another copy (in a pack) may be sound.
+        if 0 < nbytes < PACK_THRESHOLD:
+            # Small (often packed): one read, wrapped without another copy.
+            data = blobs.read(digest, nbytes, name=name, check=check)
+            return torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+        if nbytes >= _CHECK_BEFORE_ALLOCATING:
+            # A record may claim any size up to 2**63: compare it with the blob's true size
+            # before allocating, not after (read_into checks small blobs as it reads).
+            blobs.check_size(digest, nbytes, name=name)
+        storage = torch.UntypedStorage(nbytes)
+        blobs.read_into(digest, cpu_storage_view(storage), name=name, check=check)
         return storage
 
     def __repr__(self) -> str:
         return f"ContentStoreReader({self.location!r})"
+
+
+def _hash_check(digest: str) -> Check:
+    """A check that bytes hash to ``digest`` (for ``verify=True``)."""
+
+    def check(data: memoryview) -> str | None:
+        actual = hash_buffer(data)
+        return None if actual == digest else f"its bytes hash to {actual}"
+
+    return check
 
 
 def _device(device: DeviceLike) -> torch.device:

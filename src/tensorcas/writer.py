@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import torch
@@ -17,8 +19,16 @@ from .hashing import (
     hash_storage,
     iter_storage_chunks,
 )
-from .store import PACK_THRESHOLD, Location, LogWriter, Store
+from .logwriter import LogWriter
+from .store import Location, Store
 from .tensors import check_tensor
+
+#: How many storages' (pointer, size) a writer remembers as a hint (see ``_probably_stored``).
+_SEEN_LIMIT = 4096
+
+
+def _chunks(source: bytes | Iterable[memoryview]) -> Iterable[memoryview]:
+    return [memoryview(source)] if isinstance(source, bytes) else source
 
 
 def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
@@ -67,8 +77,8 @@ class ContentStoreWriter:
         self._finalizer = weakref.finalize(self, _close, self._queue, self._log)
         self._closed = False
         self._index_read = False
-        #: (data pointer, size) of storages written before: a hint that the bytes may be unchanged.
-        self._seen: set[tuple[int, int]] = set()
+        #: (data pointer, size) of storages written lately: a hint that the bytes may be unchanged.
+        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
 
     @property
     def location(self) -> str:
@@ -81,46 +91,10 @@ class ContentStoreWriter:
         pending writes, so records keep their order."""
         self._check_open()
         self.flush()
-        digest, small = self._put_storage(storage, None)
+        digest, small = self._place(storage, None)
         if small is not None:
             self._log.put_packed(digest, small)
         return digest
-
-    def _put_storage(self, storage: torch.UntypedStorage, name: str | None) -> tuple[str, bytes | None]:
-        """Hash the storage and store it if it is new.  A new small storage is returned as bytes
-        instead: it goes into this writer's pack, in the same log write as its record."""
-        check_storage(storage)
-        nbytes = storage.nbytes()
-        self._read_index_once()
-        if nbytes < PACK_THRESHOLD:
-            if storage.device.type == "cpu":
-                digest, data = hash_and_copy_small(storage)
-            else:
-                data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
-                digest = hash_buffer(data)
-            if self.store.keep_packed(digest, nbytes):
-                return digest, None
-            return digest, data
-        if storage.device.type == "cpu" or self._probably_stored(storage, name):
-            # Hash first: if the bytes are unchanged, nothing is written at all.
-            digest = hash_storage(storage)
-            self.store.put_blob(digest, iter_storage_chunks(storage), nbytes)  # no-op if stored
-        else:
-            # A device storage that is probably new: copy it to the host once, hashing and
-            # writing each chunk.
-            digest = self.store.put_blob_streaming(iter_storage_chunks(storage), nbytes)
-        return digest, None
-
-    def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
-        """Whether a device storage's bytes were likely stored before (the same storage was
-        written by this writer, or ``name`` already holds a blob of this size).  Only a guess that
-        picks the faster path; the digest decides what is stored."""
-        key = (storage.data_ptr(), storage.nbytes())
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        previous = self.store.peek_record(name) if name is not None else None
-        return previous is not None and previous.nbytes == key[1]
 
     def write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord | None:
         """Store ``tensor`` under ``name`` (replacing an earlier tensor of that name).
@@ -137,63 +111,112 @@ class ContentStoreWriter:
             return None
         return self._write_tensor(name, tensor)
 
-    def _submit(self, name: str, tensor: torch.Tensor) -> None:
-        """Background mode: decide now what the bytes are, store them later.
+    # -- where bytes go: one path ---------------------------------------------------------------
 
-        A large CPU storage is hashed at once: if its blob is stored already (an unchanged
-        weight), only the record is left to write and nothing is copied.  Otherwise the storage
-        is copied (the caller may change it as soon as this returns), unless it is larger than
-        ``max_pending_bytes``: then it is written now, without a copy.
+    def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
+        digest, small = self._place(tensor.untyped_storage(), name)
+        record = self._record(name, tensor, digest)
+        self._log.put(record, small)
+        return record
+
+    def _place(self, storage: torch.UntypedStorage, name: str | None) -> tuple[str, bytes | None]:
+        """Hash a storage and store its bytes where they go (see :meth:`_commit`).  Returns the
+        digest, and the bytes when they are to be packed with their record."""
+        check_storage(storage)
+        nbytes = storage.nbytes()
+        self._read_index_once()
+        if self.store.blobs.packs_size(nbytes):
+            if storage.device.type == "cpu":
+                digest, data = hash_and_copy_small(storage)
+            else:
+                data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
+                digest = hash_buffer(data)
+            return digest, self._commit(digest, nbytes, lambda: data)
+        if storage.device.type == "cpu" or self._probably_stored(storage, name):
+            # Hash first: if the bytes are unchanged, nothing is written at all.
+            digest = hash_storage(storage)
+            return digest, self._commit(digest, nbytes, lambda: iter_storage_chunks(storage))
+        # A device storage that is probably new: copy it to the host once, hashing and writing
+        # each piece.
+        return self.store.blobs.put_streaming(lambda: iter_storage_chunks(storage), nbytes), None
+
+    def _commit(self, digest: str, nbytes: int, source: Callable[[], bytes | Iterable[memoryview]]) -> bytes | None:
+        """The one placement decision for bytes of a known digest: nowhere if they are stored
+        already (only marked in use, for gc's grace); into this writer's pack, returned to go in
+        the same log write as their record, if small; else an object of their own."""
+        blobs = self.store.blobs
+        if blobs.packs_size(nbytes):
+            if blobs.reuse(digest, nbytes):
+                return None
+            data = source()
+            return data if isinstance(data, bytes) else b"".join(bytes(c) for c in data)
+        blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
+        return None
+
+    def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
+        """Whether a device storage's bytes were likely stored before (the same storage was
+        written by this writer recently, or ``name`` already holds a blob of this size).  Only a
+        guess that picks the faster path; the digest decides what is stored."""
+        key = (storage.data_ptr(), storage.nbytes())
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return True
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        previous = self.store.log.peek(name) if name is not None else None
+        return previous is not None and previous.nbytes == key[1]
+
+    # -- background mode: decides only when ---------------------------------------------------
+
+    def _submit(self, name: str, tensor: torch.Tensor) -> None:
+        """Background mode: decide now what the bytes are, store them later through the same path.
+
+        A CPU storage is hashed at once: if its blob is stored already (an unchanged weight),
+        only the record is left to write and nothing is copied.  Otherwise the storage is copied
+        (the caller may change it as soon as this returns), unless it is larger than
+        ``max_pending_bytes``: then it is written now, without a copy.  A small storage is
+        written at once when nothing is queued (a queued job costs more than the write).
         """
+        queue = self._queue
+        assert queue is not None
         storage = tensor.untyped_storage()
         nbytes = storage.nbytes()
-        assert self._queue is not None
-        if nbytes > self._queue.max_pending_bytes:
-            self._queue.flush()
+        if nbytes > queue.max_pending_bytes:
+            queue.flush()
             self._write_tensor(name, tensor)
             return
-        if nbytes < PACK_THRESHOLD and storage.device.type == "cpu":
-            # Small: a queued job costs more than the write.  Write now when nothing is queued
-            # (order is kept), else queue the bytes, copied while they are hashed.
-            if self._queue.idle:
+        if storage.device.type != "cpu":
+            view = snapshot(tensor)
+            queue.submit(nbytes, lambda: self._write_tensor(name, view()))
+            return
+        if self.store.blobs.packs_size(nbytes):
+            if queue.idle:
                 self._write_tensor(name, tensor)
                 return
-            digest, data = hash_and_copy_small(storage)
-            record = self._record(name, tensor, digest)
-            self._queue.submit(nbytes, lambda: self._put_small(record, data))
-            return
-        if storage.device.type == "cpu":
+            digest, data = hash_and_copy_small(storage)  # copied while hashed
+            source: Callable[[], bytes | Iterable[memoryview]] = lambda: data  # noqa: E731
+        else:
             digest = hash_storage(storage)
-            record = self._record(name, tensor, digest)
-            if self.store.keep_blob(digest, nbytes):
-                self._queue.submit(0, lambda: self._log.put(record))
+            self._read_index_once()
+            if self.store.blobs.reuse(digest, nbytes):
+                record = self._record(name, tensor, digest)
+                queue.submit(0, lambda: self._log.put(record))
                 return
             copy = snapshot(tensor)  # the bytes just hashed: the job need not hash them again
+            source = lambda: iter_storage_chunks(copy().untyped_storage())  # noqa: E731
+        record = self._record(name, tensor, digest)
 
-            def store_copy() -> None:
-                self.store.put_blob(digest, iter_storage_chunks(copy().untyped_storage()), nbytes)
-                self._log.put(record)
+        def store() -> None:
+            self._read_index_once()
+            self._log.put(record, self._commit(digest, nbytes, source))
 
-            self._queue.submit(nbytes, store_copy)
-            return
-        view = snapshot(tensor)
-        self._queue.submit(nbytes, lambda: self._write_tensor(name, view()))
-
-    def _put_small(self, record: fmt.TensorRecord, data: bytes) -> None:
-        self._read_index_once()
-        known = self.store.keep_packed(record.blob, record.nbytes)
-        self._log.put(record, None if known else data)
+        queue.submit(nbytes, store)
 
     def _read_index_once(self) -> None:
         if not self._index_read:
             self.store.refresh()  # learn what earlier writers stored, once
             self._index_read = True
-
-    def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
-        digest, small = self._put_storage(tensor.untyped_storage(), name)
-        record = self._record(name, tensor, digest)
-        self._log.put(record, small)
-        return record
 
     def _record(self, name: str, tensor: torch.Tensor, digest: str) -> fmt.TensorRecord:
         return fmt.make_record(

@@ -1,9 +1,42 @@
-"""Byte-level backends: where a store's objects live."""
+"""Byte-level backends: where a store's objects live (see ``base`` for the contract)."""
 
 from __future__ import annotations
 
-from .base import Appender, Backend, ObjectInfo, Staged
+from .base import (
+    Appender,
+    Appending,
+    Backend,
+    Grace,
+    Leftover,
+    LocalPaths,
+    ObjectInfo,
+    Staged,
+    Staging,
+    appending,
+    grace,
+    local_paths,
+    staging,
+)
 from .local import LocalBackend
 from .memory import MemoryBackend
+from .readonly import ReadOnlyBackend, read_only
 
-__all__ = ["Appender", "Backend", "LocalBackend", "MemoryBackend", "ObjectInfo", "Staged"]
+__all__ = [
+    "Appender",
+    "Appending",
+    "Backend",
+    "Grace",
+    "Leftover",
+    "LocalBackend",
+    "LocalPaths",
+    "MemoryBackend",
+    "ObjectInfo",
+    "ReadOnlyBackend",
+    "Staged",
+    "Staging",
+    "appending",
+    "grace",
+    "local_paths",
+    "read_only",
+    "staging",
+]

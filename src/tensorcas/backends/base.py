@@ -1,20 +1,45 @@
-"""The byte-level contract every backend fulfils.
+"""The byte-level contract: a small core every backend implements, and optional abilities.
 
-A backend maps ``/``-separated keys to immutable byte strings.  It knows nothing of digests,
-records or torch: the store decides keys (``format.blob_key``), the backend keeps bytes.  The
-contract is small on purpose; everything else is built on it, and one conformance suite
-(``tests/backend_conformance.py``) checks every implementation.
+A backend maps ``/``-separated keys to byte strings.  It knows nothing of digests, records, torch
+or the store's layout: the layers above decide the keys (``tensorcas.format.layout``), a backend
+keeps bytes.  The core is what any object store offers natively:
 
-Objects are published atomically and never overwritten (``put_if_absent``, ``Staged.publish``),
-except by an explicit ``overwrite=True`` used only to heal a blob known to be damaged.  Logs are the
-one mutable kind of object: append-only, each owned by a single writer.
+    get, read_range, stat, put_if_absent, delete, list
+
+Everything else a store can use is an optional *ability*, a small abstract class a backend also
+inherits when it can do it natively.  The layers above check for each and
+fall back when it is absent (``appending(backend)``, ``local_paths``, ``grace``,
+``staging``: the backend as that ability, or ``None``):
+
+==================  =====================================  ======================================
+ability             what it gives                          without it
+==================  =====================================  ======================================
+:class:`Appending`  append-only objects (logs, packs)       a log is re-published whole on each
+                                                           entry; small blobs are stored loose
+:class:`LocalPaths` a file path per key (memory-mapping)   blobs are read, not mapped
+:class:`Grace`      ``touch`` and ``delete_if_stale``,      gc deletes only what it re-checked
+                    atomic against each other              just before (see ``maintenance.gc``)
+:class:`Staging`    objects written in pieces before their  a streamed blob is hashed first, then
+                    key is known; leftovers listed for gc   put (its source is read twice)
+==================  =====================================  ======================================
+
+Objects are published atomically and never overwritten (``put_if_absent``), except by an explicit
+``overwrite=True`` used only to heal a blob known to be damaged.  Read-only access is one wrapper
+for every backend (``backends.readonly``).  ``tensorcas.testing`` checks the contract.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+#: Bytes a backend accepts: one buffer, or an iterable of buffers written in order (a large
+#: object is streamed this way, never joined into one copy).
+Data = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
+
+#: The most bytes :meth:`Backend.read_into` asks of :meth:`Backend.read_range` at once.
+READ_WINDOW = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -23,8 +48,117 @@ class ObjectInfo:
     mtime: float
 
 
+def chunks_of(data: Data) -> Iterator[memoryview]:
+    """The buffers of ``data`` in order, as byte views."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield memoryview(data).cast("B")
+    else:
+        for chunk in data:
+            yield memoryview(chunk).cast("B")
+
+
+class Backend(ABC):
+    """Key/value storage for one store: the core every backend implements."""
+
+    #: A human-readable location, used in messages.
+    location: str
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The whole object, or ``None`` if absent."""
+
+    @abstractmethod
+    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
+        """Up to ``length`` bytes from ``offset`` (fewer at the end), or ``None`` if absent."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and modification time, or ``None`` if absent."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
+        """Publish ``data`` under ``key`` atomically: readers see all of it or nothing.  ``False``
+        (and nothing written) if an object was already there, unless ``overwrite``."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove the object; ``False`` if it was absent."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under the directory ``prefix`` (recursively; ``''`` for all), in no order.
+        A missing prefix lists nothing."""
+
+    # -- built on the core; a backend may override them with something faster ------------------
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def read_into(self, key: str, out: memoryview) -> int | None:
+        """Fill ``out`` from the start of the object; the number of bytes read (fewer if the object
+        is shorter), ``None`` if absent."""
+        total = 0
+        while total < out.nbytes:
+            piece = self.read_range(key, total, min(out.nbytes - total, READ_WINDOW))
+            if piece is None:
+                return None if total == 0 else total
+            if not piece:
+                break
+            out[total : total + len(piece)] = piece
+            total += len(piece)
+        if total == 0 and out.nbytes == 0 and not self.exists(key):
+            return None
+        return total
+
+
+# -- optional abilities -------------------------------------------------------------------------
+
+
+class Appender(ABC):
+    """An append-only object owned by one writer; each ``append`` lands whole or not at all."""
+
+    @abstractmethod
+    def append(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Appending(ABC):
+    """Objects that grow by appends, each visible at once: logs and packs."""
+
+    @abstractmethod
+    def open_append(self, key: str) -> Appender:
+        """Create ``key`` (it must not exist) and return an appender for it."""
+
+
+class LocalPaths(ABC):
+    """Objects that are files: a path lets a reader memory-map a blob or hash it in place."""
+
+    @abstractmethod
+    def local_path(self, key: str) -> str | None:
+        """A filesystem path holding exactly the object, or ``None``."""
+
+
+class Grace(ABC):
+    """Marking objects in use, and deleting only objects not marked since a time: what lets gc
+    run while writers reuse blobs."""
+
+    @abstractmethod
+    def touch(self, key: str) -> bool:
+        """Mark the object as in use now (for gc's grace period); ``False`` if absent."""
+
+    @abstractmethod
+    def delete_if_stale(self, key: str, older_than: float) -> bool:
+        """Remove the object only if it was not touched after ``older_than`` (a Unix time).
+
+        Atomic against a concurrent ``touch``: an object touched at any moment before this returns
+        is either kept, or was removed before the touch (and the toucher sees it absent).
+        """
+
+
 class Staged(ABC):
-    """A blob being written in pieces, invisible until published under its final key."""
+    """An object being written in pieces, invisible until published under its final key."""
 
     @abstractmethod
     def write(self, data: memoryview | bytes) -> None: ...
@@ -44,87 +178,48 @@ class Staged(ABC):
         self.abort()
 
 
-class Appender(ABC):
-    """An append-only object owned by one writer; each ``append`` lands whole or not at all."""
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary left by an interrupted write or gc: ``restores`` when removing it puts an
+    object back (a gc moved it aside and was stopped before deciding its fate)."""
 
-    @abstractmethod
-    def append(self, data: bytes) -> None: ...
+    key: str
+    mtime: float
+    size: int = 0
+    restores: bool = False
 
-    @abstractmethod
-    def close(self) -> None: ...
 
-
-class Backend(ABC):
-    """Key/value storage for one store."""
-
-    #: A human-readable location, used in messages.
-    location: str
-    #: Whether the backend is read-only; writes raise.
-    read_only: bool = False
-
-    @abstractmethod
-    def get(self, key: str) -> bytes | None:
-        """The whole object, or ``None`` if absent."""
-
-    @abstractmethod
-    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
-        """Up to ``length`` bytes from ``offset`` (fewer at the end), or ``None`` if absent."""
-
-    @abstractmethod
-    def read_into(self, key: str, out: memoryview) -> int | None:
-        """Fill ``out`` from the start of the object; the number of bytes read, ``None`` if absent."""
-
-    @abstractmethod
-    def stat(self, key: str) -> ObjectInfo | None:
-        """Size and modification time, or ``None`` if absent."""
-
-    def exists(self, key: str) -> bool:
-        return self.stat(key) is not None
+class Staging(ABC):
+    """Objects written before their key is known (a blob streamed while it is hashed), and the
+    leftovers of writes that were interrupted."""
 
     @abstractmethod
     def stage(self, directory: str) -> Staged:
         """Start writing an object that will be published inside ``directory``."""
 
-    def put_if_absent(self, key: str, data: memoryview | bytes, *, overwrite: bool = False) -> bool:
-        """Publish ``data`` under ``key`` atomically; ``False`` if an object was already there."""
-        staged = self.stage(key.rpartition("/")[0])
-        try:
-            staged.write(data)
-            return staged.publish(key, overwrite=overwrite)
-        finally:
-            staged.abort()
+    @abstractmethod
+    def temporaries(self) -> Iterator[Leftover]:
+        """Leftover temporaries of interrupted writes and gcs."""
 
     @abstractmethod
-    def touch(self, key: str) -> bool:
-        """Mark the object as in use now (for gc's grace period); ``False`` if absent."""
+    def delete_temporary(self, key: str) -> bool:
+        """Remove a leftover (restoring what it stood for, if :attr:`Leftover.restores`)."""
 
-    @abstractmethod
-    def delete(self, key: str) -> bool:
-        """Remove the object; ``False`` if it was absent."""
 
-    @abstractmethod
-    def delete_if_stale(self, key: str, older_than: float) -> bool:
-        """Remove the object only if it was not touched after ``older_than`` (a Unix time).
+# Each ability's check: the backend as an implementation of it, or ``None``.
 
-        Atomic against a concurrent ``touch``: an object touched at any moment before this returns
-        is either kept, or was removed before the touch (and the toucher sees it absent).
-        """
 
-    @abstractmethod
-    def list(self, prefix: str) -> Iterator[str]:
-        """Keys under the directory ``prefix`` (recursively), temporaries excluded, in no order."""
+def appending(backend: Backend) -> Appending | None:
+    return backend if isinstance(backend, Appending) else None
 
-    @abstractmethod
-    def open_append(self, key: str) -> Appender:
-        """Create ``key`` (it must not exist) and return an appender for it."""
 
-    @abstractmethod
-    def temporaries(self) -> Iterator[tuple[str, float]]:
-        """Leftover temporaries of interrupted writes, with their modification times."""
+def local_paths(backend: Backend) -> LocalPaths | None:
+    return backend if isinstance(backend, LocalPaths) else None
 
-    @abstractmethod
-    def delete_temporary(self, key: str) -> bool: ...
 
-    def local_path(self, key: str) -> str | None:
-        """A filesystem path to the object if it has one (enables memory-mapping), else ``None``."""
-        return None
+def grace(backend: Backend) -> Grace | None:
+    return backend if isinstance(backend, Grace) else None
+
+
+def staging(backend: Backend) -> Staging | None:
+    return backend if isinstance(backend, Staging) else None

@@ -8,9 +8,12 @@ leaves only ``.tmp-*`` files, which gc removes once they are older than its grac
 With ``durable=True`` every publish is also made durable against power loss: the file is fsynced
 before it is linked, its directory after, and log appends are fsynced before they return.
 
-Untrusted stores: every open uses ``O_NOFOLLOW`` and checks that it got a regular file; the two-
-level blob directories are checked with ``lstat`` once; keys come only from ``tensorcas.format``,
-which builds them from validated digests and writer ids, never from names.
+Untrusted stores: every open uses ``O_NOFOLLOW`` and checks that it got a regular file; the
+directories on a key's way are checked with ``lstat`` once; keys come only from
+``tensorcas.format.layout``, which builds them from validated digests and writer ids, never from
+names.  This backend knows nothing of that layout: it keeps files under keys.
+
+It has every optional ability (``Appending``, ``LocalPaths``, ``Grace``, ``Staging``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,20 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import ReadOnlyStoreError, StoreError, StoreIOError, UnsafeFileError
-from .base import Appender, Backend, ObjectInfo, Staged
+from ..errors import StoreError, StoreIOError, UnsafeFileError
+from .base import (
+    Appender,
+    Appending,
+    Backend,
+    Data,
+    Grace,
+    Leftover,
+    LocalPaths,
+    ObjectInfo,
+    Staged,
+    Staging,
+    chunks_of,
+)
 
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".gc-"
@@ -47,12 +62,23 @@ def os_errors(action: str, path: str) -> Iterator[None]:
         raise StoreIOError(f"{action} {path} failed: {exc.strerror or exc}") from exc
 
 
-class LocalBackend(Backend):
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, read_only: bool = False) -> None:
+class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
+    """Files under ``root`` (created on the first write).
+
+    Args:
+        durable: fsync every publish, append and directory change before it returns.
+        keep_open: key prefixes of objects that only ever grow and are read a little at a time
+            (packs): their descriptors are kept open between small reads.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, durable: bool = False, keep_open: tuple[str, ...] = ()
+    ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.location = self.root
         self.durable = durable
-        self.read_only = read_only
+        self.keep_open = keep_open
+        self._root_made = False
         self._checked_dirs: set[str] = set()
         # Packs are read a few hundred bytes at a time, so their descriptors are kept open (a
         # pack only grows; a deleted one still reads what it held).
@@ -100,7 +126,10 @@ class LocalBackend(Backend):
         return fd
 
     def _makedirs(self, directory: str) -> None:
-        if directory in self._checked_dirs:
+        if not self._root_made:
+            os.makedirs(self.root, exist_ok=True)
+            self._root_made = True
+        if directory in self._checked_dirs or not directory:
             return
         path = self.root
         for part in directory.split("/"):
@@ -129,7 +158,7 @@ class LocalBackend(Backend):
                 os.close(fd)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
-        if key.startswith("packs/") and length <= _SMALL_READ:
+        if length <= _SMALL_READ and key.startswith(self.keep_open) and self.keep_open:
             return self._read_pack_range(key, offset, length)
         with os_errors("reading", self._path(key)):
             fd = self._open_read(key)
@@ -189,56 +218,52 @@ class LocalBackend(Backend):
         return self._path(key)
 
     def list(self, prefix: str) -> Iterator[str]:
-        prefix = prefix.rstrip("/")
-        start = self._path(prefix)
+        prefix = prefix.strip("/")
+        for key, entry in self._walk(prefix):
+            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                yield key
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Every entry below ``prefix`` that is not a directory (hidden ones included), with its
+        key; hidden directories and symlinks are not entered."""
+        start = self._path(prefix) if prefix else self.root
         with os_errors("listing", start):
-            if not self._check_dir(prefix):
+            if not os.path.isdir(self.root) or not self._check_dir(prefix):
                 return
             stack = [(start, prefix)]
             while stack:
                 path, key = stack.pop()
                 with os.scandir(path) as entries:
                     for entry in entries:
-                        if entry.name.startswith("."):
-                            continue
-                        child = f"{key}/{entry.name}"
+                        child = f"{key}/{entry.name}" if key else entry.name
                         if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, child))
-                        elif entry.is_file(follow_symlinks=False):
-                            yield child
+                            if not entry.name.startswith("."):
+                                stack.append((entry.path, child))
+                        else:
+                            yield child, entry
 
-    def temporaries(self) -> Iterator[tuple[str, float]]:
-        """Temporaries anywhere they are made: the store's root (its marker), and under blobs/,
-        packs/ and logs/ (gc moves packs aside too)."""
-        stack: list[tuple[str, str, bool]] = [(self.root, "", False)]
-        for top in ("blobs", "packs", "logs"):
-            if self._check_dir(top):
-                stack.append((self._path(top), top, True))
-        while stack:
-            path, key, recurse = stack.pop()
-            with os.scandir(path) as entries:
-                for entry in entries:
-                    child = f"{key}/{entry.name}" if key else entry.name
-                    if entry.is_dir(follow_symlinks=False):
-                        if recurse:
-                            stack.append((entry.path, child, True))
-                    elif entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                        yield child, entry.stat(follow_symlinks=False).st_mtime
+    def temporaries(self) -> Iterator[Leftover]:
+        """Temporaries of interrupted writes (``.tmp-*``) and objects an interrupted gc moved
+        aside (``.gc-*``), anywhere in the store."""
+        for key, entry in self._walk(""):
+            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                st = entry.stat(follow_symlinks=False)
+                yield Leftover(key, st.st_mtime, st.st_size, restores=entry.name.startswith(TRASH_PREFIX))
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _writable(self) -> None:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"store {self.root} was opened read-only; open it for writing to change it")
+    def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
+        with self.stage(key.rpartition("/")[0]) as staged:
+            for chunk in chunks_of(data):
+                staged.write(chunk)
+            return staged.publish(key, overwrite=overwrite)
 
     def stage(self, directory: str) -> Staged:
-        self._writable()
         with os_errors("creating a directory in", self._path(directory)):
             self._makedirs(directory)
         return _LocalStaged(self, directory)
 
     def touch(self, key: str) -> bool:
-        self._writable()
         path = self._path(key)
         with os_errors("touching", path):
             try:
@@ -248,7 +273,6 @@ class LocalBackend(Backend):
             return True
 
     def delete(self, key: str) -> bool:
-        self._writable()
         path = self._path(key)
         with os_errors("deleting", path):
             try:
@@ -263,7 +287,6 @@ class LocalBackend(Backend):
         """Move the object aside, then look at its mtime: a toucher either touched it before the
         move (the mtime is fresh, so it is moved back) or after (the touch fails and the toucher
         writes the blob again)."""
-        self._writable()
         path = self._path(key)
         directory, _, base = path.rpartition(os.sep)
         trash = os.path.join(directory, f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}")
@@ -306,7 +329,6 @@ class LocalBackend(Backend):
         return self.delete(key)
 
     def open_append(self, key: str) -> Appender:
-        self._writable()
         directory = key.rpartition("/")[0]
         path = self._path(key)
         with os_errors("creating", path):

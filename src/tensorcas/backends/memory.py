@@ -1,4 +1,6 @@
-"""A backend in a dict, for tests and for stores that live only as long as a process."""
+"""A backend in a dict, for tests and for stores that live only as long as a process.
+
+It has every optional ability except ``LocalPaths``."""
 
 from __future__ import annotations
 
@@ -7,12 +9,23 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .base import Appender, Backend, ObjectInfo, Staged
+from .base import (
+    Appender,
+    Appending,
+    Backend,
+    Data,
+    Grace,
+    Leftover,
+    ObjectInfo,
+    Staged,
+    Staging,
+    chunks_of,
+)
 
 _counter = itertools.count()
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(Backend, Appending, Grace, Staging):
     def __init__(self) -> None:
         self.location = f"memory://{id(self):x}"
         self._objects: dict[str, bytes | bytearray] = {}
@@ -43,6 +56,9 @@ class MemoryBackend(Backend):
         with self._lock:
             data = self._objects.get(key)
             return None if data is None else ObjectInfo(len(data), self._mtimes[key])
+
+    def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
+        return self._publish(key, b"".join(chunks_of(data)), overwrite)
 
     def stage(self, directory: str) -> Staged:
         return _MemoryStaged(self, f"{directory}/.tmp-{next(_counter)}")
@@ -75,8 +91,9 @@ class MemoryBackend(Backend):
             return True
 
     def list(self, prefix: str) -> Iterator[str]:
+        start = prefix.strip("/") + "/" if prefix.strip("/") else ""
         with self._lock:
-            keys = [k for k in self._objects if k.startswith(prefix.rstrip("/") + "/")]
+            keys = [k for k in self._objects if k.startswith(start)]
         return iter(keys)
 
     def open_append(self, key: str) -> Appender:
@@ -87,9 +104,9 @@ class MemoryBackend(Backend):
             self._mtimes[key] = time.time()
         return _MemoryAppender(self, key)
 
-    def temporaries(self) -> Iterator[tuple[str, float]]:
+    def temporaries(self) -> Iterator[Leftover]:
         with self._lock:
-            return iter([(k, t) for k, (_, t) in self._staged.items()])
+            return iter([Leftover(k, t, len(data)) for k, (data, t) in self._staged.items()])
 
     def delete_temporary(self, key: str) -> bool:
         with self._lock:

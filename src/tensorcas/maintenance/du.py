@@ -68,28 +68,23 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
         used[record.blob] = record.nbytes
     usage.largest = sorted(records, key=lambda r: r.view_nbytes, reverse=True)[: max(top, 0)]
 
+    reachable = store.blobs.reachable_blobs()
     present: set[str] = set()
-    for digest in store.loose_blobs():
-        info = store.backend.stat(fmt.blob_key(digest))
-        if info is None:  # collected meanwhile
-            continue
+    for digest, info in reachable.loose.items():
         present.add(digest)
         usage.stored_bytes += info.size
         _count(usage, digest in used, info.size)
-    for key, pack_blobs in store.packs().items():
-        info = store.backend.stat(key)
-        if info is None:
+    for pack in reachable.packs.values():
+        if pack.info is None:
             continue
         usage.packs += 1
-        usage.stored_bytes += info.size
-        for packed in pack_blobs:
-            if packed.blob not in present and packed.offset + packed.nbytes <= info.size:
-                present.add(packed.blob)
-                _count(usage, packed.blob in used, packed.nbytes)
+        usage.stored_bytes += pack.info.size
+        for place in pack.whole():
+            if place.blob not in present:
+                present.add(place.blob)
+                _count(usage, place.blob in used, place.nbytes)
     usage.missing_blobs = sum(1 for digest in used if digest not in present)
-    for key in store.log_keys():
-        info = store.backend.stat(key)
-        usage.log_bytes += info.size if info is not None else 0
+    usage.log_bytes = store.log.log_bytes()
     return usage
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import format as fmt
-from ..backends.local import TRASH_PREFIX as _TRASH_PREFIX
-from ..errors import DamagedStoreError, TensorNotFoundError
+from ..blobs import Packed, Reachable
+from ..errors import DamagedStoreError, StoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
 from ..writer import ContentStoreWriter
@@ -174,8 +174,9 @@ def gc(
     store = loc if isinstance(loc, Store) else Store.open(loc, read_only=dry_run)
     cutoff = time.time() - grace_seconds
     report = GcReport(store.location, dry_run, grace_seconds)
+    blobs = store.blobs
 
-    listed = list(store.loose_blobs())
+    reachable = blobs.reachable_blobs()  # loose blobs listed before the records are read
     store.refresh()
     referenced = {record.blob for record in store.records()}  # also finds damaged records
     damaged = [p for p in store.problems() if p.severity == "error"]
@@ -185,45 +186,41 @@ def gc(
             f"their blobs would look unused. Run 'tensorcas verify {store.location}', "
             f"then 'tensorcas gc --force {store.location}' to collect anyway"
         )
-    report.blobs_examined = len(listed)
-    total = len(listed)
-    for i, digest in enumerate(listed):
+    report.blobs_examined = len(reachable.loose)
+    total = len(reachable.loose)
+    for i, (digest, info) in enumerate(reachable.loose.items()):
         if progress is not None:
             progress(i + 1, total)
         if digest in referenced:
             report.referenced += 1
             continue
-        info = store.backend.stat(fmt.blob_key(digest))
-        if info is None:
-            continue  # collected meanwhile
         if info.mtime > cutoff:
             report.kept_recent += 1
             continue
-        if dry_run or store.backend.delete_if_stale(fmt.blob_key(digest), cutoff):
+        if dry_run or blobs.collect(fmt.blob_key(digest), cutoff):
             report.removed_blobs.append(CollectedBlob(digest, info.size))
         else:
             report.kept_recent += 1
 
-    _collect_packs(store, referenced, set(listed), cutoff, dry_run, report)
+    _collect_packs(store, reachable, referenced, cutoff, dry_run, report)
 
-    for key, mtime in list(store.backend.temporaries()):
-        if mtime > cutoff:
+    for leftover in blobs.leftovers():
+        if leftover.mtime > cutoff:
             continue
-        if key.rpartition("/")[2].startswith(_TRASH_PREFIX):
-            # Left by a gc that was interrupted: the backend links the blob back before removing
-            # the trash name (a writer may have referenced it meanwhile); the next gc decides.
-            if dry_run or store.backend.delete_temporary(key):
-                report.restored_trash.append(key)
+        if leftover.restores:
+            # Left by a gc that was interrupted: the backend puts the object back before removing
+            # the leftover (a writer may have referenced it meanwhile); the next gc decides.
+            if dry_run or blobs.remove_leftover(leftover.key):
+                report.restored_trash.append(leftover.key)
             continue
-        info = store.backend.stat(key)
-        if dry_run or store.backend.delete_temporary(key):
-            report.removed_temporaries.append(key)
-            report.temporary_bytes += info.size if info is not None else 0
+        if dry_run or blobs.remove_leftover(leftover.key):
+            report.removed_temporaries.append(leftover.key)
+            report.temporary_bytes += leftover.size
     return report
 
 
 def _collect_packs(
-    store: Store, referenced: set[str], loose: set[str], cutoff: float, dry_run: bool, report: GcReport
+    store: Store, reachable: Reachable, referenced: set[str], cutoff: float, dry_run: bool, report: GcReport
 ) -> None:
     """Delete sealed packs that hold unused blobs, first copying the blobs still in use to a new
     pack of gc's own (readers try every place the logs give for a packed blob).
@@ -232,34 +229,31 @@ def _collect_packs(
     appending to a deleted file.  A pack is rewritten only when at least half its bytes are unused,
     so a gc does not copy much to free little.  Copied blobs are re-hashed first: a damaged blob
     is never copied under its digest, and its pack is left for ``verify`` to report.  Deletion
-    goes through ``delete_if_stale``: a writer that reused a blob of the pack within the grace
-    period has touched it, and it is kept.
+    goes through ``Blobs.collect``: a writer that reused a blob of the pack within the grace
+    period has marked it in use, and it is kept.
     """
-    sealed = store.sealed_packs()
     copied: set[str] = set()
     rewriter = None
     try:
-        for key, places in store.packs().items():
-            info = store.backend.stat(key)
+        for key, pack in reachable.packs.items():
+            info = pack.info
             if info is None:
                 continue  # already deleted: the logs still name it, readers skip it
-            live: dict[str, fmt.PackedBlob] = {}
+            live: dict[str, Packed] = {}
             unused: dict[str, int] = {}
-            for packed in places:
-                if packed.offset + packed.nbytes > info.size:
-                    continue
-                if packed.blob in referenced:
-                    live.setdefault(packed.blob, packed)
-                    report.referenced += packed.blob not in loose and packed.blob not in copied
-                elif packed.blob not in loose:
-                    unused[packed.blob] = packed.nbytes
+            for place in pack.whole():
+                if place.blob in referenced:
+                    live.setdefault(place.blob, Packed.of(place))
+                    report.referenced += place.blob not in reachable.loose and place.blob not in copied
+                elif place.blob not in reachable.loose:
+                    unused[place.blob] = place.nbytes
             live_bytes = sum(p.nbytes for p in live.values())
             worth_it = info.size > live_bytes and 2 * (info.size - live_bytes) >= info.size
-            if not (key in sealed and info.mtime <= cutoff and worth_it):
+            if not (pack.sealed and info.mtime <= cutoff and worth_it):
                 report.packed_unreferenced_blobs += len(unused)
                 report.packed_unreferenced_bytes += sum(unused.values())
                 continue
-            copies = _read_verified(store, key, [p for p in live.values() if p.blob not in copied])
+            copies = _read_verified(store, {d: p for d, p in live.items() if d not in copied})
             if copies is None:  # damaged: leave the pack for verify to report
                 report.packed_unreferenced_blobs += len(unused)
                 report.packed_unreferenced_bytes += sum(unused.values())
@@ -271,7 +265,7 @@ def _collect_packs(
                     assert rewriter is not None
                     rewriter.put_packed(digest, data)
                     copied.add(digest)
-                if not store.backend.delete_if_stale(key, cutoff):
+                if not store.blobs.collect(key, cutoff):
                     continue  # reused meanwhile: kept (the copies are harmless duplicates)
             report.removed_packs.append(CollectedPack(key, info.size, live_bytes))
     finally:
@@ -279,11 +273,15 @@ def _collect_packs(
             rewriter.close()  # seals the new pack
 
 
-def _read_verified(store: Store, key: str, places: list[fmt.PackedBlob]) -> list[tuple[str, bytes]] | None:
+def _read_verified(store: Store, live: dict[str, Packed]) -> list[tuple[str, bytes]] | None:
+    """The bytes of each live blob of a pack, or ``None`` if any of them is damaged."""
     out = []
-    for packed in places:
-        data = store.backend.read_range(key, packed.offset, packed.nbytes)
-        if data is None or len(data) != packed.nbytes or hash_buffer(data) != packed.blob:
+    for digest, place in live.items():
+        try:
+            data = store.blobs.read_copy(place)
+        except StoreError:
             return None
-        out.append((packed.blob, data))
+        if hash_buffer(data) != digest:
+            return None
+        out.append((digest, data))
     return out

@@ -7,18 +7,13 @@ so a damaged dump tells its owner exactly which tensors are lost.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import blake3
 
 from .. import format as fmt
 from ..errors import Finding, StoreError
 from ..store import Location, Store
-
-#: Chunk size for hashing blobs that cannot be memory-mapped.
-_CHUNK = 16 << 20
 
 
 @dataclass
@@ -56,7 +51,9 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
         report.records_checked += 1
     report.findings.extend(store.problems())  # damaged log lines and torn tails
 
-    stored = set(store.blobs())
+    blobs = store.blobs
+    reachable = blobs.reachable_blobs()
+    stored = reachable.digests(whole=False)
     for digest, records in users.items():
         names = tuple(r.name for r in records)
         if digest not in stored:
@@ -66,12 +63,12 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
             continue
         sizes = {r.nbytes for r in records}
         try:
-            info = store.blob_info(digest)
+            found = blobs.locate(digest)
         except StoreError as exc:
             report.findings.append(Finding("unreadable", f"blob {digest}: {exc}", digest, names))
             stored.discard(digest)
             continue
-        if info is None:
+        if found is None:
             report.findings.append(
                 Finding(
                     "missing-blob",
@@ -82,7 +79,7 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
             )
             stored.discard(digest)
             continue
-        actual = info.size
+        actual = found[1].size
         for size in sorted(sizes):
             if size != actual:
                 bad = tuple(r.name for r in records if r.nbytes == size)
@@ -99,13 +96,15 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
         names = tuple(r.name for r in users.get(digest, ()))
         used = f"; damaged tensors: {_names(names)}" if names else " (no tensor uses it)"
         report.blobs_checked += 1
-        # Every copy: the loose file and each pack the logs place the blob in.  Readers may use
-        # any of them, so each must be sound.
-        for where, result in _hash_copies(store, digest):
-            if isinstance(result, StoreError):
-                report.findings.append(Finding("unreadable", f"blob {digest} ({where}): {result}", digest, names))
+        # Every copy: its own object and each place in a pack.  Readers may use any of them, so
+        # each must be sound.
+        for copy in reachable.copies(digest):
+            where = copy.describe()
+            try:
+                actual_digest, nbytes = blobs.hash_copy(copy)
+            except StoreError as exc:
+                report.findings.append(Finding("unreadable", f"blob {digest} ({where}): {exc}", digest, names))
                 continue
-            actual_digest, nbytes = result
             report.bytes_checked += nbytes
             if progress is not None:
                 progress(nbytes)
@@ -119,56 +118,6 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
                     )
                 )
     return report
-
-
-def _hash_copies(store: Store, digest: str) -> Iterator[tuple[str, tuple[str, int] | StoreError]]:
-    """Each stored copy of the blob, with its digest and size or the error reading it."""
-    key = fmt.blob_key(digest)
-    try:
-        info = store.backend.stat(key)  # also refuses symlinks and special files
-        if info is not None:
-            yield key, _hash_blob(store, digest)
-    except StoreError as exc:
-        yield key, exc
-    for packed in store.packed_places(digest):
-        pack = fmt.pack_key(packed.pack)
-        where = f"{pack} at {packed.offset}"
-        try:
-            if store.backend.stat(pack) is None:
-                continue  # a pack gc deleted after moving its blobs: the logs still name it
-            data = store.backend.read_range(pack, packed.offset, packed.nbytes)
-        except StoreError as exc:
-            yield where, exc
-            continue
-        if data is None or len(data) != packed.nbytes:
-            got = "missing" if data is None else f"cut short ({len(data)} of {packed.nbytes} bytes)"
-            yield where, StoreError(f"the pack is {got}")
-        else:
-            yield where, (fmt.format_digest(blake3.blake3(data).hexdigest()), packed.nbytes)
-
-
-def _hash_blob(store: Store, digest: str) -> tuple[str, int]:
-    """The digest and size of the loose blob file."""
-    key = fmt.blob_key(digest)
-    info = store.backend.stat(key)
-    if info is None:
-        raise StoreError("the file vanished while it was verified")
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    path = store.backend.local_path(key)
-    if path is not None and info.size > 0:
-        try:
-            hasher.update_mmap(path)
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-    else:
-        offset = 0
-        while offset < info.size:
-            chunk = store.backend.read_range(key, offset, _CHUNK)
-            if not chunk:
-                break
-            hasher.update(chunk)
-            offset += len(chunk)
-    return fmt.format_digest(hasher.hexdigest()), info.size
 
 
 def _names(names: tuple[str, ...], limit: int = 10) -> str:

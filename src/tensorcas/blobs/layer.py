@@ -1,0 +1,372 @@
+"""The blob layer: the one place that turns a digest into keys or bytes.
+
+Everything above asks it where a blob lives (:meth:`Blobs.locate`), for its bytes
+(:meth:`Blobs.read_into`), to store new bytes (:meth:`Blobs.put`, :meth:`Blobs.put_streaming`),
+whether bytes are stored already and so only need marking in use (:meth:`Blobs.reuse`), and for
+the whole inventory (:meth:`Blobs.reachable_blobs`).  It also holds the placement rule: small blobs
+go into a writer's pack when the backend can append, others get an object of their own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from ..backends import base
+from ..errors import BlobNotFoundError, CorruptObjectError
+from ..format import (
+    BLOBS,
+    PACKS,
+    PackedBlob,
+    blob_key,
+    format_digest,
+    is_pack_key,
+    key_to_digest,
+    pack_key,
+)
+from ..hashing import new_hasher
+from .locations import BlobLocation, Loose, PackContents, Packed, Reachable, holds
+from .packindex import PackIndex
+
+#: Pieces in which streamed blobs are hashed and written (small enough to stay in cache).
+STREAM_CHUNK = 1 << 20
+
+#: Storages smaller than this go into the writer's pack instead of getting an object each:
+#: creating a file costs more than writing a few kilobytes, and tiny files waste disk blocks.
+PACK_THRESHOLD = 64 << 10
+
+#: Checks a blob's bytes once read: ``None`` if they are sound, else what is wrong with them.
+Check = Callable[[memoryview], str | None]
+
+
+def tensor_context(name: str | None) -> str:
+    """How a message about a blob starts when a tensor's read needed it (``tensor 'name': ``),
+    so that the user learns which tensor is lost; nothing when the blob was asked for by digest."""
+    return f"tensor {name!r}: " if name is not None else ""
+
+
+class Blobs:
+    """The blobs of one store.
+
+    ``refresh`` reads what the logs added since they were last read: a packed blob not found
+    where the logs said may have been moved by gc, which says so in a log.
+    """
+
+    def __init__(self, backend: base.Backend, packs: PackIndex, refresh: Callable[[], None], lock: threading.RLock) -> None:
+        self.backend = backend
+        self.packs = packs
+        self._refresh = refresh
+        self._lock = lock
+        self._grace = base.grace(backend)
+        self._touched: dict[str, float] = {}
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    # -- placement -----------------------------------------------------------------------------
+
+    @property
+    def can_pack(self) -> bool:
+        """Whether small blobs can go into packs (the backend appends)."""
+        return base.appending(self.backend) is not None
+
+    def packs_size(self, nbytes: int) -> bool:
+        """Where bytes of this size go: into the writer's pack (``True``) or an object of their own."""
+        return nbytes < PACK_THRESHOLD and self.can_pack
+
+    # -- finding -------------------------------------------------------------------------------
+
+    def locate(self, digest: str) -> tuple[BlobLocation, base.ObjectInfo] | None:
+        """A whole copy of the blob and its size and mtime (a pack's mtime for a packed blob),
+        or ``None``: its own object first, then the places the logs give (read again before
+        giving up, since gc may have moved it)."""
+        key = blob_key(digest)
+        info = self.backend.stat(key)
+        if info is not None:
+            return Loose(key), info
+        for attempt in range(2):
+            with self._lock:
+                if attempt or digest not in self.packs:
+                    self._refresh()
+                places = self.packs.places(digest)
+            for place in places:
+                pack = Packed.of(place)
+                pack_info = self.backend.stat(pack.pack)
+                if holds(pack_info, pack):
+                    assert pack_info is not None
+                    return pack, base.ObjectInfo(pack.nbytes, pack_info.mtime)
+        return None
+
+    def check_size(self, digest: str, nbytes: int, *, name: str | None = None) -> BlobLocation:
+        """Where the blob is, once found to hold exactly ``nbytes``; raise if missing or not."""
+        found = self.locate(digest)
+        self._check_size(digest, None if found is None else found[1].size, nbytes, name)
+        assert found is not None
+        return found[0]
+
+    def _check_size(self, digest: str, size: int | None, nbytes: int, name: str | None) -> None:
+        if size is None:
+            if name is None:
+                raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
+            raise CorruptObjectError(
+                f"tensor {name!r}: its blob {digest} is missing from store {self.location}; "
+                "the store is damaged or was copied incompletely (run 'tensorcas verify')"
+            )
+        if size != nbytes:
+            raise CorruptObjectError(
+                f"{tensor_context(name)}blob {digest} holds {size} bytes but {nbytes} were stored "
+                f"(truncated or extended); run 'tensorcas verify {self.location}'"
+            )
+
+    def local_path(self, digest: str) -> str | None:
+        """A file holding exactly the blob, to memory-map, when the backend has files and the
+        blob is loose; else ``None``."""
+        paths = base.local_paths(self.backend)
+        if paths is None:
+            return None
+        key = blob_key(digest)
+        if digest in self.packs and not self.backend.exists(key):
+            return None
+        return paths.local_path(key)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read_into(self, digest: str, out: memoryview, *, name: str | None = None, check: Check | None = None) -> None:
+        """Fill ``out`` with the blob, which must hold exactly ``out.nbytes`` bytes.
+
+        Each copy is tried in turn until one is whole and passes ``check``: the places the logs
+        give in packs, then its own object, then the places of log entries added since (gc may
+        have moved the blob).  Raises :class:`CorruptObjectError` (:class:`BlobNotFoundError` for
+        a digest no tensor asked for) saying which copies were tried."""
+        nbytes = out.nbytes
+        tried: list[str] = []
+        damaged: str | None = None
+        if digest in self.packs:
+            found, damaged = self._read_packed(digest, out, check, tried)
+            if found:
+                return
+        key = blob_key(digest)
+        info = self.backend.stat(key)
+        if info is not None:
+            tried.append(key)
+            self._check_size(digest, info.size, nbytes, name)
+            n = self.backend.read_into(key, out)
+            if n is None or n != nbytes:
+                raise CorruptObjectError(
+                    f"{tensor_context(name)}blob {digest} changed size while it was read "
+                    f"({n} of {nbytes} bytes); run 'tensorcas verify {self.location}'"
+                )
+            damaged = self._checked(out, check)
+            if damaged is None:
+                return
+        else:
+            self._refresh()
+            found, also_damaged = self._read_packed(digest, out, check, tried)
+            if found:
+                return
+            damaged = damaged or also_damaged
+        if damaged is not None:
+            raise CorruptObjectError(
+                f"{tensor_context(name)}blob {digest} is damaged: {damaged}; "
+                f"run 'tensorcas verify {self.location}' to find every damaged blob"
+            )
+        if not tried:
+            self._check_size(digest, None, nbytes, name)  # raises: missing
+        raise CorruptObjectError(
+            f"{tensor_context(name)}blob {digest} of {nbytes} bytes is lost: "
+            f"{', '.join(tried)} is missing, cut short or holds another size; "
+            f"run 'tensorcas verify {self.location}'"
+        )
+
+    def _read_packed(
+        self, digest: str, out: memoryview, check: Check | None, tried: list[str]
+    ) -> tuple[bool, str | None]:
+        """Try each place the logs give that was not tried yet: (found, what was damaged)."""
+        damaged = None
+        with self._lock:
+            places = [Packed.of(p) for p in self.packs.places(digest)]
+        for place in places:
+            if place.describe() in tried:
+                continue
+            tried.append(place.describe())
+            if place.nbytes != out.nbytes:
+                continue  # not the blob the record describes
+            data = self.backend.read_range(place.pack, place.offset, place.nbytes)
+            if data is None or len(data) != place.nbytes:
+                continue
+            out[:] = data
+            damaged = self._checked(out, check)
+            if damaged is None:
+                return True, None
+        return False, damaged
+
+    @staticmethod
+    def _checked(out: memoryview, check: Check | None) -> str | None:
+        return None if check is None else check(out)
+
+    def read(self, digest: str, nbytes: int, *, name: str | None = None, check: Check | None = None) -> bytearray:
+        """The blob's bytes (which must be ``nbytes``) in a new buffer."""
+        out = bytearray(nbytes)
+        self.read_into(digest, memoryview(out), name=name, check=check)
+        return out
+
+    def read_copy(self, place: Packed) -> bytes:
+        """The bytes of one packed copy; :class:`CorruptObjectError` if the pack does not hold it."""
+        data = self.backend.read_range(place.pack, place.offset, place.nbytes)
+        if data is None or len(data) != place.nbytes:
+            got = "missing" if data is None else f"cut short ({len(data)} of {place.nbytes} bytes)"
+            raise CorruptObjectError(f"the pack is {got}")
+        return data
+
+    def hash_copy(self, location: BlobLocation) -> tuple[str, int]:
+        """The digest and size of one copy as it is stored; :class:`StoreError` if unreadable."""
+        if isinstance(location, Packed):
+            hasher = new_hasher(location.nbytes)
+            hasher.update(self.read_copy(location))
+            return format_digest(hasher.hexdigest()), location.nbytes
+        info = self.backend.stat(location.key)  # also refuses symlinks and special files
+        if info is None:
+            raise CorruptObjectError("the file vanished while it was verified")
+        hasher = new_hasher(info.size)
+        paths = base.local_paths(self.backend)
+        path = paths.local_path(location.key) if paths is not None else None
+        if path is not None and info.size > 0:
+            try:
+                hasher.update_mmap(path)
+            except OSError as exc:
+                raise CorruptObjectError(f"cannot read {path}: {exc.strerror}") from exc
+        else:
+            offset = 0
+            while offset < info.size:
+                chunk = self.backend.read_range(location.key, offset, 16 << 20)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                offset += len(chunk)
+        return format_digest(hasher.hexdigest()), info.size
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def reuse(self, digest: str, nbytes: int) -> bool:
+        """Whether a whole blob of ``nbytes`` is stored already, where a writer of this size
+        would look (the packs the logs give; its own object when this size is not packed).  If
+        so, it is marked in use now, so that a concurrent gc keeps it (``Grace.touch``)."""
+        if nbytes < PACK_THRESHOLD and digest in self.packs:  # only small blobs are packed
+            for place in self.packs.places(digest):
+                if place.nbytes == nbytes and self._touch_pack(Packed.of(place)):
+                    return True
+        if self.packs_size(nbytes):
+            return False
+        key = blob_key(digest)
+        info = self.backend.stat(key)
+        return info is not None and info.size == nbytes and self._touch(key)
+
+    def _touch(self, key: str) -> bool:
+        return True if self._grace is None else self._grace.touch(key)
+
+    def _touch_pack(self, place: Packed) -> bool:
+        if not holds(self.backend.stat(place.pack), place):
+            return False
+        # Packs hold many blobs: touching one at most once a second is enough for gc's grace.
+        now = time.monotonic()
+        if now - self._touched.get(place.pack, -10.0) >= 1.0:
+            if not self._touch(place.pack):
+                return False
+            self._touched[place.pack] = now
+        return True
+
+    def note_packed(self, entry: PackedBlob) -> None:
+        """Record a blob this process just packed (its log line is already appended)."""
+        with self._lock:
+            self.packs.add(entry)
+        self._touched[pack_key(entry.pack)] = time.monotonic()
+
+    def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
+        """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
+        of its own.  Replaces a stored blob of the wrong size (damaged); otherwise never
+        overwrites, and bytes already stored are only marked in use."""
+        key = blob_key(digest)
+        info = self.backend.stat(key)
+        if info is not None and info.size == nbytes and self._touch(key):
+            return
+        self.backend.put_if_absent(key, chunks, overwrite=info is not None and info.size != nbytes)
+
+    def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> str:
+        """Hash and store bytes that must be fetched to be seen at all (a device storage copied to
+        the host a piece at a time); return their digest.
+
+        With ``Staging``, each piece is hashed, then written while it is still in cache, and the
+        object published under its digest at the end: the source is read once.  Without it, the
+        pieces are hashed first and fetched again to be put.  CPU storages are hashed first
+        anyway (see ``ContentStoreWriter``): measured here, that lets unchanged bytes skip the
+        write, and hashing and writing at once on two threads was slower.
+        """
+        staging = base.staging(self.backend)
+        if staging is None:
+            hasher = new_hasher(0)
+            for chunk in chunks():
+                hasher.update(chunk)
+            digest = format_digest(hasher.hexdigest())
+            self.put(digest, chunks(), nbytes)
+            return digest
+        hasher = new_hasher(0)
+        with staging.stage(BLOBS) as staged:
+            for chunk in chunks():
+                for start in range(0, chunk.nbytes, STREAM_CHUNK):
+                    piece = chunk[start : start + STREAM_CHUNK]
+                    hasher.update(piece)
+                    staged.write(piece)
+            digest = format_digest(hasher.hexdigest())
+            key = blob_key(digest)
+            info = self.backend.stat(key)
+            if info is not None and info.size == nbytes and self._touch(key):
+                return digest  # stored already (the temporary is discarded)
+            staged.publish(key, overwrite=info is not None)  # replaces a blob of the wrong size
+        return digest
+
+    # -- the whole inventory, for gc, verify and du ---------------------------------------------
+
+    def reachable_blobs(self) -> Reachable:
+        """Every blob stored: loose ones listed first, then the logs read, then every pack
+        (existing, or named by the logs) with the places the logs give in it."""
+        loose: dict[str, base.ObjectInfo] = {}
+        for key in self.backend.list(BLOBS):
+            digest = key_to_digest(key)
+            if digest is not None:
+                info = self.backend.stat(key)
+                if info is not None:  # collected meanwhile otherwise
+                    loose[digest] = info
+        self._refresh()
+        packs = {k: PackContents(k, self.backend.stat(k)) for k in sorted(self.backend.list(PACKS)) if is_pack_key(k)}
+        with self._lock:
+            sealed = {pack_key(p) for p in self.packs.sealed}
+            for places in self.packs.all().values():
+                for place in places:
+                    key = pack_key(place.pack)
+                    if key not in packs:
+                        packs[key] = PackContents(key, None)
+                    packs[key].places.append(place)
+        for key, pack in packs.items():
+            pack.sealed = key in sealed
+        return Reachable(loose, packs)
+
+    def collect(self, key: str, cutoff: float) -> bool:
+        """Delete a blob or pack not marked in use since ``cutoff``; ``False`` if it was kept.
+
+        With ``Grace`` this is atomic against a concurrent :meth:`reuse`; without it, the object
+        is deleted if its modification time is older (writers cannot mark it in use there)."""
+        if self._grace is not None:
+            return self._grace.delete_if_stale(key, cutoff)
+        info = self.backend.stat(key)
+        return info is not None and info.mtime <= cutoff and self.backend.delete(key)
+
+    def leftovers(self) -> list[base.Leftover]:
+        """Temporaries of interrupted writes and gcs (none without ``Staging``)."""
+        staging = base.staging(self.backend)
+        return [] if staging is None else list(staging.temporaries())
+
+    def remove_leftover(self, key: str) -> bool:
+        staging = base.staging(self.backend)
+        return staging is not None and staging.delete_temporary(key)

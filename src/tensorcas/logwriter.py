@@ -1,0 +1,198 @@
+"""The record log, written: one writer's log, and the pack it appends small blobs to.
+
+A log is created on the writer's first entry, starts with a header, and gets one line per entry.
+A small blob is appended to the writer's pack and its location published in the same log write as
+the record that uses it, so a reader never sees the record without the place of its bytes.
+
+On a backend that cannot append (no ``Appending``), a log is published again whole, with the new
+entry, each time (each version holds the previous one, so readers reading on from where they were
+see only whole lines); small blobs are then not packed at all (``Blobs.packs_size``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+from . import format as fmt
+from .backends.base import Appender, Backend, appending
+from .blobs import Blobs
+from .errors import StoreError
+from .format import PackedBlob, TensorRecord
+from .records import RecordLog
+
+
+class LogWriter:
+    """One writer's append-only log and pack."""
+
+    def __init__(self, blobs: Blobs, records: RecordLog) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.writer_id = _new_writer_id()
+        self._appender: Appender | None = None
+        self._last_time = 0
+        self._lock = threading.Lock()
+        self._pack: Appender | None = None
+        self._pack_id = ""
+        self._pack_size = 0
+        self._packs_opened = 0
+        self._unsealed: list[str] = []
+
+    @property
+    def backend(self) -> Backend:
+        return self.blobs.backend
+
+    def _time(self) -> int:
+        self._last_time = max(time.time_ns(), self._last_time + 1)
+        return self._last_time
+
+    def put(self, record: TensorRecord, packed_data: memoryview | bytes | None = None) -> None:
+        """Append ``record``; with ``packed_data``, first append those bytes (the record's blob)
+        to this writer's pack, and publish their location in the same log write as the record."""
+        with self._lock:
+            line = fmt.encode_put(record, self._time())
+            packed = None
+            if packed_data is not None:
+                packed = self._pack_bytes(record.blob, packed_data)
+                line = packed.encode() + line
+            self._append(line)
+        if packed is not None:
+            self.blobs.note_packed(packed)
+
+    def put_packed(self, digest: str, data: memoryview | bytes) -> PackedBlob:
+        """Append a small blob to the pack and its location to the log (no record)."""
+        with self._lock:
+            packed = self._pack_bytes(digest, data)
+            self._append(packed.encode())
+        self.blobs.note_packed(packed)
+        return packed
+
+    def delete(self, name: str) -> None:
+        """Append a delete entry; ``TensorNotFoundError`` if the name is absent or deleted.  The
+        index is refreshed first: this writer's own puts and deletes reach it only then."""
+        with self._lock:
+            self.records.refresh()
+            self.records.get(name)
+            self._append(fmt.encode_delete(name, self._time()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._seal_packs()
+            if self._appender is not None:
+                self._appender.close()
+            self._appender = None
+
+    # -- the pack ------------------------------------------------------------------------------
+
+    def _pack_bytes(self, digest: str, data: memoryview | bytes) -> PackedBlob:
+        nbytes = memoryview(data).nbytes
+        if self._pack is None:
+            can_append = appending(self.backend)
+            if can_append is None:
+                raise StoreError(f"store {self.backend.location} cannot hold packs (its backend cannot append)")
+            self._packs_opened += 1
+            self._pack_id = f"{self.writer_id}-{self._packs_opened}"
+            self._pack = can_append.open_append(fmt.pack_key(self._pack_id))
+            self._pack_size = 0
+        try:
+            self._pack.append(bytes(data))
+        except BaseException:
+            # The pack's length is unknown now: continue in a new one (sealed on close).
+            self._close_pack()
+            raise
+        packed = PackedBlob(blob=digest, nbytes=nbytes, pack=self._pack_id, offset=self._pack_size)
+        self._pack_size += nbytes
+        return packed
+
+    def _close_pack(self) -> None:
+        pack, self._pack = self._pack, None
+        if pack is not None:
+            self._unsealed.append(self._pack_id)
+            try:
+                pack.close()
+            except Exception:
+                pass  # the pack is done with either way
+
+    def _seal_packs(self) -> None:
+        """Say in the log that this writer's packs are closed, so that gc may later rewrite them.
+        Best effort: a pack left unsealed is only never collected."""
+        self._close_pack()
+        try:
+            while self._unsealed:
+                self._append(fmt.encode_seal(self._unsealed[0]))
+                self._unsealed.pop(0)
+        except Exception:
+            pass
+
+    # -- the log -------------------------------------------------------------------------------
+
+    def _append(self, line: bytes) -> None:
+        if self._appender is None:
+            self._appender = self._open_log()
+        try:
+            self._appender.append(line)
+        except BaseException:
+            # The log may now end in a torn line, which readers take for an interrupted write
+            # (a warning) only while nothing follows it: leave that log and go on in a new one.
+            self._abandon_log(self._appender)
+            raise
+
+    def _open_log(self) -> Appender:
+        """Create a log for this writer and write its header.  Readers ignore a log whose first
+        line is not a whole header, so a log whose creation or header failed is abandoned too."""
+        key = fmt.log_key(self.writer_id)
+        try:
+            can_append = appending(self.backend)
+            appender = can_append.open_append(key) if can_append is not None else _Republisher(self.backend, key)
+        except BaseException:
+            self._abandon_log(None)
+            raise
+        try:
+            appender.append(fmt.encode_header(self.writer_id))
+        except BaseException:
+            self._abandon_log(appender)
+            raise
+        return appender
+
+    def _abandon_log(self, appender: Appender | None) -> None:
+        """Stop appending to the current log; the next entry starts a log of a new name."""
+        self._appender = None
+        self.writer_id = _new_writer_id()
+        if appender is not None:
+            try:
+                appender.close()
+            except Exception:
+                pass  # the append's own error is the one the caller needs to see
+
+
+class _Republisher(Appender):
+    """Appending where the backend cannot: the object is published again, whole, on each append.
+    It costs the log's size per entry, so it suits object stores holding few, large tensors."""
+
+    def __init__(self, backend: Backend, key: str) -> None:
+        self._backend = backend
+        self._key = key
+        self._data = bytearray()
+        self._closed = False
+
+    def append(self, data: bytes) -> None:
+        if self._closed:
+            raise StoreError(f"log {self._key} is closed")
+        first = not self._data
+        self._data += data
+        try:
+            published = self._backend.put_if_absent(self._key, bytes(self._data), overwrite=not first)
+        except BaseException:
+            del self._data[len(self._data) - len(data) :]
+            raise
+        if first and not published:
+            raise StoreError(f"log {self._key} exists already; writer ids are unique, so the store is damaged")
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _new_writer_id() -> str:
+    return f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}"

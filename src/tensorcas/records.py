@@ -1,0 +1,260 @@
+"""The record log, read: every writer's log, applied in order into an index of names.
+
+Each writer appends to a log of its own (``logs/<writer>.log``), so any number of processes write
+at once without locks.  The current record of a name is its newest entry over all logs (by time,
+then log, then line); a delete entry hides the name.  Logs are read incrementally (only what was
+appended since the last refresh), a bounded window at a time, whole lines only.
+
+Everything read is validated (``format.entries.scan_entry``, then ``record_from_fields`` when a
+record is first used), and damage is kept as findings for ``verify`` while undamaged names stay
+readable.  Blob and seal lines go to the blob layer's :class:`PackIndex`.  Writing records is
+``logwriter``'s business.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from . import format as fmt
+from .backends.base import Backend
+from .blobs import PackIndex, damaged_line
+from .errors import CorruptObjectError, Finding, StoreError, TensorNotFoundError
+from .format import PackedBlob, TensorRecord
+
+#: The most bytes of a log read at once.
+LOG_WINDOW = 16 << 20
+
+#: Where an entry sits in the global order, (time_ns, log key, line number): newer positions
+#: win.  A plain tuple, so that comparing a million of them stays in C.
+_Position = tuple[int, str, int]
+
+
+@dataclass
+class _LogState:
+    offset: int = 0  # bytes consumed (whole lines only)
+    lines: int = 0
+    header_ok: bool = False
+    rejected: bool = False  # its header is not one this release reads: ignored, for good
+
+
+class _IndexEntry:
+    """A name's newest entry.  A put's fields are validated into a record on first use, so that
+    opening a store and listing its names does not validate every record."""
+
+    __slots__ = ("fields", "position", "record")
+
+    def __init__(self, position: _Position, fields: dict[str, Any] | bytes | None) -> None:
+        self.position = position
+        self.fields = fields  # None: deleted
+        self.record: TensorRecord | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.fields is None
+
+
+class RecordLog:
+    """The names of one store and their records, as far as its logs have been read."""
+
+    def __init__(self, backend: Backend, packs: PackIndex, lock: threading.RLock, *, strict: bool = False) -> None:
+        self.backend = backend
+        self.packs = packs
+        #: Validate every record as the logs are read (verify), not only records when used.
+        self.strict = strict
+        self._lock = lock
+        self._entries: dict[str, _IndexEntry] = {}
+        self._logs: dict[str, _LogState] = {}
+        self._problems: dict[tuple[str, int], Finding] = {}
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read what was appended to any log since the last refresh."""
+        with self._lock, _no_cyclic_gc():
+            for key in sorted(self.backend.list(fmt.LOGS)):
+                if fmt.is_log_key(key):
+                    self._read_log(key)
+
+    def _read_log(self, key: str) -> None:
+        """Apply what was appended to one log since it was last read, a bounded window at a time
+        (a log may be huge, or a hostile sparse file), whole lines only."""
+        state = self._logs.setdefault(key, _LogState())
+        if state.rejected:
+            return
+        info = self.backend.stat(key)
+        size = 0 if info is None else info.size
+        while size > state.offset:
+            data = self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW)) or b""
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                if len(data) >= LOG_WINDOW:
+                    # No line ends within a whole window: far past the line limit, not ours.
+                    self._problems[(key, state.lines + 1)] = Finding(
+                        "damaged-record",
+                        f"{key} line {state.lines + 1}: no line end within {LOG_WINDOW} bytes; "
+                        "the rest of the log is ignored",
+                    )
+                    state.rejected = True
+                elif data:
+                    self._problems[(key, -1)] = Finding(
+                        "torn-tail",
+                        f"{key}: {len(data)} bytes after the last complete line (an interrupted write)",
+                        severity="warning",
+                    )
+                return
+            self._apply_lines(key, state, data[:end])
+            state.offset += end
+            if state.rejected:
+                return
+        self._problems.pop((key, -1), None)
+
+    def _apply_lines(self, key: str, state: _LogState, data: bytes) -> None:
+        lines = data.split(b"\n")
+        lines.pop()
+        blob_start, packs, entries = fmt.BLOB_LINE_START, self.packs, self._entries
+        for number, line in enumerate(lines, state.lines + 1):
+            # Blob lines are parsed only when a packed blob is looked up (PackIndex.all).
+            if state.header_ok and line.startswith(blob_start, 17):
+                packs.defer(line, key, number)
+                continue
+            try:
+                if not state.header_ok:
+                    fmt.decode_header(line, f"{key} line {number}")
+                    state.header_ok = True
+                    continue
+                entry = fmt.scan_entry(line, "")
+            except StoreError:
+                where = f"{key} line {number}"
+                try:
+                    fmt.scan_entry(line, where) if state.header_ok else fmt.decode_header(line, where)
+                except StoreError as exc:
+                    self._problems[(key, number)] = damaged_line(where, exc)
+                if not state.header_ok:
+                    state.rejected = True  # not a log we understand: ignore all of it, for good
+                    return
+                continue
+            if type(entry) is tuple:
+                name, time_ns, fields = entry
+                position = (time_ns, key, number)
+                if self.strict and fields is not None:
+                    where = f"{key} line {number}"
+                    try:
+                        fmt.record_from_fields(name, fields, where)
+                    except StoreError as exc:
+                        self._problems[(key, number)] = damaged_line(where, exc)
+                current = entries.get(name)
+                if current is None or current.position < position:
+                    entries[name] = _IndexEntry(position, fields)
+            elif isinstance(entry, PackedBlob):
+                packs.add(entry)
+            elif isinstance(entry, fmt.SealedPack):
+                packs.seal(entry.pack)
+        state.lines += len(lines)
+
+    def _resolve(self, name: str, entry: _IndexEntry) -> TensorRecord:
+        """The validated record of a put entry; damage is raised and kept for ``verify``."""
+        if entry.record is None:
+            assert entry.fields is not None
+            _, log, number = entry.position
+            where = f"{log} line {number}"
+            try:
+                entry.record = fmt.record_from_fields(name, entry.fields, where)
+            except CorruptObjectError as exc:
+                self._problems[(log, number)] = damaged_line(where, exc)
+                raise CorruptObjectError(
+                    f"tensor {name!r}: its record is damaged ({exc}); run 'tensorcas verify {self.location}'"
+                ) from None
+        return entry.record
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def problems(self) -> list[Finding]:
+        """Damage found in the logs read so far (blob lines included)."""
+        self.packs.all()
+        with self._lock:
+            return list(self._problems.values()) + list(self.packs.problems.values())
+
+    def peek(self, name: str) -> TensorRecord | None:
+        """The current record of ``name`` as far as the logs read so far say (no I/O)."""
+        entry = self._entries.get(name)
+        if entry is None or entry.deleted:
+            return None
+        try:
+            return self._resolve(name, entry)
+        except CorruptObjectError:
+            return None
+
+    def get(self, name: str) -> TensorRecord:
+        """The current record of ``name`` (the logs are read again if it is not known yet)."""
+        fmt.validate_name(name)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry.deleted:
+                self.refresh()
+                entry = self._entries.get(name)
+            if entry is None or entry.deleted:
+                raise TensorNotFoundError(
+                    f"no tensor named {name!r} in store {self.location}"
+                    + (" (it was deleted)" if entry is not None else "")
+                    + "; list the names with 'tensorcas ls'"
+                )
+            return self._resolve(name, entry)
+
+    def _live(self, prefix: str) -> list[tuple[str, _IndexEntry]]:
+        fmt.validate_prefix(prefix)
+        with self._lock:
+            self.refresh()
+            live = [
+                (name, e)
+                for name, e in self._entries.items()
+                if not e.deleted and (not prefix or fmt.name_matches(name, prefix))
+            ]
+        with _no_cyclic_gc():
+            live.sort(key=lambda pair: pair[1].position)
+        return live
+
+    def records(self, prefix: str = "") -> list[TensorRecord]:
+        """Current records under ``prefix``, in the order they were written.  Damaged records are
+        left out (and kept in :meth:`problems`)."""
+        out = []
+        with self._lock:
+            for name, entry in self._live(prefix):
+                try:
+                    out.append(self._resolve(name, entry))
+                except CorruptObjectError:
+                    continue
+        return out
+
+    def names(self, prefix: str = "") -> list[str]:
+        """Current names under ``prefix``, in writing order, without validating their records."""
+        return [name for name, _ in self._live(prefix)]
+
+    def log_keys(self) -> list[str]:
+        return sorted(k for k in self.backend.list(fmt.LOGS) if fmt.is_log_key(k))
+
+    def log_bytes(self) -> int:
+        """The size of every log together."""
+        sizes = (self.backend.stat(key) for key in self.log_keys())
+        return sum(info.size for info in sizes if info is not None)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: indexing a large store creates many small objects and
+    no cycles, and the collector would only walk them again and again."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
