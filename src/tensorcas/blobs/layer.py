@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from ..backends import base
 from ..backends.base import READ_WINDOW
-from ..errors import BlobNotFoundError, CorruptObjectError
+from ..errors import BlobNotFoundError, CorruptObjectError, StoreError, UnsafeFileError
 from ..format import (
     BLOBS,
     PACKS,
@@ -347,16 +347,21 @@ class Blobs:
 
     def reachable_blobs(self) -> Reachable:
         """Every blob stored: loose ones listed first, then the logs read, then every pack
-        (existing, or named by the logs) with the places the logs give in it."""
+        (existing, or named by the logs) with the places the logs give in it.  Entries that
+        cannot be read (symlinks, special files) are kept apart in ``unreadable``."""
         loose: dict[str, base.ObjectInfo] = {}
+        unreadable: dict[str, StoreError] = {}
         for key in self.backend.list(BLOBS):
             digest = key_to_digest(key)
             if digest is not None:
-                info = self.backend.stat(key)
+                info = self._stat(key, unreadable)
                 if info is not None:  # collected meanwhile otherwise
                     loose[digest] = info
         self._refresh()
-        packs = {k: PackContents(k, self.backend.stat(k)) for k in sorted(self.backend.list(PACKS)) if is_pack_key(k)}
+        packs = {}
+        for key in sorted(self.backend.list(PACKS)):
+            if is_pack_key(key):
+                packs[key] = PackContents(key, self._stat(key, unreadable))
         with self._lock:
             sealed = {pack_key(p) for p in self.packs.sealed}
             for places in self.packs.all().values():
@@ -367,7 +372,14 @@ class Blobs:
                     packs[key].places.append(place)
         for key, pack in packs.items():
             pack.sealed = key in sealed
-        return Reachable(loose, packs)
+        return Reachable(loose, packs, unreadable)
+
+    def _stat(self, key: str, unreadable: dict[str, StoreError]) -> base.ObjectInfo | None:
+        try:
+            return self.backend.stat(key)
+        except UnsafeFileError as exc:  # a symlink or special file: reported, never followed
+            unreadable[key] = exc
+            return None
 
     # -- collecting, for gc: move aside, decide, then restore or purge ---------------------------
 

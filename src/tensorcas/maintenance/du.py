@@ -35,6 +35,7 @@ class DiskUsage:
     roots: int = 0  # storage roots (write_storage): kept by gc without a name
     root_bytes: int = 0
     missing_blobs: int = 0  # referenced but absent: run verify
+    unreadable: int = 0  # blob or pack entries that are not regular files: run verify
     log_bytes: int = 0
     largest: list[fmt.TensorRecord] = field(default_factory=list)
 
@@ -76,6 +77,7 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
         used.setdefault(digest, root.nbytes)  # referenced: gc keeps it
 
     reachable = store.blobs.reachable_blobs()
+    usage.unreadable = len(reachable.unreadable)
     present: set[str] = set()
     for digest, info in reachable.loose.items():
         present.add(digest)

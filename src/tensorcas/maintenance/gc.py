@@ -212,6 +212,9 @@ def gc(
             report.restored_trash.append(leftover.key)
 
     reachable = blobs.reachable_blobs()  # loose blobs listed before the records are read
+    if reachable.unreadable:
+        # Never collect beside a part of the store that cannot be read (verify reports it).
+        raise next(iter(reachable.unreadable.values()))
     store.refresh()
     referenced = store.referenced_blobs()  # also finds damaged records
     _refuse_damage(store, force)
