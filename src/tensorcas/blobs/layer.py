@@ -59,6 +59,8 @@ class Blobs:
         self._refresh = refresh
         self._lock = lock
         self._grace = base.grace(backend)
+        #: Whether small blobs can go into packs (the backend appends).
+        self.can_pack = base.appending(backend) is not None
         #: The whole-store side: every copy, for gc, verify and du.
         self.inventory = Inventory(backend, packs, refresh, lock)
         #: gc's side: moving objects aside and deciding their fate.
@@ -70,11 +72,6 @@ class Blobs:
         return self.backend.location
 
     # -- placement -----------------------------------------------------------------------------
-
-    @property
-    def can_pack(self) -> bool:
-        """Whether small blobs can go into packs (the backend appends)."""
-        return base.appending(self.backend) is not None
 
     def packs_size(self, nbytes: int) -> bool:
         """Where bytes of this size go: into the writer's pack (``True``) or an object of their own."""
