@@ -19,7 +19,7 @@ from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
 from .backends.readonly import read_only as read_only_backend
 from .blobs import PACK_THRESHOLD, STREAM_CHUNK, Blobs, PackIndex, tensor_context
-from .errors import Finding, FormatError, StoreError, StoreNotFoundError
+from .errors import Finding, FormatError, StoreError, StoreNotFoundError, TensorNotFoundError
 from .format import RootEntry, TensorRecord
 from .logwriter import LogWriter
 from .records import LOG_WINDOW, RecordLog
@@ -137,7 +137,7 @@ class Store:
     def __contains__(self, name: str) -> bool:
         try:
             self.log.get(name)
-        except KeyError:
+        except TensorNotFoundError:
             return False
         return True
 

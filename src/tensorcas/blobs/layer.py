@@ -21,12 +21,11 @@ from ..format import (
     PackedBlob,
     blob_key,
     format_digest,
-    pack_key,
 )
 from ..hashing import new_hasher
 from .collector import Collector
 from .inventory import Inventory
-from .locations import BlobLocation, Loose, Packed, Reachable, holds
+from .locations import BlobLocation, Loose, Packed, Reachable, cached_pack_key, holds
 from .packindex import PackIndex
 
 #: Pieces in which streamed blobs are hashed and written (small enough to stay in cache).
@@ -202,14 +201,16 @@ class Blobs:
         """Try each place the logs give that was not tried yet: (found, what was damaged)."""
         damaged = None
         with self._lock:
-            places = [Packed.of(p) for p in self.packs.places(digest)]
+            places = self.packs.places(digest)
         for place in places:
-            if place.describe() in tried:
+            key = cached_pack_key(place.pack)
+            where = f"{key} at {place.offset}"
+            if where in tried:
                 continue
-            tried.append(place.describe())
+            tried.append(where)
             if place.nbytes != out.nbytes:
                 continue  # not the blob the record describes
-            data = self.backend.read_range(place.pack, place.offset, place.nbytes)
+            data = self.backend.read_range(key, place.offset, place.nbytes)
             if data is None or len(data) != place.nbytes:
                 continue
             out[:] = data
@@ -262,7 +263,7 @@ class Blobs:
         """Record a blob this process just packed (its log line is already appended)."""
         with self._lock:
             self.packs.add(entry)
-        self._touched[pack_key(entry.pack)] = time.monotonic()
+        self._touched[cached_pack_key(entry.pack)] = time.monotonic()
 
     def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
