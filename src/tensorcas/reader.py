@@ -137,6 +137,13 @@ class ContentStoreReader:
                 f"blob {digest} is lost from store {self.location}: the logs place it in "
                 f"{', '.join(packs)}, which is missing or cut short; run 'tensorcas verify {self.location}'"
             )
+        users = [r.name for r in self.store.records() if r.blob == digest]  # only on this error path
+        if users:
+            return BlobLostError(
+                f"blob {digest} is lost from store {self.location}: tensor {users[0]!r}"
+                + (f" and {len(users) - 1} more use it" if len(users) > 1 else " uses it")
+                + f", but its file is missing; run 'tensorcas verify {self.location}'"
+            )
         return BlobNotFoundError(
             f"blob {digest} is not in store {self.location}; list what it holds with "
             f"'tensorcas ls {self.location}' (a digest from another store is not found here)"
