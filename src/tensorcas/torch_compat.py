@@ -187,27 +187,23 @@ _SWAPS: tuple[tuple[str, str, object], ...] = (
 
 _lock = threading.RLock()
 _saved: list[tuple[Any, str, object]] = []  # what the outermost install() replaced
-_depth = 0
+_active: set[int] = set()  # ids of the handles whose install() is in effect
+_next_id = 0
 
 
 class Installed:
     """What :func:`install` returns: the switch is in place; as a context manager, the block's
-    end (or :meth:`uninstall`) puts PyTorch's store back if this was the outermost install."""
+    end (or :meth:`uninstall`) puts PyTorch's store back if no other install is in effect."""
 
-    def __init__(self) -> None:
-        self._active = True
+    def __init__(self, ident: int) -> None:
+        self._id = ident
 
     def uninstall(self) -> None:
-        global _depth
         with _lock:
-            if not self._active:
-                return
-            self._active = False
-            _depth -= 1
-            if _depth == 0:
-                for module, attribute, original in reversed(_saved):
-                    setattr(module, attribute, original)
-                _saved.clear()
+            if self._id in _active:
+                _active.discard(self._id)
+                if not _active:
+                    _restore()
 
     def __enter__(self) -> Installed:
         return self
@@ -228,12 +224,12 @@ def install() -> Installed:
     that imported them (``torch._dynamo.debug_utils``, ``torch._functorch.fx_minifier``,
     ``torch._prims.debug_prims``); makes ``InputReader`` load each storage onto the device the
     script names; and makes repro scripts generated meanwhile begin with :data:`SWITCH_LINE`.
-    Calls nest; the switch stays until the outermost returned handle is uninstalled (or its
-    ``with`` block ends), or for the rest of the process if it never is.
+    Calls nest; the switch stays until every returned handle is uninstalled (or its ``with``
+    block ends) or :func:`uninstall` is called, else for the rest of the process.
     """
-    global _depth
+    global _next_id
     with _lock:
-        if _depth == 0:
+        if not _active:
             swaps: list[tuple[Any, str, object]] = [
                 (importlib.import_module(name), attribute, value)
                 for name, attribute, value in _SWAPS
@@ -248,13 +244,27 @@ def install() -> Installed:
             for module, attribute, value in swaps:
                 _saved.append((module, attribute, getattr(module, attribute)))
                 setattr(module, attribute, value)
-        _depth += 1
-        return Installed()
+        _next_id += 1
+        _active.add(_next_id)
+        return Installed(_next_id)
+
+
+def uninstall() -> None:
+    """Put PyTorch's own store back now, however many installs are in effect."""
+    with _lock:
+        _active.clear()
+        _restore()
 
 
 def installed() -> bool:
     """Whether the switch is in place."""
-    return _depth > 0
+    return bool(_active)
+
+
+def _restore() -> None:
+    for module, attribute, original in reversed(_saved):
+        setattr(module, attribute, original)
+    _saved.clear()
 
 
 def _on_device(storage: Callable[..., torch.UntypedStorage]) -> Callable[..., torch.UntypedStorage]:
@@ -305,8 +315,14 @@ def run_script(path: str | os.PathLike[str], args: Sequence[str] = ()) -> None:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [script, *args]
     sys.path.insert(0, os.path.dirname(script))
+    with _lock:
+        before = set(_active)
     try:
-        with install():
-            runpy.run_path(script, run_name="__main__")
+        install()
+        runpy.run_path(script, run_name="__main__")
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
+        with _lock:  # also drop the installs the script made itself (its first line)
+            _active.intersection_update(before)
+            if not _active:
+                _restore()
