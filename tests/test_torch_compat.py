@@ -321,3 +321,34 @@ def test_rewritten_name_is_seen_after_refresh(tmp_path):
     assert reader.read_tensor("x").sum() == 2
     reader.refresh()
     assert reader.read_tensor("x").sum() == 4
+
+
+# -- load_tensor beside debugprims.load_tensor --------------------------------------------------
+
+
+def test_load_tensor_beside_debugprims(tmp_path):
+    """Same values, size, stride and dtype conversion as PyTorch's operator; the storage offset
+    is 0 where PyTorch's keeps the stored one, so the real result always matches the fake one
+    (see docs/pytorch.md)."""
+    from torch._prims.debug_prims import load_tensor_reader as torch_reader
+    from torch._subclasses import FakeTensorMode
+
+    base = torch.randn(10)
+    view = base[3:9].view(2, 3)
+    pt, cas = str(tmp_path / "pt"), str(tmp_path / "cas")
+    torch_store.ContentStoreWriter(pt).write_tensor("v", view)
+    with tensorcas.ContentStoreWriter(cas) as writer:
+        writer.write_tensor("v", view)
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.float64):
+        with torch_reader(pt):
+            theirs = torch.ops.debugprims.load_tensor("v", [2, 3], [3, 1], dtype=dtype, device=cpu)
+        with tensorcas.load_tensor_reader(cas):
+            ours = torch.ops.tensorcas.load_tensor("v", [2, 3], [3, 1], dtype=dtype, device=cpu)
+            with FakeTensorMode():
+                fake = torch.ops.tensorcas.load_tensor("v", [2, 3], [3, 1], dtype=dtype, device=cpu)
+        assert bits(ours) == bits(theirs) == bits(view.to(dtype))
+        assert ours.shape == theirs.shape and ours.stride() == theirs.stride() == (3, 1)
+        assert ours.dtype == theirs.dtype == dtype
+        assert theirs.storage_offset() == 3
+        assert ours.storage_offset() == fake.storage_offset() == 0

@@ -526,6 +526,10 @@ def import_command(store: str, source: str, prefix: str) -> None:
     """Import SOURCE into STORE (created if new): a safetensors file, or a directory written by
     PyTorch's torch.utils._content_store.
 
+    Each storage of such a directory (a repro save_dir holds only storages) is kept as a
+    storage root under its PyTorch digest, so the repro script reads it from STORE with
+    'tensorcas repro SCRIPT --save-dir STORE'.
+
     That directory format is pickle-based: its files are read with
     torch.load(weights_only=True), which refuses arbitrary objects, and only by this command.
     tensorcas stores themselves are never unpickled.
@@ -534,7 +538,9 @@ def import_command(store: str, source: str, prefix: str) -> None:
         report = m.import_store(store, source, prefix, progress=progress)
     _console().print(
         escape(
-            f"imported {len(report.names)} tensor(s), {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
+            f"imported {len(report.names)} tensor(s)"
+            + (f" and {report.storages} storage(s)" if report.kind == "torch-content-store" else "")
+            + f", {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
         )
     )
 
