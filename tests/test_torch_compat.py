@@ -170,24 +170,24 @@ def test_symints_and_no_save_dir(tmp_path, switched, fresh_warnings):
     assert any("generating random data" in str(w.message) for w in fresh_warnings)
 
 
-def test_writer_creates_store_beside_generated_scripts(tmp_path, switched):
-    """PyTorch writes checkpoints/N.py, then names checkpoints/ as the save_dir."""
+def test_writer_creates_store_where_pytorch_tooling_says(tmp_path, switched):
+    """after_aot writes checkpoints/N.py, then names checkpoints/ as the save_dir; inductor's
+    trace saves real inputs into its debug directory, among other files."""
     save_dir = tmp_path / "checkpoints"
     save_dir.mkdir()
     (save_dir / "11.py").write_text("# a repro\n")
+    (save_dir / "output_code.txt").write_text("...")
     source = write_args(str(save_dir), [torch.arange(5.0)])
     assert bits(load_args(source, str(save_dir))[0]) == bits(torch.arange(5.0))
     assert tensorcas.verify(str(save_dir)).ok
+    assert (save_dir / "11.py").read_text() == "# a repro\n"
 
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "notes.txt").write_text("mine")
-    with pytest.raises(tensorcas.FormatError, match="not empty"):
-        write_args(str(other), [torch.zeros(1)])
     pytorch_dump = tmp_path / "pt"
     (pytorch_dump / "storages").mkdir(parents=True)
     with pytest.raises(tensorcas.FormatError, match="tensorcas import"):
         write_args(str(pytorch_dump), [torch.zeros(1)])
+    with pytest.raises(tensorcas.FormatError, match="not empty"):  # the plain writer refuses
+        tensorcas.ContentStoreWriter(str(tmp_path / "pt"))
 
 
 def test_script_run_without_the_switch_stops_instead_of_using_random_data(tmp_path):

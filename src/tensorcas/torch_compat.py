@@ -75,19 +75,20 @@ class ContentStoreWriter(_Writer):
     """:class:`tensorcas.ContentStoreWriter` as PyTorch's tooling creates it:
     ``ContentStoreWriter(save_dir, stable_hash=False)``.
 
-    PyTorch writes its repro scripts into the directory it then names as ``save_dir``
-    (``minifier/checkpoints/N.py``), so a new store may be created in a directory that holds only
-    ``.py`` files.  Each store it opens gets the ``storages`` guard file.
+    Like PyTorch's store, it makes its store in any directory PyTorch's tooling names, even one
+    holding other files: after_aot writes ``checkpoints/N.py`` and then names ``checkpoints`` as
+    its ``save_dir``; inductor's trace saves real inputs into its debug directory.  It refuses only
+    a directory that holds a PyTorch store.  Each store it opens gets the ``storages`` guard.
     """
 
     def __init__(self, loc: Location, stable_hash: bool = False, **kwargs: Any) -> None:
-        _adopt_script_directory(loc)
+        _adopt_directory(loc)
         super().__init__(loc, stable_hash, **kwargs)
         write_guard(self.store)
 
 
-def _adopt_script_directory(loc: Location) -> None:
-    """Create the store's marker in an existing directory that holds only Python scripts."""
+def _adopt_directory(loc: Location) -> None:
+    """Create the store's marker in an existing directory that holds other files."""
     if not isinstance(loc, (str, os.PathLike)) or "://" in os.fspath(loc):
         return
     root = os.path.abspath(os.fspath(loc))
@@ -95,23 +96,15 @@ def _adopt_script_directory(loc: Location) -> None:
         entries = os.listdir(root)
     except OSError:
         return  # missing: the writer creates it; unreadable: the writer reports it
-    if fmt.META_KEY in entries:
+    if fmt.META_KEY in entries or not any(not e.startswith(".") for e in entries):
         return
-    visible = [e for e in entries if not e.startswith(".")]
-    if not visible:
-        return
-    if {"storages", "tensors"} & set(visible):
+    if any(os.path.isdir(os.path.join(root, e)) for e in ("storages", "tensors")):
         raise FormatError(
-            f"{root} holds a PyTorch content store (storages/, tensors/); tensorcas does not write "
-            f"into it.  Import it with 'tensorcas import NEW_STORE {root}', or use another save_dir"
+            f"{root} holds a PyTorch content store (storages/ or tensors/); tensorcas does not "
+            f"write into it.  Import it with 'tensorcas import NEW_STORE {root}', or use another "
+            "save_dir"
         )
-    scripts = all(
-        (e.endswith(".py") and os.path.isfile(os.path.join(root, e)))
-        or (e == "__pycache__" and os.path.isdir(os.path.join(root, e)))
-        for e in visible
-    )
-    if scripts:
-        LocalBackend(root).put_if_absent(fmt.META_KEY, fmt.encode_meta())
+    LocalBackend(root).put_if_absent(fmt.META_KEY, fmt.encode_meta())
 
 
 class ContentStoreReader:
