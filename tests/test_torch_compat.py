@@ -8,6 +8,7 @@ store gives back for the same inputs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import warnings
@@ -18,11 +19,13 @@ import torch
 import torch._dynamo.debug_utils as debug_utils
 import torch._dynamo.utils as dynamo_utils
 import torch.utils._content_store as torch_store
+from click.testing import CliRunner
 from torch._dynamo.debug_utils import InputReader, InputWriter
 
 import tensorcas
 from storetools import bits
 from tensorcas import torch_compat
+from tensorcas.cli import cli
 from tensorcas.torch_compat import install
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -55,9 +58,10 @@ def every_kind() -> list[torch.Tensor]:
     ]
 
 
-def write_args(save_dir: str | None, inputs: list[Any]) -> str:
-    """The ``load_args`` source PyTorch's ``InputWriter`` generates for ``inputs``."""
-    writer = InputWriter(save_dir)
+def write_args(save_dir: str | None, inputs: list[Any], stable_hash: bool = True) -> str:
+    """The ``load_args`` source PyTorch's ``InputWriter`` generates for ``inputs`` (SHA-1 digests
+    when PyTorch's store writes: its fast hash would compile a kernel)."""
+    writer = InputWriter(save_dir, stable_hash=stable_hash)
     for i, arg in enumerate(inputs):
         if isinstance(arg, torch.Tensor):
             writer.tensor(f"arg{i}", arg)
@@ -352,3 +356,41 @@ def test_load_tensor_beside_debugprims(tmp_path):
         assert ours.dtype == theirs.dtype == dtype
         assert theirs.storage_offset() == 3
         assert ours.storage_offset() == fake.storage_offset() == 0
+
+
+# -- a repro saved by PyTorch's own store -------------------------------------------------------
+
+
+def test_import_of_pytorch_repro_store_keeps_every_storage_by_its_sha1(tmp_path):
+    inputs = every_kind()
+    pt, cas = str(tmp_path / "pt"), str(tmp_path / "cas")
+    source = write_args(pt, inputs)  # PyTorch's own store: storages/<sha1> only
+    assert os.listdir(pt) == ["storages"]
+
+    result = CliRunner().invoke(cli, ["import", cas, pt])
+    assert result.exit_code == 0, result.output
+    n = len(os.listdir(os.path.join(pt, "storages")))
+    assert f"imported 0 tensor(s) and {n} storage(s)" in result.output
+
+    reader = tensorcas.ContentStoreReader(cas)
+    for t in inputs:
+        storage = t.untyped_storage()
+        sha1 = hashlib.sha1(bytes(storage.cpu())).hexdigest()
+        assert bytes(reader.read_storage(sha1)) == bytes(storage)
+    with pytest.raises(tensorcas.BlobNotFoundError) as info:
+        reader.read_storage("0" * 40)  # a SHA-1 this store never saw: missing, not invalid
+    assert isinstance(info.value, FileNotFoundError)
+
+    tensorcas.gc(cas, grace_seconds=0)  # imported storages are roots: gc keeps them
+    with install():  # the script PyTorch generated, unchanged, on the imported store
+        assert_same_inputs(load_args(source, cas), inputs)
+    with pytest.raises(NotADirectoryError):
+        load_args(source, cas)  # without the switch: stopped, not random
+
+
+def test_gc_keeps_repro_inputs(tmp_path, switched):
+    save_dir = str(tmp_path / "cas")
+    inputs = every_kind()
+    source = write_args(save_dir, inputs)
+    tensorcas.gc(save_dir, grace_seconds=0)
+    assert_same_inputs(load_args(source, save_dir), inputs)
