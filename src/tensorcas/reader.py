@@ -10,7 +10,7 @@ from typing import Any, cast
 import torch
 
 from . import format as fmt
-from .errors import BlobLostError, BlobNotFoundError, CorruptObjectError
+from .errors import BlobLostError, BlobNotFoundError, CorruptObjectError, InvalidDigestError
 from .hashing import cpu_storage_view, hash_buffer
 from .store import PACK_THRESHOLD, Location, Store, who
 from .tensors import record_to_tensor
@@ -122,32 +122,62 @@ class ContentStoreReader:
         return record_to_tensor(record, storage)
 
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
-        """The blob stored under ``digest`` as an ``UntypedStorage``."""
-        digest = fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
+        """The blob stored under ``digest`` as an ``UntypedStorage``.
+
+        ``digest`` is ``blake3:<hex>`` or its bare 64 hex digits, or a foreign digest the bytes
+        were written with (``write_storage(..., alias=...)``, ``tensorcas import`` of a PyTorch
+        store): PyTorch's ``hash_storage`` hex, bare or as ``torch:<hex>``.  An unknown foreign
+        digest is a missing blob (``BlobNotFoundError``)."""
+        digest = self._resolve_digest(digest)
         info = self.store.blob_info(digest)
         if info is None:
             raise self._missing(digest)
         return self._storage(digest, info.size, _device(device), None)
 
     def _missing(self, digest: str) -> BlobNotFoundError:
-        """The error for a blob that is not there: lost if the logs place it in a pack."""
+        """The error for a blob that is not there: *lost* if the store says it holds it (a pack,
+        a tensor or a storage root names it), else simply not in this store.  Only on this
+        error path are the records searched."""
         packs = sorted({fmt.pack_key(p.pack) for p in self.store.packed_places(digest)})
+        users = [r.name for r in self.store.records() if r.blob == digest]
         if packs:
-            return BlobLostError(
-                f"blob {digest} is lost from store {self.location}: the logs place it in "
-                f"{', '.join(packs)}, which is missing or cut short; run 'tensorcas verify {self.location}'"
+            why = f"the logs place it in {', '.join(packs)}, which is missing or cut short"
+        elif users:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            why = f"tensor {users[0]!r}{more} use(s) it, but its file is missing"
+        elif digest in self.store.roots():
+            why = "it was written with write_storage (a storage root), but its file is missing"
+        else:
+            return BlobNotFoundError(
+                f"blob {digest} is not in store {self.location}; list what it holds with "
+                f"'tensorcas ls {self.location}' (a digest from another store is not found here)"
             )
-        users = [r.name for r in self.store.records() if r.blob == digest]  # only on this error path
-        if users:
-            return BlobLostError(
-                f"blob {digest} is lost from store {self.location}: tensor {users[0]!r}"
-                + (f" and {len(users) - 1} more use it" if len(users) > 1 else " uses it")
-                + f", but its file is missing; run 'tensorcas verify {self.location}'"
-            )
-        return BlobNotFoundError(
-            f"blob {digest} is not in store {self.location}; list what it holds with "
-            f"'tensorcas ls {self.location}' (a digest from another store is not found here)"
+        return BlobLostError(
+            f"blob {digest} is lost from store {self.location}: {why}; "
+            f"run 'tensorcas verify {self.location}'"
         )
+
+    def _resolve_digest(self, digest: str) -> str:
+        try:
+            return fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
+        except InvalidDigestError:
+            if not isinstance(digest, str) or digest.startswith(fmt.DIGEST_ALGORITHM + ":"):
+                raise
+            alias = digest if ":" in digest else f"torch:{digest}"
+            try:
+                fmt.validate_alias(alias)
+            except InvalidDigestError:
+                raise InvalidDigestError(
+                    f"{digest!r} is not a digest; expected 'blake3:' followed by 64 lowercase hex digits, "
+                    "or a foreign digest such as PyTorch's hex 'hash_storage'"
+                ) from None
+            found = self.store.resolve_alias(alias)
+            if found is None:
+                raise BlobNotFoundError(
+                    f"blob {digest} is not in store {self.location}: no storage was written under that "
+                    "digest (foreign digests are kept by write_storage(alias=...) and 'tensorcas import')"
+                ) from None
+            return found
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
         key = (digest, str(device))
