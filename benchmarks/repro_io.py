@@ -69,9 +69,9 @@ def read(save_dir: str, source: str) -> list[Any]:
     return reader.args
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     return time.perf_counter() - start, out
 
 
@@ -83,9 +83,13 @@ def main() -> None:
     opts = parser.parse_args()
 
     inputs = make_inputs(opts.mb)
-    nbytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs}.values())
+    nbytes = sum(
+        {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs}.values()
+    )
     root = tempfile.mkdtemp(prefix="repro-io-", dir=opts.dir)
-    times: dict[str, list[float]] = {k: [] for k in ("torch write", "tensorcas write", "torch read", "tensorcas read")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("torch write", "tensorcas write", "torch read", "tensorcas read")
+    }
     try:
         for rep in range(opts.repeat):
             order = ["torch", "tensorcas"] if rep % 2 == 0 else ["tensorcas", "torch"]
@@ -93,10 +97,10 @@ def main() -> None:
                 save_dir = os.path.join(root, f"{who}-{rep}")
                 switch = torch_compat.install() if who == "tensorcas" else None
                 try:
-                    seconds, source = timed(lambda: write(save_dir, inputs, stable_hash=True))
+                    seconds, source = timed(write, save_dir, inputs, True)
                     os.sync()
                     times[f"{who} write"].append(seconds)
-                    seconds, args = timed(lambda: read(save_dir, source))
+                    seconds, args = timed(read, save_dir, source)
                     times[f"{who} read"].append(seconds)
                 finally:
                     if switch is not None:
@@ -109,7 +113,9 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     mb = nbytes / 1e6
-    print(f"torch {torch.__version__}; {len(inputs)} inputs, {mb:.1f} MB of storages; median of {opts.repeat}")
+    print(
+        f"torch {torch.__version__}; {len(inputs)} inputs, {mb:.1f} MB of storages; median of {opts.repeat}"
+    )
     for op in ("write", "read"):
         t, c = med[f"torch {op}"], med[f"tensorcas {op}"]
         print(
