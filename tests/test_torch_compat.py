@@ -244,6 +244,23 @@ def test_missing_save_dir_falls_back_to_random(tmp_path, switched, fresh_warning
     assert any("generating random data instead" in str(w.message) for w in fresh_warnings)
 
 
+def test_foreign_digest_falls_back_to_random(tmp_path, fresh_warnings):
+    """A script written by PyTorch's store (SHA-1 digests), pointed at a tensorcas store that
+    never imported them."""
+    x = torch.randn(5)
+    source = write_args(str(tmp_path / "pt"), [x])
+    sha1 = hashlib.sha1(bytes(x.untyped_storage())).hexdigest()
+    assert repr(sha1) in source
+    with tensorcas.ContentStoreWriter(str(tmp_path / "cas")) as writer:
+        writer.write_tensor("other", torch.zeros(1))
+    with install():
+        args = load_args(source, str(tmp_path / "cas"))
+    assert args[0].shape == (5,)
+    assert f"could not load {sha1}, generating random data instead" in [
+        str(w.message) for w in fresh_warnings
+    ]
+
+
 def test_missing_data_errors_are_file_not_found_errors(tmp_path):
     loc = str(tmp_path / "cas")
     small, large = torch.randn(10), torch.randn(100_000)
@@ -394,3 +411,20 @@ def test_gc_keeps_repro_inputs(tmp_path, switched):
     source = write_args(save_dir, inputs)
     tensorcas.gc(save_dir, grace_seconds=0)
     assert_same_inputs(load_args(source, save_dir), inputs)
+
+
+def test_repro_command_runs_a_script_with_the_switch(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "import torch.utils._content_store as cs\n"
+        "from tensorcas import torch_compat\n"
+        "print(__name__, sys.argv[1:], torch_compat.installed(), cs.ContentStoreWriter.__module__)\n"
+        "sys.exit(3)\n"
+    )
+    result = CliRunner().invoke(cli, ["repro", str(script), "run", "--save-dir", "x"])
+    assert result.exit_code == 3
+    assert "__main__ ['run', '--save-dir', 'x'] True tensorcas.torch_compat" in result.output
+    assert not torch_compat.installed()
+    result = CliRunner().invoke(cli, ["repro", str(tmp_path / "nothing.py")])
+    assert result.exit_code == 2
