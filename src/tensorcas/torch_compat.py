@@ -55,20 +55,15 @@ GUARD_TEXT = (
 SWITCH_LINE = "import tensorcas.torch_compat; tensorcas.torch_compat.install()  # inputs are in a tensorcas store\n"
 
 
-def write_guard(loc: Location | Store) -> None:
+def write_guard(store: Store) -> None:
     """Put the ``storages`` guard file into a local store (other backends need none: PyTorch's
-    reader reads only local paths).  Idempotent."""
-    backend = loc.backend if isinstance(loc, Store) else None
-    if backend is None and isinstance(loc, LocalBackend):
-        backend = loc
-    if backend is None and isinstance(loc, (str, os.PathLike)) and "://" not in os.fspath(loc):
-        backend = LocalBackend(loc)
-    if (
-        isinstance(backend, LocalBackend)
-        and not backend.exists(GUARD_KEY)
-        and not os.path.isdir(os.path.join(backend.root, GUARD_KEY))
-    ):
-        backend.put_if_absent(GUARD_KEY, GUARD_TEXT)
+    reader reads only local paths).  Idempotent; a ``storages`` directory is left alone."""
+    backend = store.backend
+    if not isinstance(backend, LocalBackend):
+        return
+    if os.path.lexists(os.path.join(backend.root, GUARD_KEY)):
+        return
+    backend.put_if_absent(GUARD_KEY, GUARD_TEXT)
 
 
 class ContentStoreWriter(_Writer):
