@@ -18,6 +18,7 @@ import sys
 import pytest
 import torch
 import torch._dynamo
+import torch._inductor.config
 from click.testing import CliRunner
 from torch._dynamo.repro.after_aot import run_repro
 
@@ -68,7 +69,9 @@ def repro(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_switch_left():
-    yield
+    # run_repro turns on inductor's intermediate hooks for the whole process: put it back too.
+    with torch._inductor.config.patch(generate_intermediate_hooks=False):
+        yield
     torch_compat.uninstall()
 
 
