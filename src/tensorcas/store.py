@@ -14,7 +14,7 @@ import os
 import threading
 
 from . import format as fmt
-from .backends.base import Backend
+from .backends.base import Backend, local_paths
 from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
 from .backends.readonly import read_only as read_only_backend
@@ -144,5 +144,13 @@ class Store:
 
 def _has_foreign_content(backend: Backend) -> bool:
     """Whether the location holds something no tensorcas store does.  A store's own entries do
-    not count: another process may be creating the store at this very moment."""
-    return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
+    not count: another process may be creating the store at this very moment.  Where the store
+    is a directory, its entries are looked at directly (an empty directory is something too)."""
+    paths = local_paths(backend)
+    root = paths.local_path("") if paths is not None else None
+    if root is None:
+        return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
+    try:
+        return any(not entry.startswith(".") and entry not in fmt.TOP_LEVEL for entry in os.listdir(root))
+    except OSError:
+        return False

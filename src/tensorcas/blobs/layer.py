@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..backends import base
-from ..errors import BlobNotFoundError, CorruptObjectError
+from ..errors import BlobLostError, BlobNotFoundError, CorruptObjectError
 from ..format import (
     BLOBS,
     PackedBlob,
@@ -125,7 +125,7 @@ class Blobs:
         if size is None:
             if name is None:
                 raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
-            raise CorruptObjectError(
+            raise BlobLostError(
                 f"tensor {name!r}: its blob {digest} is missing from store {self.location}; "
                 "the store is damaged or was copied incompletely (run 'tensorcas verify')"
             )
@@ -189,7 +189,12 @@ class Blobs:
             )
         if not tried:
             self._check_size(digest, None, nbytes, name)  # raises: missing
-        raise CorruptObjectError(
+        # Lost (a BlobLostError, also a FileNotFoundError) if no copy that should hold the blob
+        # exists at all; damaged if one exists but is cut short, or the logs give another size.
+        gone = info is None and all(
+            e.nbytes == nbytes and not self.backend.exists(cached_pack_key(e.pack)) for e in self.packs.places(digest)
+        )
+        raise (BlobLostError if gone else CorruptObjectError)(
             f"{tensor_context(name)}blob {digest} of {nbytes} bytes is lost: "
             f"{', '.join(tried)} is missing, cut short or holds another size; "
             f"run 'tensorcas verify {self.location}'"
