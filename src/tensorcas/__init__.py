@@ -7,6 +7,7 @@ from a store is validated, so stores from strangers are safe to open.
 Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 """
 
+from .dcp import load_state_dict, save_state_dict
 from .errors import (
     BlobNotFoundError,
     CorruptObjectError,
@@ -65,9 +66,11 @@ __all__ = [
     "gc",
     "hash_storage",
     "import_store",
+    "load_state_dict",
     "load_tensor_reader",
     "ls",
     "rm",
+    "save_state_dict",
     "show",
     "verify",
 ]

@@ -1,0 +1,469 @@
+"""``Writer`` and ``Reader``: a ``torch.distributed.checkpoint`` storage layer on a tensorcas store.
+
+DCP drives a save in steps (see ``torch.distributed.checkpoint.storage.StorageWriter``): every rank
+plans, the coordinator merges the plans, every rank writes its items (``write_data``), and the
+coordinator gets every rank's results and the global metadata (``finish``).  Here:
+
+* ``write_data``: each rank writes each tensor chunk it owns as a tensor name
+  ``checkpoints/<checkpoint>/<save id>/<fqn>@<offsets>`` with its own ``ContentStoreWriter``:
+  bytes already in the store (from any rank, any earlier checkpoint) are hashed, not written.
+  Non-tensor values are not written at all; they travel to the coordinator in the results.
+* ``finish``: the coordinator turns DCP's metadata and the results into a JSON manifest
+  (:mod:`.manifest`), checks that every chunk name holds the blob its rank reported, and only
+  then publishes the manifest.  A save that fails or is killed before this point leaves chunk
+  names but no checkpoint; the next save of that checkpoint name removes them.
+
+Loading reads the manifest instead of a pickle, and each rank reads the chunks its plan needs,
+so a checkpoint saved on N ranks loads on any number of ranks, as DCP reshards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+import uuid
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    StorageMeta,
+    TensorProperties,
+    TensorStorageMetadata,
+)
+from torch.distributed.checkpoint.planner import (
+    LoadItemType,
+    LoadPlan,
+    LoadPlanner,
+    SavePlan,
+    SavePlanner,
+    WriteItemType,
+)
+from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+from torch.futures import Future
+
+from .. import format as fmt
+from ..errors import CheckpointError, CheckpointNotFoundError
+from ..store import Location
+from ..writer import ContentStoreWriter
+from . import catalog
+from .manifest import (
+    Chunk,
+    Entry,
+    Manifest,
+    PathElement,
+    TensorEntry,
+    ValueEntry,
+    chunk_name,
+    chunks_prefix,
+    encode_value,
+    new_save_id,
+    validate_checkpoint_name,
+)
+
+__all__ = ["Reader", "Writer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ChunkResult:
+    """What a rank reports for one tensor chunk it wrote."""
+
+    name: str
+    blob: str
+    nbytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _ValueResult:
+    """What a rank reports for one non-tensor value: the value, encoded (it is not written)."""
+
+    encoded: Any
+
+
+def _name_or_none(checkpoint_id: str | os.PathLike[str] | None) -> str | None:
+    if checkpoint_id is None:
+        return None
+    return validate_checkpoint_name(os.fspath(checkpoint_id))
+
+
+class Writer(StorageWriter):
+    """Saves a DCP checkpoint into a tensorcas store as the checkpoint ``name``.
+
+    ``dcp.save(state_dict, storage_writer=Writer("store", "step-100"))``; a ``checkpoint_id``
+    given to ``dcp.save`` replaces ``name``.  Every rank must see the same store (a shared
+    directory, or object storage).
+
+    Args:
+        loc: the store (a directory, created if missing, or a backend).
+        name: the checkpoint's name: letters, digits, ``.``, ``_``, ``-`` (``step-100``).
+        overwrite: replace a checkpoint of that name.  The old one stays complete and listed until
+            the new one is published.  Without it, saving under an existing name fails before
+            anything is written.
+        durable: fsync every blob and record before the save returns, so that the checkpoint
+            survives power loss (as ``FileSystemWriter(sync_files=True)``); without it, a
+            finished save survives the process being killed, not the machine losing power.
+    """
+
+    def __init__(
+        self,
+        loc: Location,
+        name: str | None = None,
+        *,
+        overwrite: bool = False,
+        durable: bool = False,
+    ) -> None:
+        super().__init__()
+        self.loc = loc
+        self.name = _name_or_none(name)
+        self.overwrite = overwrite
+        self.durable = durable
+        self.save_id = new_save_id()
+        self.is_coordinator = False
+
+    # -- the StorageWriter contract ------------------------------------------------------------
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        if checkpoint_id is not None:
+            self.name = _name_or_none(checkpoint_id)
+        self.save_id = new_save_id()
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("use_collectives", True) is False:
+            raise CheckpointError(
+                "tensorcas.dcp.Writer needs use_collectives=True: a checkpoint is one manifest, "
+                "published once every rank has finished"
+            )
+        self.is_coordinator = is_coordinator
+        self._checkpoint()  # a missing name fails on every rank, before any planning
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        checkpoint = self._checkpoint()
+        if not self.overwrite:
+            reader = catalog.open_reader(self.loc)
+            if reader is not None and catalog.has_checkpoint(reader, checkpoint):
+                raise CheckpointError(
+                    f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
+                    "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
+                )
+        # Every rank names its chunks with the coordinator's save id.
+        return [dataclasses.replace(plan, storage_data=self.save_id) for plan in plans]
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        checkpoint = self._checkpoint()
+        save_id = plan.storage_data if isinstance(plan.storage_data, str) else self.save_id
+        results: list[WriteResult] = []
+        with ContentStoreWriter(self.loc, durable=self.durable) as writer:
+            for item in plan.items:
+                if item.type == WriteItemType.BYTE_IO:
+                    encoded = encode_value(_lookup_object(planner, item.index), item.index.fqn)
+                    results.append(WriteResult(item.index, 0, _ValueResult(encoded)))
+                    continue
+                tensor = planner.resolve_data(item)
+                if not isinstance(tensor, torch.Tensor):
+                    raise CheckpointError(
+                        f"{item.index.fqn!r}: the planner gave a {type(tensor).__name__}, not a tensor"
+                    )
+                tensor = tensor.detach()
+                if tensor.untyped_storage().nbytes() != tensor.nbytes:
+                    tensor = (
+                        tensor.clone()
+                    )  # store only this chunk's elements, not a larger storage
+                offsets = tuple(item.index.offset) if item.index.offset is not None else ()
+                name = chunk_name(checkpoint, save_id, item.index.fqn, offsets)
+                record = writer.write_tensor(name, tensor)
+                assert record is not None  # not in background mode
+                results.append(
+                    WriteResult(
+                        item.index,
+                        record.view_nbytes,
+                        _ChunkResult(name, record.blob, record.nbytes),
+                    )
+                )
+        future: Future[list[WriteResult]] = Future()
+        future.set_result(results)
+        return future
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        checkpoint = self._checkpoint()
+        by_index = {wr.index: wr.storage_data for rank_results in results for wr in rank_results}
+        save_id = next(
+            (d.name.split("/")[2] for d in by_index.values() if isinstance(d, _ChunkResult)),
+            self.save_id,
+        )
+        manifest = _manifest(checkpoint, save_id, metadata, by_index)
+        reader = catalog.open_reader(self.loc)
+        assert reader is not None  # the ranks' writers created the store
+        catalog.check_chunks(reader, manifest)  # every rank's chunks are there, with their blobs
+        if not self.overwrite and catalog.has_checkpoint(reader, checkpoint):
+            raise CheckpointError(
+                f"checkpoint {checkpoint!r} was saved by someone else meanwhile; nothing was published"
+            )
+        with ContentStoreWriter(self.loc, durable=self.durable) as writer:
+            catalog.publish_manifest(writer, manifest)
+            # Chunks of earlier saves under this name (replaced, or never finished) are garbage now.
+            keep = {c.name for c in manifest.chunks()}
+            for name in reader.list_tensors(chunks_prefix(checkpoint)):
+                if name not in keep:
+                    writer.delete_tensor(name)
+
+    def storage_meta(self) -> StorageMeta | None:
+        return StorageMeta(checkpoint_id=self.name, save_id=self.save_id)
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        return self.name
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """Whether ``checkpoint_id`` can name a checkpoint (a store location cannot)."""
+        try:
+            validate_checkpoint_name(os.fspath(checkpoint_id))
+        except ValueError:
+            return False
+        return True
+
+    def _checkpoint(self) -> str:
+        if self.name is None:
+            raise CheckpointError(
+                "no checkpoint name: pass one to Writer(loc, name) or as checkpoint_id"
+            )
+        return self.name
+
+
+class Reader(StorageReader):
+    """Loads a checkpoint saved by :class:`Writer`, on any number of ranks.
+
+    ``dcp.load(state_dict, storage_reader=Reader("store", "step-100"))``.  The manifest is JSON,
+    validated before use; non-tensor values are rebuilt from it, never unpickled.
+
+    Args:
+        loc: the store.
+        name: the checkpoint (a ``checkpoint_id`` given to ``dcp.load`` replaces it).
+        verify: re-hash every blob read (see ``ContentStoreReader``); sizes are always checked.
+    """
+
+    def __init__(self, loc: Location, name: str | None = None, *, verify: bool = False) -> None:
+        super().__init__()
+        self.loc = loc
+        self.name = _name_or_none(name)
+        self.verify = verify
+        self.load_id = str(uuid.uuid4())
+        self._manifest: Manifest | None = None
+        self.storage_data: dict[MetadataIndex, Any] = {}
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        self.storage_data = {}
+        self._manifest = None
+        if checkpoint_id is not None:
+            self.name = _name_or_none(checkpoint_id)
+        self.load_id = str(uuid.uuid4())
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        if kwargs.get("rank") is not None:
+            raise CheckpointError(
+                "tensorcas checkpoints have one manifest for all ranks, none per rank"
+            )
+        if self.name is None:
+            raise CheckpointError(
+                "no checkpoint name: pass one to Reader(loc, name) or as checkpoint_id"
+            )
+        reader = catalog.open_reader(self.loc)
+        if reader is None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint {self.name!r}: there is no store at {self.loc}"
+            )
+        self._manifest = catalog.read_manifest(reader, self.name)
+        return _metadata(self._manifest, self.load_id)
+
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
+        if metadata.storage_data is None:
+            raise CheckpointError(
+                "the checkpoint metadata has no storage data; read it with Reader.read_metadata"
+            )
+        self.storage_data = metadata.storage_data
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        return plans
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        assert self.name is not None
+        reader = catalog.open_reader(self.loc)
+        if reader is None:
+            raise CheckpointError(f"the store at {self.loc} is gone")
+        reader.verify = self.verify
+        # Read each stored chunk once, even when several destination shards need parts of it.
+        items = sorted(plan.items, key=lambda it: _sort_key(self.storage_data[it.storage_index]))
+        current: tuple[str, torch.Tensor] | None = None
+        for item in items:
+            info = self.storage_data[item.storage_index]
+            if item.type == LoadItemType.BYTE_IO:
+                if not isinstance(info, ValueEntry):
+                    raise CheckpointError(
+                        f"{item.storage_index.fqn!r} is a tensor in the checkpoint, not a value"
+                    )
+                buffer = io.BytesIO()
+                torch.save(info.value(), buffer)  # our own pickle of validated plain values
+                buffer.seek(0)
+                planner.load_bytes(item, buffer)
+                continue
+            if not isinstance(info, tuple):
+                raise CheckpointError(
+                    f"{item.storage_index.fqn!r} is a value in the checkpoint, not a tensor"
+                )
+            dtype, chunk = info
+            if current is None or current[0] != chunk.name:
+                current = (chunk.name, catalog.read_chunk(reader, self.name, dtype, chunk))
+            source = current[1]
+            for dim, (start, length) in enumerate(zip(item.storage_offsets, item.lengths)):
+                source = source.narrow(dim, start, length)
+            target = planner.resolve_tensor(item).detach()
+            if target.size() != source.size():
+                raise CheckpointError(
+                    f"{item.storage_index.fqn!r}: the checkpoint's piece is {list(source.size())}, "
+                    f"the destination {list(target.size())}"
+                )
+            target.copy_(source)
+            planner.commit_tensor(item, target)
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        return self.name
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        return Writer.validate_checkpoint_id(checkpoint_id)
+
+
+def _sort_key(info: Any) -> str:
+    return info[1].name if isinstance(info, tuple) else ""
+
+
+def _lookup_object(planner: SavePlanner, index: MetadataIndex) -> Any:
+    """The original (unpickled) value behind a BYTE_IO item.  DCP's planners pickle values in
+    ``resolve_data``; tensorcas keeps them as JSON instead, so it needs the value itself."""
+    lookup = getattr(planner, "lookup_object", None)
+    if lookup is None:
+        raise CheckpointError(
+            f"{index.fqn!r} is a non-tensor value, and the planner {type(planner).__name__} cannot give it "
+            "without pickle; use a planner derived from DefaultSavePlanner"
+        )
+    return lookup(index)
+
+
+# -- DCP metadata <-> manifest -------------------------------------------------------------------
+
+
+def _manifest(
+    checkpoint: str, save_id: str, metadata: Metadata, by_index: dict[MetadataIndex, Any]
+) -> Manifest:
+    entries: dict[str, Entry] = {}
+    for fqn, md in metadata.state_dict_metadata.items():
+        if isinstance(md, BytesStorageMetadata):
+            result = by_index.get(MetadataIndex(fqn))
+            if not isinstance(result, _ValueResult):
+                raise CheckpointError(f"no rank reported the value {fqn!r}; nothing was published")
+            entries[fqn] = ValueEntry(result.encoded)
+            continue
+        dtype = fmt.dtype_name(md.properties.dtype)
+        if dtype is None:
+            raise CheckpointError(f"{fqn!r}: dtype {md.properties.dtype} cannot be stored")
+        chunks = []
+        for chunk in md.chunks:
+            result = by_index.get(MetadataIndex(fqn, chunk.offsets))
+            if not isinstance(result, _ChunkResult):
+                raise CheckpointError(
+                    f"no rank reported the chunk of {fqn!r} at {list(chunk.offsets)}; nothing was published"
+                )
+            chunks.append(
+                Chunk(
+                    tuple(chunk.offsets),
+                    tuple(chunk.sizes),
+                    result.name,
+                    result.blob,
+                    result.nbytes,
+                )
+            )
+        entries[fqn] = TensorEntry(
+            dtype, tuple(md.size), bool(md.properties.requires_grad), tuple(chunks)
+        )
+    return Manifest(
+        checkpoint=checkpoint,
+        save_id=save_id,
+        time_ns=time.time_ns(),
+        entries=entries,
+        paths=_paths(metadata.planner_data, entries),
+        dcp_version=metadata.version if isinstance(metadata.version, str) else None,
+        modules=tuple(metadata.storage_meta.modules) if metadata.storage_meta is not None else (),
+    )
+
+
+def _paths(
+    planner_data: Any, entries: dict[str, Entry]
+) -> dict[str, tuple[PathElement, ...]] | None:
+    """DCP's default planners record where each flattened key sat in the nested state dict."""
+    if planner_data is None:
+        return None
+    if not isinstance(planner_data, dict) or not set(entries) <= set(planner_data):
+        raise CheckpointError(
+            "the planner's data is not a path for every key (as DefaultSavePlanner's is); "
+            "tensorcas cannot keep other planner data without pickle"
+        )
+    out = {}
+    for fqn in entries:
+        path = planner_data[fqn]
+        if not isinstance(path, (tuple, list)) or not all(
+            type(p) is str or (type(p) is int and p >= 0) for p in path
+        ):
+            raise CheckpointError(
+                f"the planner's path for {fqn!r} is not a sequence of keys and indices"
+            )
+        out[fqn] = tuple(path)
+    return out
+
+
+def _metadata(manifest: Manifest, load_id: str) -> Metadata:
+    state_dict_metadata: dict[str, TensorStorageMetadata | BytesStorageMetadata] = {}
+    storage_data: dict[MetadataIndex, Any] = {}
+    for fqn, entry in manifest.entries.items():
+        if isinstance(entry, ValueEntry):
+            state_dict_metadata[fqn] = BytesStorageMetadata()
+            storage_data[MetadataIndex(fqn)] = entry
+            continue
+        properties = TensorProperties(dtype=entry.torch_dtype, requires_grad=entry.requires_grad)
+        chunks = []
+        for chunk in entry.chunks:
+            chunks.append(
+                ChunkStorageMetadata(
+                    offsets=torch.Size(chunk.offsets), sizes=torch.Size(chunk.sizes)
+                )
+            )
+            storage_data[MetadataIndex(fqn, chunk.offsets)] = (entry.dtype, chunk)
+        state_dict_metadata[fqn] = TensorStorageMetadata(properties, torch.Size(entry.size), chunks)
+    return Metadata(
+        state_dict_metadata=state_dict_metadata,
+        planner_data=None if manifest.paths is None else dict(manifest.paths),
+        storage_data=storage_data,
+        storage_meta=StorageMeta(
+            checkpoint_id=manifest.checkpoint,
+            save_id=manifest.save_id,
+            load_id=load_id,
+            modules=list(manifest.modules),
+        ),
+        version=manifest.dcp_version,
+    )
