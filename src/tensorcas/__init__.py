@@ -10,6 +10,8 @@ Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 from .dcp import load_state_dict, save_state_dict
 from .errors import (
     BlobNotFoundError,
+    CheckpointError,
+    CheckpointNotFoundError,
     CorruptObjectError,
     FormatError,
     InvalidDigestError,
@@ -44,6 +46,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlobNotFoundError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",
     "CorruptObjectError",

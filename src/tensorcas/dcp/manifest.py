@@ -5,7 +5,8 @@ document stored as a blob under the name ``checkpoints/<checkpoint>`` (a 1-D ``u
 It replaces DCP's pickled ``.metadata`` file and lists, for every state-dict key (its *fqn*):
 
 * a tensor: dtype, global size, and its chunks (offsets and sizes in the global tensor), each
-  pointing at the tensor name that holds the chunk's bytes and pinning that name's blob digest;
+  pointing at the tensor name that holds the chunk's bytes (relative to
+  ``checkpoints/<checkpoint>/<save id>/``) and pinning that name's blob digest;
 * a non-tensor value (a step count, a learning rate, ``bytes``): the value itself, in a small
   typed JSON encoding (:func:`encode_value`), so that loading never unpickles anything.
 
@@ -182,6 +183,11 @@ class Manifest:
         return sum(e.nbytes for e in self.entries.values() if isinstance(e, TensorEntry))
 
     def encode(self) -> bytes:
+        prefix = f"{chunks_prefix(self.checkpoint)}{self.save_id}/"
+        if not all(c.name.startswith(prefix) for c in self.chunks()):
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint!r}: every chunk name must be below {prefix!r}"
+            )
         entries: dict[str, Any] = {}
         for fqn, entry in self.entries.items():
             if isinstance(entry, TensorEntry):
@@ -194,7 +200,7 @@ class Manifest:
                         {
                             "offsets": list(c.offsets),
                             "sizes": list(c.sizes),
-                            "name": c.name,
+                            "name": c.name[len(prefix) :],
                             "blob": c.blob,
                             "nbytes": c.nbytes,
                         }
@@ -350,13 +356,13 @@ def _entry(raw: Any, fqn: str, prefix: str) -> Entry:
             )
         if any(o + s > n for o, s, n in zip(offsets, sizes, size)):
             raise _Bad(f"{cw}: reaches outside the tensor of size {list(size)}")
-        name = rc["name"]
+        if not isinstance(rc["name"], str):
+            raise _Bad(f"{cw}: name must be a string")
+        name = prefix + rc["name"]  # chunk names are kept relative to the save's prefix
         try:
             fmt.validate_name(name)
         except InvalidNameError as exc:
             raise _Bad(f"{cw}: {exc}") from None
-        if not name.startswith(prefix):
-            raise _Bad(f"{cw}: name {name[:200]!r} is not below {prefix!r}")
         try:
             hex_digest = fmt.parse_digest(rc["blob"])
         except ValueError as exc:

@@ -24,9 +24,11 @@ import io
 import os
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import (
     BytesStorageMetadata,
     ChunkStorageMetadata,
@@ -40,6 +42,7 @@ from torch.distributed.checkpoint.planner import (
     LoadItemType,
     LoadPlan,
     LoadPlanner,
+    ReadItem,
     SavePlan,
     SavePlanner,
     WriteItemType,
@@ -314,10 +317,7 @@ class Reader(StorageReader):
                     raise CheckpointError(
                         f"{item.storage_index.fqn!r} is a tensor in the checkpoint, not a value"
                     )
-                buffer = io.BytesIO()
-                torch.save(info.value(), buffer)  # our own pickle of validated plain values
-                buffer.seek(0)
-                planner.load_bytes(item, buffer)
+                _load_value(planner, item, info.value())
                 continue
             if not isinstance(info, tuple):
                 raise CheckpointError(
@@ -352,6 +352,25 @@ class Reader(StorageReader):
 
 def _sort_key(info: Any) -> str:
     return info[1].name if isinstance(info, tuple) else ""
+
+
+def _load_value(planner: LoadPlanner, item: ReadItem, value: Any) -> None:
+    """Give a non-tensor value to the planner.  DCP's ``load_bytes`` takes a pickle; for its
+    default planner the value is put in place directly, as that planner would after unpickling,
+    so loading unpickles nothing.  Another planner gets a pickle that tensorcas made itself, of
+    the validated plain value (nothing read from the store is unpickled)."""
+    if type(planner).load_bytes is DefaultLoadPlanner.load_bytes:
+        default = cast(DefaultLoadPlanner, planner)
+        fqn = item.dest_index.fqn
+        if default.flatten_state_dict:
+            set_element(default.original_state_dict, default.mappings[fqn], value)
+        else:
+            default.state_dict[fqn] = value
+        return
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    planner.load_bytes(item, buffer)
 
 
 def _lookup_object(planner: SavePlanner, index: MetadataIndex) -> Any:

@@ -5,6 +5,14 @@ Each is one library function that the command line calls; none needs the command
 
 from __future__ import annotations
 
+from .checkpoints import (
+    CheckpointInfo,
+    CheckpointList,
+    IncompleteSave,
+    RemoveReport,
+    list_checkpoints,
+    remove_checkpoints,
+)
 from .diff import DiffResult, Target, TensorDiff, diff, parse_target
 from .du import DiskUsage, du
 from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
@@ -22,6 +30,8 @@ from .verify import Finding, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "CheckpointInfo",
+    "CheckpointList",
     "DamagedStoreError",
     "DiffResult",
     "DiskUsage",
@@ -32,6 +42,8 @@ __all__ = [
     "Histogram",
     "ImportReport",
     "ImportSourceError",
+    "IncompleteSave",
+    "RemoveReport",
     "RmReport",
     "Target",
     "TensorDiff",
@@ -43,8 +55,10 @@ __all__ = [
     "export_safetensors",
     "gc",
     "import_store",
+    "list_checkpoints",
     "ls",
     "parse_target",
+    "remove_checkpoints",
     "rm",
     "show",
     "verify",
