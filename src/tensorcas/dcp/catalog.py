@@ -29,11 +29,11 @@ from .manifest import (
 )
 
 
-def open_reader(loc: Location) -> ContentStoreReader | None:
+def open_reader(loc: Location, *, mmap: bool = False) -> ContentStoreReader | None:
     """A reader of the store at ``loc`` (uncached: every read is a tensor of its own), or
     ``None`` if there is no store yet."""
     try:
-        return ContentStoreReader(loc, cache=False)
+        return ContentStoreReader(loc, cache=False, mmap=mmap)
     except StoreNotFoundError:
         return None
 

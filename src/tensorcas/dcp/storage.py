@@ -19,9 +19,11 @@ so a checkpoint saved on N ranks loads on any number of ranks, as DCP reshards.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import io
 import os
+import sys
 import time
 import uuid
 from typing import Any, cast
@@ -51,7 +53,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from .. import format as fmt
-from ..errors import CheckpointError, CheckpointNotFoundError
+from ..errors import CheckpointError, CheckpointNotFoundError, StoreIOError
 from ..store import Location
 from ..writer import ContentStoreWriter
 from . import catalog
@@ -163,7 +165,12 @@ class Writer(StorageWriter):
         checkpoint = self._checkpoint()
         save_id = plan.storage_data if isinstance(plan.storage_data, str) else self.save_id
         results: list[WriteResult] = []
-        with ContentStoreWriter(self.loc, durable=self.durable) as writer:
+        writer = ContentStoreWriter(self.loc)
+        sync_at_end = self.durable and _can_sync_filesystem(writer)
+        if self.durable and not sync_at_end:
+            writer.close()
+            writer = ContentStoreWriter(self.loc, durable=True)  # fsync each write instead
+        with writer:
             for item in plan.items:
                 if item.type == WriteItemType.BYTE_IO:
                     encoded = encode_value(_lookup_object(planner, item.index), item.index.fqn)
@@ -190,6 +197,8 @@ class Writer(StorageWriter):
                         _ChunkResult(name, record.blob, record.nbytes),
                     )
                 )
+        if sync_at_end:
+            _sync_filesystem(writer)
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
@@ -303,7 +312,9 @@ class Reader(StorageReader):
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         assert self.name is not None
-        reader = catalog.open_reader(self.loc)
+        # Chunks are copied into the destination at once: mapping them saves a copy, and the
+        # mapping is dropped before this returns.
+        reader = catalog.open_reader(self.loc, mmap=True)
         if reader is None:
             raise CheckpointError(f"the store at {self.loc} is gone")
         reader.verify = self.verify
@@ -348,6 +359,39 @@ class Reader(StorageReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         return Writer.validate_checkpoint_id(checkpoint_id)
+
+
+def _local_file(writer: ContentStoreWriter) -> str | None:
+    """A file of the store on the local filesystem (its marker), if the store is local."""
+    local_path = getattr(writer.store.backend, "local_path", None)
+    return local_path(fmt.META_KEY) if local_path is not None else None
+
+
+def _syncfs() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+
+
+def _can_sync_filesystem(writer: ContentStoreWriter) -> bool:
+    return _syncfs() is not None and _local_file(writer) is not None
+
+
+def _sync_filesystem(writer: ContentStoreWriter) -> None:
+    """Make everything written to the store's filesystem durable with one ``syncfs(2)``: far
+    cheaper than an fsync per blob, record and directory (a rank writes hundreds), and, since
+    it runs before the rank reports its results, before the manifest can be published."""
+    path = _local_file(writer)
+    assert path is not None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _syncfs()(fd) != 0:
+            err = ctypes.get_errno()
+            raise StoreIOError(
+                f"syncfs of the store {writer.location} failed: {os.strerror(err)}; the save is not durable"
+            )
+    finally:
+        os.close(fd)
 
 
 def _sort_key(info: Any) -> str:
