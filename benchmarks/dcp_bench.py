@@ -125,9 +125,9 @@ def run(mib: int, repeats: int, root: str) -> list[dict[str, Any]]:
             order = [("tc", c.fresh(f"tc{int(durable)}")), ("fs", c.fresh(f"fs{int(durable)}"))]
             for kind, path in order if i % 2 == 0 else order[::-1]:
                 if kind == "tc":
-                    tc_times.append(timed(lambda p=path: c.save_tc(sd, p, "ckpt")))
+                    tc_times.append(timed(lambda p=path, c=c: c.save_tc(sd, p, "ckpt")))
                 else:
-                    fs_times.append(timed(lambda p=path: c.save_fs(sd, p)))
+                    fs_times.append(timed(lambda p=path, c=c: c.save_fs(sd, p)))
                 if not durable and i == repeats - 1:
                     kept[kind] = path  # for the load and the partial save
                 else:
@@ -204,8 +204,10 @@ def run(mib: int, repeats: int, root: str) -> list[dict[str, Any]]:
             "optim": optim.state_dict(),
             "step": step,
         }
-        tc_times.append(timed(lambda s=step: c.save_tc(ft, tc_store, f"ft-{s}")))
-        fs_times.append(timed(lambda s=step: c.save_fs(ft, os.path.join(fs_root, f"ft-{s}"))))
+        tc_times.append(timed(lambda s=step, ft=ft: c.save_tc(ft, tc_store, f"ft-{s}")))
+        fs_times.append(
+            timed(lambda s=step, ft=ft: c.save_fs(ft, os.path.join(fs_root, f"ft-{s}")))
+        )
     tc_total, fs_total = disk_bytes(tc_store), disk_bytes(fs_root)
     row(
         "fine-tuning, 10 checkpoints (per save)",
