@@ -16,6 +16,7 @@ Rows:
     first save         a fresh store / a fresh directory (hashing included)
     load               dcp.load into a preallocated state dict, from the page cache
     95% unchanged      5% of the bytes changed, saved as a new checkpoint: time, bytes added
+                       (without and with fsync)
     fine-tuning x10    frozen base, trained adapters and Adam state: total bytes on disk
 """
 
@@ -164,28 +165,33 @@ def run(mib: int, repeats: int, root: str) -> list[dict[str, Any]]:
     # 95% unchanged: 5% of the bytes (3 of the 64 large matrices and one bias) change.
     changed_names = [f"layers.{i}.weight" for i in (5, 20, 40)] + ["layers.7.bias"]
     changed_bytes = sum(sd["model"][k].nbytes for k in changed_names)
-    tc_times, fs_times, added = [], [], []
-    for i in range(repeats):
-        for k in changed_names:
-            sd["model"][k].add_(1.0)
-        before = disk_bytes(store)
-        for kind in ("tc", "fs") if i % 2 == 0 else ("fs", "tc"):
-            if kind == "tc":
-                tc_times.append(timed(lambda i=i: c.save_tc(sd, store, f"partial-{i}")))
-            else:
-                path = c.fresh("fs")
-                fs_times.append(timed(lambda p=path: c.save_fs(sd, p)))
-                fs_bytes = disk_bytes(path)
-                shutil.rmtree(path)
-        added.append(disk_bytes(store) - before)
-    row(
-        "save, 95% of bytes unchanged",
-        tc_times,
-        fs_times,
-        changed_fraction=round(changed_bytes / total, 4),
-        tensorcas_added_vs_changed=round(statistics.median(added) / changed_bytes, 3),
-        filesystem_stored_vs_changed=round(fs_bytes / changed_bytes, 2),
-    )
+    for durable in (False, True):
+        c = Contenders(root, durable)
+        tc_times, fs_times, added = [], [], []
+        for i in range(repeats):
+            for k in changed_names:
+                sd["model"][k].add_(1.0)
+            before = disk_bytes(store)
+            for kind in ("tc", "fs") if i % 2 == 0 else ("fs", "tc"):
+                if kind == "tc":
+                    tc_times.append(
+                        timed(lambda n=f"partial-{int(durable)}-{i}", c=c: c.save_tc(sd, store, n))
+                    )
+                else:
+                    path = c.fresh("fs")
+                    fs_times.append(timed(lambda p=path, c=c: c.save_fs(sd, p)))
+                    fs_bytes = disk_bytes(path)
+                    shutil.rmtree(path)
+            added.append(disk_bytes(store) - before)
+        row(
+            f"save, 95% unchanged ({'fsync' if durable else 'no fsync'})",
+            tc_times,
+            fs_times,
+            changed_fraction=round(changed_bytes / total, 4),
+            tensorcas_added_vs_changed=round(statistics.median(added) / changed_bytes, 3),
+            filesystem_stored_vs_changed=round(fs_bytes / changed_bytes, 2),
+        )
+    c = Contenders(root, False)
 
     # Ten checkpoints of fine-tuning: frozen base (the state above), LoRA-like adapters trained
     # with Adam; each checkpoint holds base, adapters and optimizer state.

@@ -47,6 +47,7 @@ from torch.distributed.checkpoint.planner import (
     ReadItem,
     SavePlan,
     SavePlanner,
+    WriteItem,
     WriteItemType,
 )
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
@@ -165,30 +166,24 @@ class Writer(StorageWriter):
         checkpoint = self._checkpoint()
         save_id = plan.storage_data if isinstance(plan.storage_data, str) else self.save_id
         results: list[WriteResult] = []
-        writer = ContentStoreWriter(self.loc)
-        sync_at_end = self.durable and _can_sync_filesystem(writer)
-        if self.durable and not sync_at_end:
-            writer.close()
-            writer = ContentStoreWriter(self.loc, durable=True)  # fsync each write instead
-        with writer:
-            for item in plan.items:
-                if item.type == WriteItemType.BYTE_IO:
-                    encoded = encode_value(_lookup_object(planner, item.index), item.index.fqn)
-                    results.append(WriteResult(item.index, 0, _ValueResult(encoded)))
-                    continue
-                tensor = planner.resolve_data(item)
-                if not isinstance(tensor, torch.Tensor):
-                    raise CheckpointError(
-                        f"{item.index.fqn!r}: the planner gave a {type(tensor).__name__}, not a tensor"
-                    )
-                tensor = tensor.detach()
-                if tensor.untyped_storage().nbytes() != tensor.nbytes:
-                    tensor = (
-                        tensor.clone()
-                    )  # store only this chunk's elements, not a larger storage
-                offsets = tuple(item.index.offset) if item.index.offset is not None else ()
-                name = chunk_name(checkpoint, save_id, item.index.fqn, offsets)
-                record = writer.write_tensor(name, tensor)
+        tensors = []
+        for item in plan.items:
+            if item.type == WriteItemType.BYTE_IO:
+                encoded = encode_value(_lookup_object(planner, item.index), item.index.fqn)
+                results.append(WriteResult(item.index, 0, _ValueResult(encoded)))
+            else:
+                tensors.append(item)
+        probe = ContentStoreWriter(self.loc)  # creates the store if it is new
+        sync_at_end = self.durable and _can_sync_filesystem(probe)
+        probe.close()
+        # One writer for all chunks: hashing already runs on every core (measured: a thread
+        # per core writing chunks in parallel was no faster).
+        with ContentStoreWriter(self.loc, durable=self.durable and not sync_at_end) as writer:
+            for item in tensors:
+                name = chunk_name(
+                    checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ())
+                )
+                record = writer.write_tensor(name, _chunk_tensor(planner, item))
                 assert record is not None  # not in background mode
                 results.append(
                     WriteResult(
@@ -198,7 +193,7 @@ class Writer(StorageWriter):
                     )
                 )
         if sync_at_end:
-            _sync_filesystem(writer)
+            _sync_filesystem(self.loc)
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
@@ -361,6 +356,18 @@ class Reader(StorageReader):
         return Writer.validate_checkpoint_id(checkpoint_id)
 
 
+def _chunk_tensor(planner: SavePlanner, item: WriteItem) -> torch.Tensor:
+    tensor = planner.resolve_data(item)
+    if not isinstance(tensor, torch.Tensor):
+        raise CheckpointError(
+            f"{item.index.fqn!r}: the planner gave a {type(tensor).__name__}, not a tensor"
+        )
+    tensor = tensor.detach()
+    if tensor.untyped_storage().nbytes() != tensor.nbytes:
+        tensor = tensor.clone()  # store only this chunk's elements, not a larger storage
+    return tensor
+
+
 def _local_file(writer: ContentStoreWriter) -> str | None:
     """A file of the store on the local filesystem (its marker), if the store is local."""
     local_path = getattr(writer.store.backend, "local_path", None)
@@ -377,11 +384,12 @@ def _can_sync_filesystem(writer: ContentStoreWriter) -> bool:
     return _syncfs() is not None and _local_file(writer) is not None
 
 
-def _sync_filesystem(writer: ContentStoreWriter) -> None:
+def _sync_filesystem(loc: Location) -> None:
     """Make everything written to the store's filesystem durable with one ``syncfs(2)``: far
     cheaper than an fsync per blob, record and directory (a rank writes hundreds), and, since
     it runs before the rank reports its results, before the manifest can be published."""
-    path = _local_file(writer)
+    with ContentStoreWriter(loc) as writer:
+        path = _local_file(writer)
     assert path is not None
     fd = os.open(path, os.O_RDONLY)
     try:
