@@ -63,9 +63,7 @@ _DTYPE_NAMES = (
     "float4_e2m1fn_x2",
 )
 DTYPES: dict[str, torch.dtype] = {
-    name: getattr(torch, name)
-    for name in _DTYPE_NAMES
-    if isinstance(getattr(torch, name, None), torch.dtype)
+    name: getattr(torch, name) for name in _DTYPE_NAMES if isinstance(getattr(torch, name, None), torch.dtype)
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
 
@@ -118,9 +116,7 @@ def _check_path_like(name: str, what: str) -> None:
     except UnicodeEncodeError as exc:
         raise InvalidNameError(f"{what} {name!r} is not valid UTF-8: {exc.reason}") from None
     if len(encoded) > MAX_NAME_BYTES:
-        raise InvalidNameError(
-            f"{what} {name[:60]!r}... is {len(encoded)} bytes; the limit is {MAX_NAME_BYTES}"
-        )
+        raise InvalidNameError(f"{what} {name[:60]!r}... is {len(encoded)} bytes; the limit is {MAX_NAME_BYTES}")
     bad = _BAD_CHAR_RE.search(name)
     if bad is not None:
         raise InvalidNameError(
@@ -218,10 +214,7 @@ META_KEY = "tensorcas.json"
 
 
 def encode_meta() -> bytes:
-    return (
-        _dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "digest": DIGEST_ALGORITHM})
-        + b"\n"
-    )
+    return _dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "digest": DIGEST_ALGORITHM}) + b"\n"
 
 
 def validate_meta(data: bytes, where: str) -> None:
@@ -231,13 +224,9 @@ def validate_meta(data: bytes, where: str) -> None:
     try:
         obj = _loads(data)
     except ValueError as exc:
-        raise FormatError(
-            f"{where}: store marker is not valid JSON ({exc}); not a tensorcas store"
-        ) from None
+        raise FormatError(f"{where}: store marker is not valid JSON ({exc}); not a tensorcas store") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
-        raise FormatError(
-            f"{where}: store marker does not say format 'tensorcas'; not a tensorcas store"
-        )
+        raise FormatError(f"{where}: store marker does not say format 'tensorcas'; not a tensorcas store")
     version = obj.get("version")
     if type(version) is not int:
         raise FormatError(f"{where}: store marker has no integer version")
@@ -247,9 +236,7 @@ def validate_meta(data: bytes, where: str) -> None:
             f"(it reads version {FORMAT_VERSION}); upgrade tensorcas to open it"
         )
     if obj.get("digest") != DIGEST_ALGORITHM:
-        raise FormatError(
-            f"{where}: store uses digest {obj.get('digest')!r}; this release supports 'blake3'"
-        )
+        raise FormatError(f"{where}: store uses digest {obj.get('digest')!r}; this release supports 'blake3'")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,9 +292,7 @@ class PackedBlob:
     offset: int
 
 
-def required_nbytes(
-    dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int
-) -> int:
+def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
     """The smallest blob size (bytes) that holds every element of the view."""
     size = itemsize(dtype)
     if any(s == 0 for s in shape):
@@ -352,27 +337,17 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
         raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
     for field, value in (("shape", record.shape), ("stride", record.stride)):
         if not isinstance(value, tuple) or len(value) > MAX_NDIM:
-            raise CorruptObjectError(
-                f"{where}: {field} must be a list of at most {MAX_NDIM} integers"
-            )
+            raise CorruptObjectError(f"{where}: {field} must be a list of at most {MAX_NDIM} integers")
         for v in value:
             if type(v) is not int or not 0 <= v <= MAX_INT:
-                raise CorruptObjectError(
-                    f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)"
-                )
+                raise CorruptObjectError(f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)")
     if len(record.shape) != len(record.stride):
-        raise CorruptObjectError(
-            f"{where}: shape {record.shape} and stride {record.stride} differ in length"
-        )
+        raise CorruptObjectError(f"{where}: shape {record.shape} and stride {record.stride} differ in length")
     for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
         if type(number) is not int or not 0 <= number <= MAX_INT:
-            raise CorruptObjectError(
-                f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)"
-            )
+            raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
-        raise CorruptObjectError(
-            f"{where}: requires_grad is {record.requires_grad!r}; expected true or false"
-        )
+        raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
     torch_dtype = DTYPES[record.dtype]
     if record.requires_grad and not (torch_dtype.is_floating_point or torch_dtype.is_complex):
         raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
@@ -438,9 +413,7 @@ def encode_delete(name: str, time_ns: int) -> bytes:
     return _frame({"op": "del", "t": time_ns, "name": validate_name(name)})
 
 
-_PUT_KEYS = frozenset(
-    ("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes")
-)
+_PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes"))
 _DEL_KEYS = frozenset(("op", "t", "name"))
 _BLOB_KEYS = frozenset(("op", "blob", "nbytes", "pack", "offset"))
 _SEAL_KEYS = frozenset(("op", "pack"))
@@ -452,9 +425,7 @@ def decode_header(line: bytes, where: str) -> None:
     if set(obj) != _HEADER_KEYS or obj["format"] != LOG_FORMAT_NAME:
         raise CorruptObjectError(f"{where}: first line is not a tensorcas log header")
     if type(obj["version"]) is not int or obj["version"] != FORMAT_VERSION:
-        raise FormatError(
-            f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas"
-        )
+        raise FormatError(f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas")
 
 
 def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob | SealedPack:
@@ -463,16 +434,12 @@ def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob | SealedPack:
     if isinstance(entry, (PackedBlob, SealedPack)):
         return entry
     name, time_ns, fields = entry
-    return LogEntry(
-        name, time_ns, None if fields is None else record_from_fields(name, fields, where)
-    )
+    return LogEntry(name, time_ns, None if fields is None else record_from_fields(name, fields, where))
 
 
 # The start of a put line as the reference writer writes it, with an ASCII name that needs no
 # escaping: the common case, read without a JSON parse when a store is opened.
-_FAST_PUT_RE = re.compile(
-    rb'[0-9a-f]{16} \{"op":"put","t":(0|[1-9][0-9]{0,18}),"name":"([\x20\x21\x23-\x5b\x5d-\x7e]+)",'
-)
+_FAST_PUT_RE = re.compile(rb'[0-9a-f]{16} \{"op":"put","t":(0|[1-9][0-9]{0,18}),"name":"([\x20\x21\x23-\x5b\x5d-\x7e]+)",')
 BLOB_LINE_START = b'{"op":"blob",'
 # Whole lines in the reference writer's exact form.  A full match validates the syntax of every
 # field (and leaves no room for duplicate keys), so no JSON parse is needed; ranges and bounds are
@@ -481,21 +448,12 @@ _INT = rb"(0|[1-9][0-9]{0,18})"
 _INTS = rb"\[((?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18}))*)?\]"
 _FULL_PUT_RE = re.compile(
     rb'[0-9a-f]{16} \{"op":"put","t":[0-9]+,"name":"[\x20\x21\x23-\x5b\x5d-\x7e]+","dtype":"([a-z0-9_]{1,32})",'
-    rb'"shape":'
-    + _INTS
-    + rb',"stride":'
-    + _INTS
-    + rb',"offset":'
-    + _INT
-    + rb',"requires_grad":(true|false),'
+    rb'"shape":' + _INTS + rb',"stride":' + _INTS + rb',"offset":' + _INT + rb',"requires_grad":(true|false),'
     rb'"blob":"(blake3:[0-9a-f]{64})","nbytes":' + _INT + rb"\}"
 )
 _FULL_BLOB_RE = re.compile(
-    rb'[0-9a-f]{16} \{"op":"blob","blob":"(blake3:[0-9a-f]{64})","nbytes":'
-    + _INT
-    + rb',"pack":"([0-9a-z][0-9a-z._-]{0,127})","offset":'
-    + _INT
-    + rb"\}"
+    rb'[0-9a-f]{16} \{"op":"blob","blob":"(blake3:[0-9a-f]{64})","nbytes":' + _INT
+    + rb',"pack":"([0-9a-z][0-9a-z._-]{0,127})","offset":' + _INT + rb"\}"
 )
 
 
@@ -511,9 +469,7 @@ def decode_blob_line(line: bytes, where: str) -> PackedBlob:
     nbytes, offset = int(full[2]), int(full[4])
     if nbytes > MAX_INT or offset > MAX_INT:
         raise CorruptObjectError(f"{where}: nbytes or offset is not below 2**63")
-    return PackedBlob(
-        blob=full[1].decode("ascii"), nbytes=nbytes, pack=full[3].decode("ascii"), offset=offset
-    )
+    return PackedBlob(blob=full[1].decode("ascii"), nbytes=nbytes, pack=full[3].decode("ascii"), offset=offset)
 
 
 def _ints(group: bytes | None) -> tuple[int, ...]:
@@ -550,16 +506,10 @@ def scan_entry(
             raise CorruptObjectError(f"{where}: pack id {pack!r} is invalid")
         for field in ("nbytes", "offset"):
             if type(obj[field]) is not int or not 0 <= obj[field] <= MAX_INT:
-                raise CorruptObjectError(
-                    f"{where}: {field} is {obj[field]!r}; expected an integer in [0, 2**63)"
-                )
+                raise CorruptObjectError(f"{where}: {field} is {obj[field]!r}; expected an integer in [0, 2**63)")
         return PackedBlob(blob=blob, nbytes=obj["nbytes"], pack=pack, offset=obj["offset"])
     if op == "seal":
-        if (
-            obj.keys() != _SEAL_KEYS
-            or not isinstance(obj["pack"], str)
-            or not _WRITER_ID_RE.match(obj["pack"])
-        ):
+        if obj.keys() != _SEAL_KEYS or not isinstance(obj["pack"], str) or not _WRITER_ID_RE.match(obj["pack"]):
             raise CorruptObjectError(f"{where}: not a seal entry")
         return SealedPack(obj["pack"])
     keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
@@ -602,9 +552,7 @@ def record_from_fields(name: str, fields: dict[str, Any] | bytes, where: str) ->
         fields = obj
     shape, stride = fields["shape"], fields["stride"]
     if not isinstance(shape, list) or not isinstance(stride, list):
-        raise CorruptObjectError(
-            f"{where}: record of tensor {name!r}: shape and stride must be lists"
-        )
+        raise CorruptObjectError(f"{where}: record of tensor {name!r}: shape and stride must be lists")
     record = TensorRecord(
         name=name,
         dtype=fields["dtype"],
@@ -633,14 +581,8 @@ def _frame_body(body: bytes) -> bytes:
 def _check_checksum(line: bytes, where: str) -> bytes:
     """The line's JSON body, once its length and checksum are found sound."""
     if len(line) > MAX_LINE_BYTES:
-        raise CorruptObjectError(
-            f"{where}: line of {len(line)} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
-        )
-    checksum, sep, body = (
-        line[:_CHECKSUM_LEN],
-        line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1],
-        line[_CHECKSUM_LEN + 1 :],
-    )
+        raise CorruptObjectError(f"{where}: line of {len(line)} bytes exceeds the {MAX_LINE_BYTES}-byte limit")
+    checksum, sep, body = line[:_CHECKSUM_LEN], line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1], line[_CHECKSUM_LEN + 1 :]
     if sep != b" " or blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") != checksum:
         raise CorruptObjectError(f"{where}: checksum mismatch; the line is damaged")
     return body

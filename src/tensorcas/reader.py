@@ -35,9 +35,7 @@ class ContentStoreReader:
             Do not use on stores that another process may damage while they are mapped.
     """
 
-    def __init__(
-        self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False
-    ) -> None:
+    def __init__(self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False) -> None:
         self.store = Store.open(loc, read_only=True)
         self.store.refresh()
         self.verify = verify
@@ -74,9 +72,7 @@ class ContentStoreReader:
         nbytes = info.size if info is not None else 0
         return self._storage(digest, nbytes, _device(device), None)
 
-    def _storage(
-        self, digest: str, nbytes: int, device: torch.device, name: str | None
-    ) -> torch.UntypedStorage:
+    def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
         key = (digest, str(device))
         if self._cache is not None:
             cached = self._cache.get(key)
@@ -115,10 +111,7 @@ class ContentStoreReader:
                 if self.store.is_packed(digest):
                     other = torch.UntypedStorage(nbytes)
                     view = cpu_storage_view(other)
-                    if (
-                        self.store.read_loose_into(digest, view, name=name)
-                        and hash_buffer(view) == digest
-                    ):
+                    if self.store.read_loose_into(digest, view, name=name) and hash_buffer(view) == digest:
                         return other
                 raise CorruptObjectError(
                     f"{who(name)}blob {digest} is damaged: its bytes hash to {actual}; "

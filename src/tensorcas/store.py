@@ -158,9 +158,7 @@ class Store:
             try:
                 os.makedirs(backend.root, exist_ok=True)
             except OSError as exc:
-                raise StoreError(
-                    f"cannot create store directory {backend.root}: {exc.strerror}"
-                ) from exc
+                raise StoreError(f"cannot create store directory {backend.root}: {exc.strerror}") from exc
         meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
             if not create:
@@ -345,9 +343,7 @@ class Store:
         self._read_loose_into(digest, info, out, name)
         return True
 
-    def _read_loose_into(
-        self, digest: str, info: ObjectInfo | None, out: memoryview, name: str | None
-    ) -> None:
+    def _read_loose_into(self, digest: str, info: ObjectInfo | None, out: memoryview, name: str | None) -> None:
         self._check_blob_size(digest, info, out.nbytes, name)
         n = self.backend.read_into(fmt.blob_key(digest), out)
         if n is None or n != out.nbytes:
@@ -362,9 +358,7 @@ class Store:
         assert info is not None
         return info
 
-    def _check_blob_size(
-        self, digest: str, info: ObjectInfo | None, nbytes: int, name: str | None
-    ) -> None:
+    def _check_blob_size(self, digest: str, info: ObjectInfo | None, nbytes: int, name: str | None) -> None:
         if info is None:
             if name is None:
                 raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
@@ -427,10 +421,7 @@ class Store:
         info = self.backend.stat(key)
         size = 0 if info is None else info.size
         while size > state.offset:
-            data = (
-                self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW))
-                or b""
-            )
+            data = self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW)) or b""
             end = data.rfind(b"\n") + 1
             if end == 0:
                 if len(data) >= LOG_WINDOW:
@@ -442,9 +433,7 @@ class Store:
                     state.rejected = True
                 elif data:
                     index.problems[(key, -1)] = Problem(
-                        key,
-                        f"{len(data)} bytes after the last complete line (an interrupted write)",
-                        "warning",
+                        key, f"{len(data)} bytes after the last complete line (an interrupted write)", "warning"
                     )
                 return
             self._apply_lines(key, state, data[:end])
@@ -472,9 +461,7 @@ class Store:
             except StoreError:
                 where = f"{key} line {number}"
                 try:
-                    fmt.scan_entry(line, where) if state.header_ok else fmt.decode_header(
-                        line, where
-                    )
+                    fmt.scan_entry(line, where) if state.header_ok else fmt.decode_header(line, where)
                 except StoreError as exc:
                     index.problems[(key, number)] = _problem(where, exc)
                 if not state.header_ok:
@@ -769,8 +756,6 @@ def _has_foreign_content(root: str) -> bool:
     """Whether the directory holds something no tensorcas store does.  A store's own entries do
     not count: another process may be creating the store at this very moment."""
     try:
-        return any(
-            not entry.startswith(".") and entry not in _OWN_ENTRIES for entry in os.listdir(root)
-        )
+        return any(not entry.startswith(".") and entry not in _OWN_ENTRIES for entry in os.listdir(root))
     except OSError:
         return False

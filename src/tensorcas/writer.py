@@ -86,9 +86,7 @@ class ContentStoreWriter:
             self._log.put_packed(digest, small)
         return digest
 
-    def _put_storage(
-        self, storage: torch.UntypedStorage, name: str | None
-    ) -> tuple[str, bytes | None]:
+    def _put_storage(self, storage: torch.UntypedStorage, name: str | None) -> tuple[str, bytes | None]:
         """Hash the storage and store it if it is new.  A new small storage is returned as bytes
         instead: it goes into this writer's pack, in the same log write as its record."""
         check_storage(storage)
@@ -227,18 +225,13 @@ class ContentStoreWriter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(
-                f"this writer for {self.location} is closed; open a new ContentStoreWriter"
-            )
+            raise StoreError(f"this writer for {self.location} is closed; open a new ContentStoreWriter")
 
     def __enter__(self) -> ContentStoreWriter:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
 

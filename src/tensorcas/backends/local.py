@@ -32,19 +32,8 @@ TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".gc-"
 # O_NONBLOCK: opening a FIFO planted in a store must not wait for a writer (it is then refused as
 # not a regular file); on regular files the flag changes nothing.
-_O_READ = (
-    os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_NONBLOCK", 0)
-)
-_O_CREATE = (
-    os.O_WRONLY
-    | os.O_CREAT
-    | os.O_EXCL
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
+_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class UnsafeFileError(StoreError):
@@ -63,9 +52,7 @@ def os_errors(action: str, path: str) -> Iterator[None]:
 
 
 class LocalBackend(Backend):
-    def __init__(
-        self, root: str | os.PathLike[str], *, durable: bool = False, read_only: bool = False
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, read_only: bool = False) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.location = self.root
         self.durable = durable
@@ -94,9 +81,7 @@ class LocalBackend(Backend):
             except FileNotFoundError:
                 return False
             if not stat_module.S_ISDIR(st.st_mode):
-                raise UnsafeFileError(
-                    f"{path} is not a directory (a symlink?); tensorcas does not follow it"
-                )
+                raise UnsafeFileError(f"{path} is not a directory (a symlink?); tensorcas does not follow it")
         self._checked_dirs.add(directory)
         return True
 
@@ -111,9 +96,7 @@ class LocalBackend(Backend):
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafeFileError(
-                    f"{path} is a symlink; tensorcas does not follow links in a store"
-                ) from None
+                raise UnsafeFileError(f"{path} is a symlink; tensorcas does not follow links in a store") from None
             raise
         if not stat_module.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -203,9 +186,7 @@ class LocalBackend(Backend):
             except FileNotFoundError:
                 return None
             if not stat_module.S_ISREG(st.st_mode):
-                raise UnsafeFileError(
-                    f"{path} is not a regular file (a symlink?); tensorcas does not follow it"
-                )
+                raise UnsafeFileError(f"{path} is not a regular file (a symlink?); tensorcas does not follow it")
             return ObjectInfo(st.st_size, st.st_mtime)
 
     def local_path(self, key: str) -> str | None:
@@ -320,9 +301,7 @@ class LocalBackend(Backend):
         if base.startswith(TRASH_PREFIX):
             # A gc was interrupted between moving a blob aside and deciding its fate.  A writer
             # may have referenced it meanwhile, so put it back; the next gc decides again.
-            original = os.path.join(
-                self._path(key.rpartition("/")[0]), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0]
-            )
+            original = os.path.join(self._path(key.rpartition("/")[0]), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
             with os_errors("restoring", original):
                 try:
                     os.link(self._path(key), original)
@@ -393,9 +372,7 @@ class _LocalStaged(Staged):
                 os.fsync(self._fd)
             size = os.fstat(self._fd).st_size
             if size != self._written:
-                raise OSError(
-                    errno.EIO, f"temporary file holds {size} bytes, {self._written} were written"
-                )
+                raise OSError(errno.EIO, f"temporary file holds {size} bytes, {self._written} were written")
             os.close(self._fd)
             self._fd = None
             if overwrite:
@@ -408,12 +385,7 @@ class _LocalStaged(Staged):
                 except FileExistsError:
                     published = False
                 except OSError as exc:
-                    if exc.errno not in (
-                        errno.EPERM,
-                        errno.ENOTSUP,
-                        errno.EOPNOTSUPP,
-                        errno.EMLINK,
-                    ):
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                         raise
                     published = _rename_if_absent(self._tmp, final)
             if published and self._backend.durable:
@@ -471,3 +443,5 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+

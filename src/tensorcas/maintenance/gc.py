@@ -232,12 +232,7 @@ def gc(
 
 
 def _collect_packs(
-    store: Store,
-    referenced: set[str],
-    loose: set[str],
-    cutoff: float,
-    dry_run: bool,
-    report: GcReport,
+    store: Store, referenced: set[str], loose: set[str], cutoff: float, dry_run: bool, report: GcReport
 ) -> None:
     """Delete sealed packs that hold unused blobs, first copying the blobs still in use to a new
     pack of gc's own (so readers find them there; see ``Store.packed_blob``).
@@ -293,9 +288,7 @@ def _collect_packs(
             rewriter.close()  # seals the new pack
 
 
-def _read_verified(
-    store: Store, key: str, places: list[fmt.PackedBlob]
-) -> list[tuple[str, bytes]] | None:
+def _read_verified(store: Store, key: str, places: list[fmt.PackedBlob]) -> list[tuple[str, bytes]] | None:
     out = []
     for packed in places:
         data = store.backend.read_range(key, packed.offset, packed.nbytes)

@@ -67,21 +67,14 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
         report.records_checked += 1
     for problem in store.problems():
         kind = "torn-tail" if problem.severity == "warning" else "damaged-record"
-        report.findings.append(
-            Finding(kind, f"{problem.where}: {problem.message}", severity=problem.severity)
-        )
+        report.findings.append(Finding(kind, f"{problem.where}: {problem.message}", severity=problem.severity))
 
     stored = set(store.blobs())
     for digest, records in users.items():
         names = tuple(r.name for r in records)
         if digest not in stored:
             report.findings.append(
-                Finding(
-                    "missing-blob",
-                    f"blob {digest} is missing; lost tensors: {_names(names)}",
-                    digest,
-                    names,
-                )
+                Finding("missing-blob", f"blob {digest} is missing; lost tensors: {_names(names)}", digest, names)
             )
             continue
         sizes = {r.nbytes for r in records}
@@ -123,9 +116,7 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
         # any of them, so each must be sound.
         for where, result in _hash_copies(store, digest):
             if isinstance(result, StoreError):
-                report.findings.append(
-                    Finding("unreadable", f"blob {digest} ({where}): {result}", digest, names)
-                )
+                report.findings.append(Finding("unreadable", f"blob {digest} ({where}): {result}", digest, names))
                 continue
             actual_digest, nbytes = result
             report.bytes_checked += nbytes
