@@ -16,7 +16,7 @@ from .checkpoints import (
 from .diff import DiffResult, Target, TensorDiff, diff, parse_target
 from .du import DiskUsage, du
 from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
-from .listing import ls
+from .listing import list_roots, ls
 from .show import Histogram, TensorStats, TensorSummary, show
 from .transfer import (
     ExportError,
@@ -56,6 +56,7 @@ __all__ = [
     "gc",
     "import_store",
     "list_checkpoints",
+    "list_roots",
     "ls",
     "parse_target",
     "remove_checkpoints",
