@@ -211,6 +211,23 @@ def test_missing_checkpoint(loc):
         tensorcas.load_state_dict(loc + "-nothing-here", "c")
 
 
+def test_durable_saves(loc, monkeypatch):
+    """On a local store a durable save syncs the filesystem once per rank; where that is not
+    possible (here: another backend) every write is fsynced instead.  Both load back."""
+    import tensorcas.dcp.storage as storage
+
+    synced = []
+    real = storage._sync_filesystem
+    monkeypatch.setattr(storage, "_sync_filesystem", lambda loc: synced.append(loc) or real(loc))
+    tensorcas.save_state_dict(loc, "d", {"x": torch.arange(4.0)}, durable=True)
+    assert synced == [loc]
+    assert torch.equal(tensorcas.load_state_dict(loc, "d")["x"], torch.arange(4.0))
+    mem = tensorcas.backends.MemoryBackend()
+    tensorcas.save_state_dict(mem, "d", {"x": torch.arange(4.0)}, durable=True)
+    assert synced == [loc]
+    assert torch.equal(tensorcas.load_state_dict(mem, "d")["x"], torch.arange(4.0))
+
+
 def test_memory_backend(loc):
     mem = tensorcas.backends.MemoryBackend()
     tensorcas.save_state_dict(mem, "c", {"x": torch.arange(5)})
@@ -311,6 +328,27 @@ def test_cli_ls_and_rm(loc):
             "checkpoints"
         ]
     ] == ["b"]
+
+
+def test_export_a_sharded_checkpoint_to_safetensors(loc, tmp_path):
+    from safetensors import safe_open
+
+    sd = {
+        "model": {"w": torch.randn(6, 4), "b": torch.arange(3, dtype=torch.int64)},
+        "step": 5,
+        "lr": 0.5,
+    }
+    tensorcas.save_state_dict(loc, "c", sd)
+    out = tmp_path / "c.safetensors"
+    result = CliRunner().invoke(cli, ["checkpoints", "export", loc, "c", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exported 2 tensor(s), 120 B, and 2 value(s)" in result.output
+    with safe_open(str(out), "pt") as f:
+        assert sorted(f.keys()) == ["model.b", "model.w"]
+        assert torch.equal(f.get_tensor("model.w"), sd["model"]["w"])
+        assert json.loads(f.metadata()["tensorcas.values"]) == {"step": 5, "lr": 0.5}
+    result = CliRunner().invoke(cli, ["checkpoints", "export", loc, "c", str(out)])
+    assert result.exit_code == 2 and "exists" in result.output
 
 
 # -- damaged and hostile manifests -------------------------------------------------------------------

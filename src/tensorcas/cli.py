@@ -640,6 +640,18 @@ def checkpoints_rm(
     _console().print(f"{verb} {len(report.removed)} checkpoint(s), {report.names} name(s)")
 
 
+@checkpoints_group.command("export")
+@click.argument("store")
+@click.argument("name")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def checkpoints_export(store: str, name: str, out: str, overwrite: bool) -> None:
+    """Write checkpoint NAME to OUT as a safetensors file: whole tensors by flattened key
+    (model.layers.0.weight); non-tensor values in its metadata as JSON."""
+    r = m.export_checkpoint(store, name, out, overwrite=overwrite)
+    _console().print(escape(f"exported {r.tensors} tensor(s), {format_nbytes(r.nbytes)}, and {r.values} value(s) to {r.out}"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tensorcas`` console script and ``python -m tensorcas``."""
     cli.main(args=argv, prog_name="tensorcas")

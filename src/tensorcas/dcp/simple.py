@@ -64,6 +64,14 @@ def load_state_dict(loc: Location, name: str, *, verify: bool = False) -> dict[s
     Tensors saved in shards (by several ranks) are assembled whole; every tensor has storage of
     its own.  ``verify=True`` re-hashes every blob read.
     """
+    manifest, flat = load_flat(loc, name, verify=verify)
+    if manifest.paths is None:
+        return flat
+    return unflatten(flat, manifest.paths)
+
+
+def load_flat(loc: Location, name: str, *, verify: bool = False) -> tuple[Manifest, dict[str, Any]]:
+    """The checkpoint's manifest and its values by DCP's flattened keys (``model.layer.weight``)."""
     reader = catalog.open_reader(loc)
     if reader is None:
         raise CheckpointNotFoundError(f"no checkpoint {name!r}: there is no store at {loc}")
@@ -75,9 +83,7 @@ def load_state_dict(loc: Location, name: str, *, verify: bool = False) -> dict[s
             flat[fqn] = entry.value()
             continue
         flat[fqn] = _assemble(reader, manifest, entry)
-    if manifest.paths is None:
-        return flat
-    return unflatten(flat, manifest.paths)
+    return manifest, flat
 
 
 def _assemble(reader: Any, manifest: Manifest, entry: TensorEntry) -> torch.Tensor:

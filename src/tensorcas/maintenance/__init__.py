@@ -6,10 +6,12 @@ Each is one library function that the command line calls; none needs the command
 from __future__ import annotations
 
 from .checkpoints import (
+    CheckpointExport,
     CheckpointInfo,
     CheckpointList,
     IncompleteSave,
     RemoveReport,
+    export_checkpoint,
     list_checkpoints,
     remove_checkpoints,
 )
@@ -30,6 +32,7 @@ from .verify import Finding, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "CheckpointExport",
     "CheckpointInfo",
     "CheckpointList",
     "DamagedStoreError",
@@ -52,6 +55,7 @@ __all__ = [
     "VerifyReport",
     "diff",
     "du",
+    "export_checkpoint",
     "export_safetensors",
     "gc",
     "import_store",

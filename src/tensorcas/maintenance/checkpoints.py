@@ -19,22 +19,29 @@ saves and removed the same way.
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from ..dcp import catalog
 from ..dcp.manifest import (
     PREFIX,
     Manifest,
     TensorEntry,
+    ValueEntry,
     chunks_prefix,
     is_checkpoint_name,
     manifest_name,
 )
-from ..errors import CheckpointNotFoundError, StoreError
+from ..errors import CheckpointNotFoundError, StoreError, StoreIOError
 from ..store import Location
 from ..writer import ContentStoreWriter
+from .transfer import ExportError
 
 
 @dataclass
@@ -226,4 +233,59 @@ def remove_checkpoints(
         for doomed in plan:
             for tensor_name in doomed:
                 writer.delete_tensor(tensor_name)
+    return report
+
+
+@dataclass
+class CheckpointExport:
+    checkpoint: str
+    out: str
+    tensors: int = 0
+    values: int = 0
+    nbytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def export_checkpoint(
+    loc: Location, name: str, out: str | os.PathLike[str], *, overwrite: bool = False
+) -> CheckpointExport:
+    """Write checkpoint ``name`` as one safetensors file: every tensor whole (shards assembled),
+    keyed by DCP's flattened key (``model.layers.0.weight``).  Non-tensor values go into the
+    file's metadata under ``tensorcas.values``, in the manifest's JSON encoding (never pickle).
+    The file appears whole or not at all; an existing ``out`` is replaced only with ``overwrite``.
+    """
+    from safetensors.torch import save_file
+
+    from ..dcp.simple import load_flat
+
+    out_path = os.path.abspath(os.fspath(out))
+    if os.path.exists(out_path) and not overwrite:
+        raise ExportError(
+            f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)"
+        )
+    manifest, flat = load_flat(loc, name)
+    tensors = {k: v.contiguous() for k, v in flat.items() if isinstance(v, torch.Tensor)}
+    values = {k: e.encoded for k, e in manifest.entries.items() if isinstance(e, ValueEntry)}
+    report = CheckpointExport(name, out_path)
+    report.tensors, report.values = len(tensors), len(values)
+    report.nbytes = sum(t.nbytes for t in tensors.values())
+    metadata = {
+        "format": "pt",
+        "tensorcas.checkpoint": name,
+        "tensorcas.values": json.dumps(values),
+    }
+    directory, base = os.path.split(out_path)
+    tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        raise StoreIOError(f"writing {out_path} failed: {exc.strerror or exc}") from exc
+    except Exception as exc:  # safetensors refuses a dtype it has no code for
+        raise ExportError(f"checkpoint {name!r} cannot be written as safetensors: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return report
