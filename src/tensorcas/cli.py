@@ -313,6 +313,8 @@ def du_command(store: str, top: int, as_json: bool) -> None:
     table.add_row("dedupe ratio", f"{usage.dedupe_ratio:.2f}x", "")
     if usage.missing_blobs:
         table.add_row("missing blobs", str(usage.missing_blobs), "run 'tensorcas verify'")
+    if usage.unreadable:
+        table.add_row("unreadable", str(usage.unreadable), "not regular files; run 'tensorcas verify'")
     out.print(table)
     if usage.largest:
         out.print("largest tensors:")
