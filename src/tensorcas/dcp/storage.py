@@ -29,7 +29,6 @@ import uuid
 from typing import Any, cast
 
 import torch
-from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import (
     BytesStorageMetadata,
@@ -411,7 +410,13 @@ def _load_value(planner: LoadPlanner, item: ReadItem, value: Any) -> None:
     default planner the value is put in place directly, as that planner would after unpickling,
     so loading unpickles nothing.  Another planner gets a pickle that tensorcas made itself, of
     the validated plain value (nothing read from the store is unpickled)."""
-    if type(planner).load_bytes is DefaultLoadPlanner.load_bytes:
+    try:  # DCP's own helper for putting a value at a path (private: it may move)
+        from torch.distributed.checkpoint import _traverse
+
+        set_element: Any = _traverse.set_element
+    except (ImportError, AttributeError):
+        set_element = None
+    if set_element is not None and type(planner).load_bytes is DefaultLoadPlanner.load_bytes:
         default = cast(DefaultLoadPlanner, planner)
         fqn = item.dest_index.fqn
         if default.flatten_state_dict:
