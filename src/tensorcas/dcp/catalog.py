@@ -91,7 +91,11 @@ def check_chunks(reader: ContentStoreReader, manifest: Manifest) -> None:
             raise CorruptObjectError(
                 f"checkpoint {manifest.checkpoint!r}: its chunk {chunk.name!r} is gone from {reader.location}"
             ) from None
-        if record.blob != chunk.blob or record.shape != chunk.sizes:
+        if (
+            record.blob != chunk.blob
+            or record.shape != chunk.sizes
+            or record.nbytes != chunk.nbytes
+        ):
             raise CorruptObjectError(
                 f"checkpoint {manifest.checkpoint!r}: chunk {chunk.name!r} now holds blob {record.blob} "
                 f"of shape {list(record.shape)}, not the manifest's {chunk.blob} of shape {list(chunk.sizes)}"
@@ -110,7 +114,12 @@ def read_chunk(
             f"checkpoint {checkpoint!r}: its chunk {chunk.name!r} is gone from {reader.location}; "
             "the checkpoint cannot be loaded"
         ) from None
-    if record.blob != chunk.blob or record.shape != chunk.sizes or record.dtype != dtype:
+    if (
+        record.blob != chunk.blob
+        or record.shape != chunk.sizes
+        or record.dtype != dtype
+        or record.nbytes != chunk.nbytes
+    ):
         raise CorruptObjectError(
             f"checkpoint {checkpoint!r}: chunk {chunk.name!r} holds {record.dtype} {list(record.shape)} "
             f"in blob {record.blob}, not the manifest's {dtype} {list(chunk.sizes)} in {chunk.blob}"

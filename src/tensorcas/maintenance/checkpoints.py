@@ -13,8 +13,9 @@ parts worth knowing:
 
 Removing a checkpoint deletes its manifest first (it is no longer listed), then its chunk names,
 as ``rm`` does: bytes are freed by ``gc``, after its grace period, and only when no other name
-uses them.  Chunk names that no manifest lists (a save that was killed) are shown as incomplete
-saves and removed the same way.
+uses them.  Chunk names that no manifest lists (a save that was killed, or one still running) are
+shown as incomplete saves and removed the same way; removing a running save's chunks makes that
+save fail instead of publishing a checkpoint with chunks missing.
 """
 
 from __future__ import annotations
