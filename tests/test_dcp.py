@@ -430,3 +430,34 @@ def test_a_chunk_renamed_after_saving_is_an_error_not_other_data(loc):
     with pytest.raises(CorruptObjectError, match="gone"):
         tensorcas.load_state_dict(loc, "c")
     assert "gone" in list_checkpoints(loc).checkpoints[0].problem
+
+
+def test_a_save_in_progress_is_incomplete_and_fails_if_its_chunks_are_removed(loc):
+    """While a save runs its chunks show as an incomplete save; if someone removes them (as
+    'checkpoints rm' would), the save fails instead of publishing a checkpoint with holes."""
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+
+    seen = []
+
+    class Meddling(DefaultSavePlanner):
+        def resolve_data(self, write_item):
+            data = super().resolve_data(write_item)
+            if write_item.index.fqn == "b":  # "a" is written by now
+                listing = list_checkpoints(loc)
+                seen.append(
+                    ([c.name for c in listing.checkpoints], [s.name for s in listing.incomplete])
+                )
+                remove_checkpoints(loc, ["c"])
+            return data
+
+    tensorcas.save_state_dict(loc, "first", {"x": torch.ones(1)})
+    with warnings.catch_warnings(), pytest.raises(CheckpointException, match="is gone"):
+        warnings.simplefilter("ignore")
+        dcp.save(
+            {"a": torch.ones(3), "b": torch.zeros(3)},
+            storage_writer=Writer(loc, "c"),
+            planner=Meddling(),
+            no_dist=True,
+        )
+    assert seen == [(["first"], ["c"])]
+    assert [c.name for c in list_checkpoints(loc).checkpoints] == ["first"]
