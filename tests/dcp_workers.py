@@ -99,9 +99,10 @@ def run_ranks(
 # -- a tiny model sharded with DTensor -------------------------------------------------------------
 
 
-def make_model(mesh: Any, seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def make_model(mesh: Any, seed: int, kind: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """Two linear layers with odd sizes (uneven and empty shards on 4 ranks), every parameter
-    sharded along dim 0 across the mesh; Adam over the DTensor parameters."""
+    sharded along dim 0 across the mesh, by hand with DTensor (``kind="dtensor"``) or by FSDP2's
+    ``fully_shard`` (``kind="fsdp"``); Adam over the DTensor parameters."""
     from torch.distributed.tensor import (
         DTensor,
         Replicate,
@@ -112,6 +113,13 @@ def make_model(mesh: Any, seed: int) -> tuple[torch.nn.Module, torch.optim.Optim
 
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(10, 30), torch.nn.ReLU(), torch.nn.Linear(30, 3))
+    if kind == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in (model[0], model[2]):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model, torch.optim.Adam(model.parameters(), lr=0.05)
 
     def partition(name: str, module: torch.nn.Module, mesh: Any) -> None:
         for pname, param in list(module.named_parameters(recurse=False)):
@@ -130,9 +138,12 @@ def make_model(mesh: Any, seed: int) -> tuple[torch.nn.Module, torch.optim.Optim
 
 
 def train_step(model: torch.nn.Module, optim: torch.optim.Optimizer, step: int) -> None:
+    from torch.distributed.tensor import DTensor
+
     torch.manual_seed(1000 + step)  # the same batch on every rank
     x = torch.randn(5, 10)
-    loss = model(x).full_tensor().pow(2).sum()
+    out = model(x)
+    loss = (out.full_tensor() if isinstance(out, DTensor) else out).pow(2).sum()
     optim.zero_grad()
     loss.backward()
     for p in model.parameters():  # gradients come back in another placement than the parameter's
@@ -178,7 +189,9 @@ def state(
 # -- scenarios -------------------------------------------------------------------------------------
 
 
-def save_series(rank: int, world: int, loc: str, ref_dir: str, load_ranks: int) -> dict[str, Any]:
+def save_series(
+    rank: int, world: int, loc: str, ref_dir: str, load_ranks: int, kind: str
+) -> dict[str, Any]:
     """Train a sharded model on ``world`` ranks and save a checkpoint after each of three steps
     (the last with ``async_save``); rank 0 writes each checkpoint's whole tensors to ``ref_dir``
     with ``torch.save`` for the test to compare against.  Then load every checkpoint on a mesh of
@@ -191,7 +204,7 @@ def save_series(rank: int, world: int, loc: str, ref_dir: str, load_ranks: int) 
     import tensorcas.dcp
 
     mesh = init_device_mesh("cpu", (world,))
-    model, optim = make_model(mesh, seed=0)
+    model, optim = make_model(mesh, seed=0, kind=kind)
     for step in range(1, 4):
         train_step(model, optim, step)
         sd = state(model, optim, step)
@@ -214,7 +227,7 @@ def save_series(rank: int, world: int, loc: str, ref_dir: str, load_ranks: int) 
     mismatches = []
     if rank < load_ranks:
         for step in range(1, 4):
-            model2, optim2 = make_model(small, seed=7)
+            model2, optim2 = make_model(small, seed=7, kind=kind)
             sd2 = state(model2, optim2, 0, fill=0.0)
             sd2["note"] = b""
             dcp.load(

@@ -1,7 +1,8 @@
 """torch.distributed.checkpoint on tensorcas across processes: gloo on loopback, CPU only.
 
-One run of 4 ranks and one of 2 (started from a fork server that imported torch once) train a
-small DTensor-sharded model and save three checkpoints each (the third with ``async_save``), load
+One run of 4 ranks (parameters sharded by hand with DTensor) and one of 2 (sharded by FSDP2's
+``fully_shard``), started from a fork server that imported torch once, train a small model and
+save three checkpoints each (the third with ``async_save``), load
 each on fewer ranks and compare bit for bit, then start a save during which rank 1 dies.  The tests
 below check what those runs left: the results each rank reported, and the store itself, read
 here in one process.
@@ -25,22 +26,24 @@ if not dist.is_available() or not dist.is_gloo_available():
 import dcp_workers  # noqa: E402  (tests/ is on sys.path)
 
 
-def _run(tmp_path_factory, world: int, load_ranks: int):
+def _run(tmp_path_factory, world: int, load_ranks: int, kind: str):
     root = tmp_path_factory.mktemp(f"dcp{world}")
     loc, ref = os.fspath(root / "store"), root / "ref"
     ref.mkdir()
-    results = dcp_workers.run_ranks(world, dcp_workers.save_series, loc, os.fspath(ref), load_ranks)
+    results = dcp_workers.run_ranks(
+        world, dcp_workers.save_series, loc, os.fspath(ref), load_ranks, kind
+    )
     return loc, ref, results
 
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory):
-    return _run(tmp_path_factory, 4, 2)
+    return _run(tmp_path_factory, 4, 2, "dtensor")
 
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    return _run(tmp_path_factory, 2, 1)
+    return _run(tmp_path_factory, 2, 1, "fsdp")
 
 
 def _reference(ref, name):
