@@ -100,8 +100,8 @@ class Writer(StorageWriter):
     """Saves a DCP checkpoint into a tensorcas store as the checkpoint ``name``.
 
     ``dcp.save(state_dict, storage_writer=Writer("store", "step-100"))``; a ``checkpoint_id``
-    given to ``dcp.save`` replaces ``name``.  Every rank must see the same store (a shared
-    directory, or object storage).
+    given to ``dcp.save`` replaces ``name``.  Every rank must reach the same store (a shared
+    directory).
 
     Args:
         loc: the store (a directory, created if missing, or a backend).
@@ -109,9 +109,11 @@ class Writer(StorageWriter):
         overwrite: replace a checkpoint of that name.  The old one stays complete and listed until
             the new one is published.  Without it, saving under an existing name fails before
             anything is written.
-        durable: fsync every blob and record before the save returns, so that the checkpoint
-            survives power loss (as ``FileSystemWriter(sync_files=True)``); without it, a
-            finished save survives the process being killed, not the machine losing power.
+        durable: make every rank's writes durable before it reports them (one ``syncfs`` of a
+            local store's filesystem on Linux, else an fsync per write), so that a published
+            checkpoint survives power loss, as with ``FileSystemWriter(sync_files=True)``.
+            Without it, a finished save survives its processes being killed, not the machine
+            losing power.
     """
 
     def __init__(
