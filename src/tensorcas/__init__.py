@@ -9,6 +9,7 @@ Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 
 from .dcp import load_state_dict, save_state_dict
 from .errors import (
+    BlobLostError,
     BlobNotFoundError,
     CheckpointError,
     CheckpointNotFoundError,
@@ -45,6 +46,7 @@ from .writer import ContentStoreWriter
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlobLostError",
     "BlobNotFoundError",
     "CheckpointError",
     "CheckpointNotFoundError",
