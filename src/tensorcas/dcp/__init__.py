@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .manifest import Manifest, validate_checkpoint_name
+from .manifest import Manifest
+from .names import validate_checkpoint_name
 from .simple import load_state_dict, save_state_dict
 
 if TYPE_CHECKING:

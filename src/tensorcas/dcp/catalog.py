@@ -18,15 +18,8 @@ from ..errors import (
 from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
-from .manifest import (
-    MAX_MANIFEST_BYTES,
-    PREFIX,
-    Chunk,
-    Manifest,
-    decode_manifest,
-    is_checkpoint_name,
-    manifest_name,
-)
+from .manifest import MAX_MANIFEST_BYTES, Chunk, Manifest, decode_manifest
+from .names import PREFIX, is_checkpoint_name, manifest_name
 
 
 def open_reader(loc: Location, *, mmap: bool = False) -> ContentStoreReader | None:

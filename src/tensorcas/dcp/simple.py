@@ -17,7 +17,8 @@ import torch
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptObjectError
 from ..store import Location
 from . import catalog
-from .manifest import Manifest, TensorEntry, ValueEntry, unflatten
+from .manifest import Manifest, TensorEntry, ValueEntry
+from .paths import unflatten
 
 
 def save_state_dict(

@@ -57,19 +57,10 @@ from ..errors import CheckpointError, CheckpointNotFoundError, StoreIOError
 from ..store import Location
 from ..writer import ContentStoreWriter
 from . import catalog
-from .manifest import (
-    Chunk,
-    Entry,
-    Manifest,
-    PathElement,
-    TensorEntry,
-    ValueEntry,
-    chunk_name,
-    chunks_prefix,
-    encode_value,
-    new_save_id,
-    validate_checkpoint_name,
-)
+from .manifest import Chunk, Entry, Manifest, TensorEntry, ValueEntry
+from .names import chunk_name, chunks_prefix, new_save_id, validate_checkpoint_name
+from .paths import PathElement
+from .values import encode_value
 
 __all__ = ["Reader", "Writer"]
 

@@ -30,15 +30,8 @@ from typing import Any
 import torch
 
 from ..dcp import catalog
-from ..dcp.manifest import (
-    PREFIX,
-    Manifest,
-    TensorEntry,
-    ValueEntry,
-    chunks_prefix,
-    is_checkpoint_name,
-    manifest_name,
-)
+from ..dcp.manifest import Manifest, TensorEntry, ValueEntry
+from ..dcp.names import PREFIX, chunks_prefix, is_checkpoint_name, manifest_name
 from ..errors import CheckpointNotFoundError, StoreError, StoreIOError
 from ..store import Location
 from ..writer import ContentStoreWriter
