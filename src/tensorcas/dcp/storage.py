@@ -24,20 +24,15 @@ import dataclasses
 import io
 import os
 import sys
-import time
 import uuid
 from typing import Any, cast
 
 import torch
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import (
-    BytesStorageMetadata,
-    ChunkStorageMetadata,
     Metadata,
     MetadataIndex,
     StorageMeta,
-    TensorProperties,
-    TensorStorageMetadata,
 )
 from torch.distributed.checkpoint.planner import (
     LoadItemType,
@@ -57,28 +52,12 @@ from ..errors import CheckpointError, CheckpointNotFoundError, StoreIOError
 from ..store import Location
 from ..writer import ContentStoreWriter
 from . import catalog
-from .manifest import Chunk, Entry, Manifest, TensorEntry, ValueEntry
+from .manifest import Manifest, ValueEntry
+from .metadata import ChunkResult, ValueResult, manifest_from_metadata, metadata_from_manifest
 from .names import chunk_name, chunks_prefix, new_save_id, validate_checkpoint_name
-from .paths import PathElement
 from .values import encode_value
 
 __all__ = ["Reader", "Writer"]
-
-
-@dataclasses.dataclass(frozen=True)
-class _ChunkResult:
-    """What a rank reports for one tensor chunk it wrote."""
-
-    name: str
-    blob: str
-    nbytes: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _ValueResult:
-    """What a rank reports for one non-tensor value: the value, encoded (it is not written)."""
-
-    encoded: Any
 
 
 def _name_or_none(checkpoint_id: str | os.PathLike[str] | None) -> str | None:
@@ -162,7 +141,7 @@ class Writer(StorageWriter):
         for item in plan.items:
             if item.type == WriteItemType.BYTE_IO:
                 encoded = encode_value(_lookup_object(planner, item.index), item.index.fqn)
-                results.append(WriteResult(item.index, 0, _ValueResult(encoded)))
+                results.append(WriteResult(item.index, 0, ValueResult(encoded)))
             else:
                 tensors.append(item)
         probe = ContentStoreWriter(self.loc)  # creates the store if it is new
@@ -181,7 +160,7 @@ class Writer(StorageWriter):
                     WriteResult(
                         item.index,
                         record.view_nbytes,
-                        _ChunkResult(name, record.blob, record.nbytes),
+                        ChunkResult(name, record.blob, record.nbytes),
                     )
                 )
         if sync_at_end:
@@ -194,10 +173,10 @@ class Writer(StorageWriter):
         checkpoint = self._checkpoint()
         by_index = {wr.index: wr.storage_data for rank_results in results for wr in rank_results}
         save_id = next(
-            (d.name.split("/")[2] for d in by_index.values() if isinstance(d, _ChunkResult)),
+            (d.name.split("/")[2] for d in by_index.values() if isinstance(d, ChunkResult)),
             self.save_id,
         )
-        manifest = _manifest(checkpoint, save_id, metadata, by_index)
+        manifest = manifest_from_metadata(checkpoint, save_id, metadata, by_index)
         reader = catalog.open_reader(self.loc)
         assert reader is not None  # the ranks' writers created the store
         catalog.check_chunks(reader, manifest)  # every rank's chunks are there, with their blobs
@@ -280,7 +259,7 @@ class Reader(StorageReader):
                 f"no checkpoint {self.name!r}: there is no store at {self.loc}"
             )
         self._manifest = catalog.read_manifest(reader, self.name)
-        return _metadata(self._manifest, self.load_id)
+        return metadata_from_manifest(self._manifest, self.load_id)
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
@@ -433,106 +412,3 @@ def _lookup_object(planner: SavePlanner, index: MetadataIndex) -> Any:
             "without pickle; use a planner derived from DefaultSavePlanner"
         )
     return lookup(index)
-
-
-# -- DCP metadata <-> manifest -------------------------------------------------------------------
-
-
-def _manifest(
-    checkpoint: str, save_id: str, metadata: Metadata, by_index: dict[MetadataIndex, Any]
-) -> Manifest:
-    entries: dict[str, Entry] = {}
-    for fqn, md in metadata.state_dict_metadata.items():
-        if isinstance(md, BytesStorageMetadata):
-            result = by_index.get(MetadataIndex(fqn))
-            if not isinstance(result, _ValueResult):
-                raise CheckpointError(f"no rank reported the value {fqn!r}; nothing was published")
-            entries[fqn] = ValueEntry(result.encoded)
-            continue
-        dtype = fmt.dtype_name(md.properties.dtype)
-        if dtype is None:
-            raise CheckpointError(f"{fqn!r}: dtype {md.properties.dtype} cannot be stored")
-        chunks = []
-        for chunk in md.chunks:
-            result = by_index.get(MetadataIndex(fqn, chunk.offsets))
-            if not isinstance(result, _ChunkResult):
-                raise CheckpointError(
-                    f"no rank reported the chunk of {fqn!r} at {list(chunk.offsets)}; nothing was published"
-                )
-            chunks.append(
-                Chunk(
-                    tuple(chunk.offsets),
-                    tuple(chunk.sizes),
-                    result.name,
-                    result.blob,
-                    result.nbytes,
-                )
-            )
-        entries[fqn] = TensorEntry(
-            dtype, tuple(md.size), bool(md.properties.requires_grad), tuple(chunks)
-        )
-    return Manifest(
-        checkpoint=checkpoint,
-        save_id=save_id,
-        time_ns=time.time_ns(),
-        entries=entries,
-        paths=_paths(metadata.planner_data, entries),
-        dcp_version=metadata.version if isinstance(metadata.version, str) else None,
-        modules=tuple(metadata.storage_meta.modules) if metadata.storage_meta is not None else (),
-    )
-
-
-def _paths(
-    planner_data: Any, entries: dict[str, Entry]
-) -> dict[str, tuple[PathElement, ...]] | None:
-    """DCP's default planners record where each flattened key sat in the nested state dict."""
-    if planner_data is None:
-        return None
-    if not isinstance(planner_data, dict) or not set(entries) <= set(planner_data):
-        raise CheckpointError(
-            "the planner's data is not a path for every key (as DefaultSavePlanner's is); "
-            "tensorcas cannot keep other planner data without pickle"
-        )
-    out = {}
-    for fqn in entries:
-        path = planner_data[fqn]
-        if not isinstance(path, (tuple, list)) or not all(
-            type(p) is str or (type(p) is int and p >= 0) for p in path
-        ):
-            raise CheckpointError(
-                f"the planner's path for {fqn!r} is not a sequence of keys and indices"
-            )
-        out[fqn] = tuple(path)
-    return out
-
-
-def _metadata(manifest: Manifest, load_id: str) -> Metadata:
-    state_dict_metadata: dict[str, TensorStorageMetadata | BytesStorageMetadata] = {}
-    storage_data: dict[MetadataIndex, Any] = {}
-    for fqn, entry in manifest.entries.items():
-        if isinstance(entry, ValueEntry):
-            state_dict_metadata[fqn] = BytesStorageMetadata()
-            storage_data[MetadataIndex(fqn)] = entry
-            continue
-        properties = TensorProperties(dtype=entry.torch_dtype, requires_grad=entry.requires_grad)
-        chunks = []
-        for chunk in entry.chunks:
-            chunks.append(
-                ChunkStorageMetadata(
-                    offsets=torch.Size(chunk.offsets), sizes=torch.Size(chunk.sizes)
-                )
-            )
-            storage_data[MetadataIndex(fqn, chunk.offsets)] = (entry.dtype, chunk)
-        state_dict_metadata[fqn] = TensorStorageMetadata(properties, torch.Size(entry.size), chunks)
-    return Metadata(
-        state_dict_metadata=state_dict_metadata,
-        planner_data=None if manifest.paths is None else dict(manifest.paths),
-        storage_data=storage_data,
-        storage_meta=StorageMeta(
-            checkpoint_id=manifest.checkpoint,
-            save_id=manifest.save_id,
-            load_id=load_id,
-            modules=list(manifest.modules),
-        ),
-        version=manifest.dcp_version,
-    )
