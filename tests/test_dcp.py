@@ -7,6 +7,7 @@ import _pickle
 import io
 import json
 import math
+import os
 import pickle
 import warnings
 
@@ -461,3 +462,20 @@ def test_a_save_in_progress_is_incomplete_and_fails_if_its_chunks_are_removed(lo
         )
     assert seen == [(["first"], ["c"])]
     assert [c.name for c in list_checkpoints(loc).checkpoints] == ["first"]
+
+
+def test_refused_setups(loc):
+    """Per-rank manifests (use_collectives=False) and a save without a checkpoint name are
+    refused before anything is written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises((CheckpointError, CheckpointException), match="use_collectives"):
+            dcp.save(
+                {"x": torch.ones(1)},
+                storage_writer=Writer(loc, "c"),
+                use_collectives=False,
+                no_dist=True,
+            )
+        with pytest.raises((CheckpointError, CheckpointException), match="no checkpoint name"):
+            dcp.save({"x": torch.ones(1)}, storage_writer=Writer(loc), no_dist=True)
+    assert not os.path.exists(os.path.join(loc, "logs")) or list_checkpoints(loc).checkpoints == []
