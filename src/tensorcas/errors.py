@@ -64,3 +64,8 @@ class StoreIOError(StoreError):
 
 class ReaderContextError(StoreError, RuntimeError):
     """``load_tensor`` found a record that does not match the size, stride or device asked for."""
+
+
+class RecordingError(StoreError, ValueError):
+    """A recording cannot be made or read as asked: a bad option, an index that does not parse,
+    a graph that cannot be turned into a script."""

@@ -1,0 +1,216 @@
+"""A recording's tensors and the order they were produced in.
+
+A recording is every tensor written under one prefix, plus an *index*: JSON documents stored as
+uint8 tensors under ``PREFIX/index/000000``, ``PREFIX/index/000001``, ...  Each segment lists, in
+execution order, the tensors recorded since the previous one (their names below the prefix and
+what they are).  Segments are written at each step boundary and when the recording ends, so a
+long run never rewrites what it already wrote, and a run killed halfway keeps the order of every
+finished step.
+
+Why an index, when the store already keeps names in writing order: a name written twice keeps
+its first place, background writes finish on another thread, and two recordings may share a
+store; the index says exactly what this recording saw, in the order it saw it.  Readers fall back
+to the store's writing order for names the index does not list (the unfinished last step of a
+killed run).
+
+The index is read as untrusted data: its size is bounded, it is parsed as strict JSON (never
+unpickled) and every field is type-checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import format as fmt
+from ..errors import RecordingError, UnsupportedTensorError
+from ..hashing import cpu_storage_view
+from ..reader import ContentStoreReader
+from ..store import Location
+from ..writer import ContentStoreWriter
+
+INDEX = "index"
+FORMAT = "tensorcas-recording"
+VERSION = 1
+#: Largest index segment a reader accepts; a segment covers one step, so this is generous.
+MAX_SEGMENT_BYTES = 256 << 20
+_SEGMENT_RE = re.compile(r"[0-9]{6,}\Z")
+_KINDS = frozenset({"input", "output", "op", "param", "grad", "node", "tensor"})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recorded tensor: its name below the recording's prefix, its kind and its step (or
+    graph call)."""
+
+    key: str
+    kind: str
+    step: int
+
+
+def join(prefix: str, key: str) -> str:
+    return f"{prefix.rstrip('/')}/{key}"
+
+
+class RecordingLog:
+    """Writes tensors under a prefix and keeps their execution order in index segments.
+
+    Thread-safe: hooks may fire on more than one thread (autograd's backward)."""
+
+    def __init__(
+        self,
+        loc: Location,
+        prefix: str,
+        *,
+        background: bool = True,
+        max_pending_bytes: int = 1 << 30,
+    ) -> None:
+        prefix = prefix.rstrip("/")
+        if not prefix:
+            raise RecordingError("a recording needs a non-empty prefix, such as 'run-a'")
+        fmt.validate_name(prefix)
+        self.prefix = prefix
+        self.writer = ContentStoreWriter(loc, background=background, max_pending_bytes=max_pending_bytes)
+        self._pending: list[Entry] = []
+        self._segment = 0
+        self._lock = threading.Lock()
+        #: (name, reason) of tensors that could not be stored (subclasses, sparse, meta...).
+        self.skipped: list[tuple[str, str]] = []
+        self.written = 0
+
+    @property
+    def location(self) -> str:
+        return self.writer.location
+
+    def write(self, key: str, tensor: torch.Tensor, kind: str, step: int) -> bool:
+        """Record ``tensor`` as ``PREFIX/key``; returns False (and notes why) if it cannot be."""
+        name = join(self.prefix, key)
+        try:
+            self.writer.write_tensor(name, tensor.detach())
+        except UnsupportedTensorError as exc:
+            with self._lock:
+                self.skipped.append((name, str(exc)))
+            return False
+        with self._lock:
+            self._pending.append(Entry(key, kind, step))
+            self.written += 1
+        return True
+
+    def write_index(self) -> None:
+        """Write the entries recorded since the last segment as the next segment."""
+        with self._lock:
+            entries, self._pending = self._pending, []
+            segment = self._segment
+            if entries:
+                self._segment += 1
+        if not entries:
+            return
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "entries": [[e.key, e.kind, e.step] for e in entries],
+        }
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        self.writer.write_tensor(join(self.prefix, f"{INDEX}/{segment:06d}"), bytes_tensor(data))
+
+    def close(self) -> None:
+        """Write the last index segment, wait for every background write, close the writer."""
+        try:
+            self.write_index()
+        finally:
+            self.writer.close()
+
+
+def read_order(reader: ContentStoreReader, prefix: str) -> list[Entry]:
+    """The tensors of the recording under ``prefix`` in execution order.
+
+    The index's entries come first (those whose tensor is still stored), then any other name under
+    the prefix in the store's writing order, with kind ``tensor``: a recording made by hand, or the
+    last step of a run killed before it wrote its index.
+    """
+    prefix = prefix.rstrip("/")
+    fmt.validate_prefix(prefix)
+    base = f"{prefix}/" if prefix else ""
+    names = reader.list_tensors(base)
+    index_base = f"{base}{INDEX}/"
+    segments = sorted(
+        (n for n in names if n.startswith(index_base) and _SEGMENT_RE.match(n[len(index_base) :])),
+        key=lambda n: int(n[len(index_base) :]),
+    )
+    present = {n[len(base) :] for n in names if not n.startswith(index_base)}
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    for segment in segments:
+        for entry in _read_segment(reader, segment):
+            if entry.key in present and entry.key not in seen:
+                seen.add(entry.key)
+                entries.append(entry)
+    for name in names:
+        key = name[len(base) :]
+        if not name.startswith(index_base) and key not in seen:
+            seen.add(key)
+            entries.append(Entry(key, "tensor", _step_of(key)))
+    return entries
+
+
+def _step_of(key: str) -> int:
+    match = re.match(r"(?:step|graph)([0-9]+)/", key)
+    return int(match.group(1)) if match else 0
+
+
+def _read_segment(reader: ContentStoreReader, name: str) -> list[Entry]:
+    record = reader.read_tensor_metadata(name)
+    if record.dtype != "uint8" or len(record.shape) != 1 or record.view_nbytes > MAX_SEGMENT_BYTES:
+        raise RecordingError(
+            f"recording index {name!r} is not a 1-D uint8 tensor of at most {MAX_SEGMENT_BYTES} bytes "
+            f"(it is {record.dtype} {list(record.shape)}); remove it with 'tensorcas rm' to fall back "
+            "to the store's writing order"
+        )
+    data = tensor_bytes(reader.read_tensor(name))
+    try:
+        doc: Any = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RecordingError(f"recording index {name!r} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise RecordingError(f"recording index {name!r} is not a {FORMAT} document")
+    if doc.get("version") != VERSION:
+        raise RecordingError(
+            f"recording index {name!r} has version {doc.get('version')!r}; this release reads version "
+            f"{VERSION}: upgrade tensorcas"
+        )
+    raw = doc.get("entries")
+    if not isinstance(raw, list):
+        raise RecordingError(f"recording index {name!r} has no list of entries")
+    out = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], str)
+            or item[1] not in _KINDS
+            or type(item[2]) is not int
+        ):
+            raise RecordingError(f"recording index {name!r} holds a malformed entry: {str(item)[:200]}")
+        out.append(Entry(item[0], item[1], item[2]))
+    return out
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The bytes of a 1-D uint8 tensor (a JSON or text document stored as a tensor)."""
+    copy = tensor.detach().to("cpu", torch.uint8).clone()  # its own storage, exactly its elements
+    storage = copy.untyped_storage()
+    return bytes(cpu_storage_view(storage))
+
+
+def bytes_tensor(data: bytes) -> torch.Tensor:
+    """``data`` as a 1-D uint8 tensor, to store a document under a name."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+
+
+def _refuse_constant(value: str) -> Any:
+    raise ValueError(f"{value} is not allowed in strict JSON")
