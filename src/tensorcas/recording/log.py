@@ -35,6 +35,8 @@ from ..store import Location
 from ..writer import ContentStoreWriter
 
 INDEX = "index"
+#: Names below a recording's prefix that describe it rather than hold its tensors.
+GRAPHS = "graphs"
 FORMAT = "tensorcas-recording"
 VERSION = 1
 #: Largest index segment a reader accepts; a segment covers one step, so this is generous.
@@ -87,6 +89,11 @@ class RecordingLog:
     def location(self) -> str:
         return self.writer.location
 
+    def write_document(self, key: str, doc: dict[str, Any]) -> None:
+        """Store ``doc`` as strict JSON in a uint8 tensor under ``PREFIX/key`` (not in the index)."""
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        self.writer.write_tensor(join(self.prefix, key), bytes_tensor(data))
+
     def write(self, key: str, tensor: torch.Tensor, kind: str, step: int) -> bool:
         """Record ``tensor`` as ``PREFIX/key``; returns False (and notes why) if it cannot be."""
         name = join(self.prefix, key)
@@ -115,8 +122,7 @@ class RecordingLog:
             "version": VERSION,
             "entries": [[e.key, e.kind, e.step] for e in entries],
         }
-        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-        self.writer.write_tensor(join(self.prefix, f"{INDEX}/{segment:06d}"), bytes_tensor(data))
+        self.write_document(f"{INDEX}/{segment:06d}", doc)
 
     def close(self) -> None:
         """Write the last index segment, wait for every background write, close the writer."""
@@ -142,7 +148,8 @@ def read_order(reader: ContentStoreReader, prefix: str) -> list[Entry]:
         (n for n in names if n.startswith(index_base) and _SEGMENT_RE.match(n[len(index_base) :])),
         key=lambda n: int(n[len(index_base) :]),
     )
-    present = {n[len(base) :] for n in names if not n.startswith(index_base)}
+    meta = (index_base, f"{base}{GRAPHS}/")
+    present = {n[len(base) :] for n in names if not n.startswith(meta)}
     entries: list[Entry] = []
     seen: set[str] = set()
     for segment in segments:
@@ -152,7 +159,7 @@ def read_order(reader: ContentStoreReader, prefix: str) -> list[Entry]:
                 entries.append(entry)
     for name in names:
         key = name[len(base) :]
-        if not name.startswith(index_base) and key not in seen:
+        if not name.startswith(meta) and key not in seen:
             seen.add(key)
             entries.append(Entry(key, "tensor", _step_of(key)))
     return entries
@@ -163,26 +170,31 @@ def _step_of(key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _read_segment(reader: ContentStoreReader, name: str) -> list[Entry]:
+def read_document(reader: ContentStoreReader, name: str, what: str, form: str) -> dict[str, Any]:
+    """A JSON document stored as a uint8 tensor, checked for size, strict JSON, form and version."""
     record = reader.read_tensor_metadata(name)
     if record.dtype != "uint8" or len(record.shape) != 1 or record.view_nbytes > MAX_SEGMENT_BYTES:
         raise RecordingError(
-            f"recording index {name!r} is not a 1-D uint8 tensor of at most {MAX_SEGMENT_BYTES} bytes "
-            f"(it is {record.dtype} {list(record.shape)}); remove it with 'tensorcas rm' to fall back "
-            "to the store's writing order"
+            f"{what} {name!r} is not a 1-D uint8 tensor of at most {MAX_SEGMENT_BYTES} bytes "
+            f"(it is {record.dtype} {list(record.shape)}); it was not written by tensorcas.record"
         )
     data = tensor_bytes(reader.read_tensor(name))
     try:
         doc: Any = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise RecordingError(f"recording index {name!r} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise RecordingError(f"recording index {name!r} is not a {FORMAT} document")
+        raise RecordingError(f"{what} {name!r} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != form:
+        raise RecordingError(f"{what} {name!r} is not a {form} document")
     if doc.get("version") != VERSION:
         raise RecordingError(
-            f"recording index {name!r} has version {doc.get('version')!r}; this release reads version "
+            f"{what} {name!r} has version {doc.get('version')!r}; this release reads version "
             f"{VERSION}: upgrade tensorcas"
         )
+    return doc
+
+
+def _read_segment(reader: ContentStoreReader, name: str) -> list[Entry]:
+    doc = read_document(reader, name, "recording index", FORMAT)
     raw = doc.get("entries")
     if not isinstance(raw, list):
         raise RecordingError(f"recording index {name!r} has no list of entries")
