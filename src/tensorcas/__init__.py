@@ -14,6 +14,7 @@ from .errors import (
     InvalidDigestError,
     InvalidNameError,
     ReaderContextError,
+    RecordingError,
     StoreError,
     StoreIOError,
     StoreNotFoundError,
@@ -35,13 +36,16 @@ from .maintenance import (
     show,
     verify,
 )
+from .maintenance.bisect import BisectResult, bisect
 from .ops import load_tensor_reader
 from .reader import ContentStoreReader
+from .recording import Recorder, RecordingBackend, make_repro, record, recording_backend
 from .writer import ContentStoreWriter
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BisectResult",
     "BlobNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",
@@ -51,6 +55,9 @@ __all__ = [
     "InvalidDigestError",
     "InvalidNameError",
     "ReaderContextError",
+    "Recorder",
+    "RecordingBackend",
+    "RecordingError",
     "StoreError",
     "StoreIOError",
     "StoreNotFoundError",
@@ -59,6 +66,7 @@ __all__ = [
     "UnsupportedTensorError",
     "VerifyReport",
     "__version__",
+    "bisect",
     "diff",
     "du",
     "export_safetensors",
@@ -67,6 +75,9 @@ __all__ = [
     "import_store",
     "load_tensor_reader",
     "ls",
+    "make_repro",
+    "record",
+    "recording_backend",
     "rm",
     "show",
     "verify",

@@ -69,3 +69,7 @@ class ReaderContextError(StoreError, RuntimeError):
 class RecordingError(StoreError, ValueError):
     """A recording cannot be made or read as asked: a bad option, an index that does not parse,
     a graph that cannot be turned into a script."""
+
+
+class PlotUnavailableError(StoreError, ImportError):
+    """A plot was asked for but matplotlib is not installed (``pip install 'tensorcas[plot]'``)."""

@@ -24,7 +24,6 @@ import torch
 from .. import format as fmt
 from ..reader import ContentStoreReader
 from ..recording.log import Entry, read_order
-from ..store import Location
 from ._common import Progress, check_walkable, iter_chunks, to_wide, unravel
 from .diff import Target, parse_target
 
@@ -110,7 +109,10 @@ class BisectResult:
         if self.first is None:
             return ""
         lines = ["import torch, tensorcas"]
-        for var, loc, name in (("a", self.loc_a, self.first.name_a), ("b", self.loc_b, self.first.name_b)):
+        for var, loc, name in (
+            ("a", self.loc_a, self.first.name_a),
+            ("b", self.loc_b, self.first.name_b),
+        ):
             lines.append(f"with tensorcas.load_tensor_reader({loc!r}) as reader:")
             lines.append(f"    r = reader.read_tensor_metadata({name!r})")
             lines.append(
@@ -225,7 +227,11 @@ def _inputs_of(
 
 
 def tolerance_for(
-    dtype_a: str, dtype_b: str, table: Mapping[str, tuple[float, float]], rtol: float | None, atol: float | None
+    dtype_a: str,
+    dtype_b: str,
+    table: Mapping[str, tuple[float, float]],
+    rtol: float | None,
+    atol: float | None,
 ) -> tuple[float, float]:
     """The looser of the two dtypes' tolerances, with overrides applied."""
     ra, aa = table.get(dtype_a, (0.0, 0.0))
@@ -259,10 +265,19 @@ def _compare(
     check_walkable(ra)
     check_walkable(rb)
     if "float4_e2m1fn_x2" in (ra.dtype, rb.dtype):
-        c.status, c.reason = DIFFERENT, "float4_e2m1fn_x2 values cannot be compared; their bytes differ"
+        c.status, c.reason = (
+            DIFFERENT,
+            "float4_e2m1fn_x2 values cannot be compared; their bytes differ",
+        )
         return c
-    stats = error_stats(reader_a.read_tensor(name_a), reader_b.read_tensor(name_b), c.rtol, c.atol, ra)
-    c.mismatched, c.max_abs_error, c.max_abs_index = stats.mismatched, stats.max_abs, stats.max_abs_index
+    stats = error_stats(
+        reader_a.read_tensor(name_a), reader_b.read_tensor(name_b), c.rtol, c.atol, ra
+    )
+    c.mismatched, c.max_abs_error, c.max_abs_index = (
+        stats.mismatched,
+        stats.max_abs,
+        stats.max_abs_index,
+    )
     c.max_rel_error, c.max_rel_index = stats.max_rel, stats.max_rel_index
     c.mean_abs_error, c.first_mismatch_index = stats.mean_abs, stats.first_mismatch_index
     if stats.mismatched:
@@ -284,7 +299,11 @@ class ErrorStats:
 
 
 def error_stats(
-    a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float, record: fmt.TensorRecord | None = None
+    a: torch.Tensor,
+    b: torch.Tensor,
+    rtol: float,
+    atol: float,
+    record: fmt.TensorRecord | None = None,
 ) -> ErrorStats:
     """Element-wise error of ``a`` against ``b``, walked in chunks in float64.
 
@@ -332,7 +351,9 @@ def render(result: BisectResult) -> list[str]:
         )
     else:
         f = result.first
-        lines.append(f"first divergence: {f.key}  ({f.kind}, position {f.position + 1} of {result.total})")
+        lines.append(
+            f"first divergence: {f.key}  ({f.kind}, position {f.position + 1} of {result.total})"
+        )
         lines.append(f"  a: {f.name_a}  {f.dtype_a} {f.shape}")
         lines.append(f"  b: {f.name_b}  {f.dtype_b} {f.shape}")
         if f.reason:

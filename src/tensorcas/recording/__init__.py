@@ -9,4 +9,12 @@ from .log import Entry, read_order
 from .recorder import Recorder, record
 from .repro import make_repro
 
-__all__ = ["Entry", "Recorder", "RecordingBackend", "make_repro", "read_order", "record", "recording_backend"]
+__all__ = [
+    "Entry",
+    "Recorder",
+    "RecordingBackend",
+    "make_repro",
+    "read_order",
+    "record",
+    "recording_backend",
+]

@@ -142,7 +142,10 @@ class RecordingBackend:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -217,8 +220,16 @@ def _imports(namespace: dict[str, Any]) -> tuple[list[str], list[str]]:
         if name == "__builtins__":
             continue
         if isinstance(value, ModuleType):
-            lines.append(f"import {value.__name__}" if value.__name__ == name else f"import {value.__name__} as {name}")
-        elif isinstance(value, float) and (math.isinf(value) or math.isnan(value)) and name in ("inf", "nan"):
+            lines.append(
+                f"import {value.__name__}"
+                if value.__name__ == name
+                else f"import {value.__name__} as {name}"
+            )
+        elif (
+            isinstance(value, float)
+            and (math.isinf(value) or math.isnan(value))
+            and name in ("inf", "nan")
+        ):
             lines.append(f"from math import {name}")
         elif value is type(None) and name == "NoneType":
             lines.append("NoneType = type(None)")

@@ -77,7 +77,9 @@ class RecordingLog:
             raise RecordingError("a recording needs a non-empty prefix, such as 'run-a'")
         fmt.validate_name(prefix)
         self.prefix = prefix
-        self.writer = ContentStoreWriter(loc, background=background, max_pending_bytes=max_pending_bytes)
+        self.writer = ContentStoreWriter(
+            loc, background=background, max_pending_bytes=max_pending_bytes
+        )
         self._pending: list[Entry] = []
         self._segment = 0
         self._lock = threading.Lock()
@@ -207,7 +209,9 @@ def _read_segment(reader: ContentStoreReader, name: str) -> list[Entry]:
             or item[1] not in _KINDS
             or type(item[2]) is not int
         ):
-            raise RecordingError(f"recording index {name!r} holds a malformed entry: {str(item)[:200]}")
+            raise RecordingError(
+                f"recording index {name!r} holds a malformed entry: {str(item)[:200]}"
+            )
         out.append(Entry(item[0], item[1], item[2]))
     return out
 
@@ -221,7 +225,11 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
 
 def bytes_tensor(data: bytes) -> torch.Tensor:
     """``data`` as a 1-D uint8 tensor, to store a document under a name."""
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    return (
+        torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if data
+        else torch.empty(0, dtype=torch.uint8)
+    )
 
 
 def _refuse_constant(value: str) -> Any:

@@ -60,9 +60,13 @@ class Recorder:
         max_pending_bytes: int = 1 << 30,
     ) -> None:
         if isinstance(modules, str) or isinstance(exclude, str) or isinstance(op_names, str):
-            raise RecordingError("modules, exclude and op_names take a list of patterns, not one string")
+            raise RecordingError(
+                "modules, exclude and op_names take a list of patterns, not one string"
+            )
         if (parameters or gradients) and model is None:
-            raise RecordingError("parameters=True and gradients=True need the model: record(loc, prefix, model, ...)")
+            raise RecordingError(
+                "parameters=True and gradients=True need the model: record(loc, prefix, model, ...)"
+            )
         self.model = model
         self.modules = tuple(modules)
         self.exclude = tuple(exclude)
@@ -72,7 +76,9 @@ class Recorder:
         self.parameters = parameters
         self.gradients = gradients
         self._steps = _step_filter(steps)
-        self.log = RecordingLog(loc, prefix, background=background, max_pending_bytes=max_pending_bytes)
+        self.log = RecordingLog(
+            loc, prefix, background=background, max_pending_bytes=max_pending_bytes
+        )
         self.prefix = self.log.prefix
         self._step = 0
         self._calls: dict[str, int] = {}
@@ -118,7 +124,10 @@ class Recorder:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -153,7 +162,9 @@ class Recorder:
 
     def save_parameters(self, tag: str = "params", model: torch.nn.Module | None = None) -> None:
         """Record every parameter as ``PREFIX/stepN/TAG/NAME`` now (e.g. after the optimizer)."""
-        self._save_named(tag, (model or self._need_model()).named_parameters(), "param", grads=False)
+        self._save_named(
+            tag, (model or self._need_model()).named_parameters(), "param", grads=False
+        )
 
     def save_gradients(self, tag: str = "grads", model: torch.nn.Module | None = None) -> None:
         """Record every parameter's ``.grad`` as ``PREFIX/stepN/TAG/NAME`` now."""
@@ -171,7 +182,9 @@ class Recorder:
 
     def _need_model(self) -> torch.nn.Module:
         if self.model is None:
-            raise RecordingError("no model to take parameters from: pass it to record() or to this call")
+            raise RecordingError(
+                "no model to take parameters from: pass it to record() or to this call"
+            )
         return self.model
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -190,7 +203,9 @@ class Recorder:
         if self.gradients:
             for name, param in model.named_parameters():
                 if param.requires_grad:
-                    self._handles.append(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
+                    self._handles.append(
+                        param.register_post_accumulate_grad_hook(self._grad_hook(name))
+                    )
 
     def _selected(self, scope: str) -> bool:
         return any(fnmatch.fnmatchcase(scope, p) for p in self.modules) and not any(

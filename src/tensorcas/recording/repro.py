@@ -35,7 +35,9 @@ _IDENT_RE = re.compile(r"[A-Za-z_]\w*\Z")
 _TARGET_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
 
-def make_repro(loc: Location, prefix: str, graph: int = 0, call: int = 0, *, store: str | None = None) -> str:
+def make_repro(
+    loc: Location, prefix: str, graph: int = 0, call: int = 0, *, store: str | None = None
+) -> str:
     """The text of a Python script that replays call ``call`` of graph ``graph`` recorded under
     ``prefix``.  ``store`` is the path the script loads from by default (``loc`` if a path)."""
     reader = ContentStoreReader(loc, cache=False)
@@ -86,10 +88,16 @@ def _rows(rows: list[tuple[Any, ...]]) -> str:
     return "".join(f"    {row!r},\n" for row in rows)
 
 
-def _checked(meta: dict[str, Any], where: str) -> tuple[str, list[str], list[dict[str, str]], list[str]]:
+def _checked(
+    meta: dict[str, Any], where: str
+) -> tuple[str, list[str], list[dict[str, str]], list[str]]:
     """The description's parts, checked to be what a recording writes and nothing else."""
     code, imports = meta.get("code"), meta.get("imports")
-    placeholders, attrs, missing = meta.get("placeholders"), meta.get("attrs"), meta.get("missing_imports")
+    placeholders, attrs, missing = (
+        meta.get("placeholders"),
+        meta.get("attrs"),
+        meta.get("missing_imports"),
+    )
     if not isinstance(code, str) or not isinstance(imports, list) or not isinstance(attrs, list):
         raise RecordingError(f"graph description {where!r} lacks its code, imports or attributes")
     if missing:
@@ -99,7 +107,9 @@ def _checked(meta: dict[str, Any], where: str) -> tuple[str, list[str], list[dic
         )
     for line in imports:
         if not isinstance(line, str) or not _IMPORT_RE.match(line):
-            raise RecordingError(f"graph description {where!r} holds an unexpected import line: {str(line)[:100]!r}")
+            raise RecordingError(
+                f"graph description {where!r} holds an unexpected import line: {str(line)[:100]!r}"
+            )
     if not isinstance(placeholders, list) or not all(
         isinstance(p, dict)
         and isinstance(p.get("name"), str)
@@ -113,8 +123,14 @@ def _checked(meta: dict[str, Any], where: str) -> tuple[str, list[str], list[dic
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
-        raise RecordingError(f"graph description {where!r}: its code does not parse: {exc}") from None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != "forward":
+        raise RecordingError(
+            f"graph description {where!r}: its code does not parse: {exc}"
+        ) from None
+    if (
+        len(tree.body) != 1
+        or not isinstance(tree.body[0], ast.FunctionDef)
+        or tree.body[0].name != "forward"
+    ):
         raise RecordingError(f"graph description {where!r}: its code is not one 'forward' function")
     return code, imports, placeholders, attrs
 
