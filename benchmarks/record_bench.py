@@ -1,0 +1,135 @@
+"""What recording a model run costs: the slowdown of ``tensorcas.record`` against the same
+training steps unrecorded, measured side by side in one run.
+
+A small transformer (embedding, pre-norm attention and MLP blocks, a head) trains on random
+tokens with SGD, so every step's activations and weights are new bytes (nothing is deduplicated
+away).  Rounds alternate the arms (unrecorded, recorded with each setting), each round running
+``--steps`` steps; a recorded arm's time includes leaving the ``record`` block, which waits for
+every background write, so the ratio is the true cost of having the tensors on disk.
+
+    python benchmarks/record_bench.py                 # the default model (a step of >= 50 ms here)
+    python benchmarks/record_bench.py --steps 5 --rounds 2 --dir /path/on/the/disk/to/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+import tensorcas
+
+
+class Block(torch.nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.norm2 = torch.nn.LayerNorm(dim)
+        self.fc1 = torch.nn.Linear(dim, 4 * dim)
+        self.fc2 = torch.nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
+        att = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+        )
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
+class Transformer(torch.nn.Module):
+    def __init__(self, vocab: int, dim: int, depth: int, heads: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, dim)
+        self.blocks = torch.nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = torch.nn.LayerNorm(dim)
+        self.head = torch.nn.Linear(dim, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="training steps per arm and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--dir", default=None, help="where the stores go (default: a temporary directory)")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = Transformer(args.vocab, args.dim, args.depth, heads=8)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    root = tempfile.mkdtemp(prefix="record-bench-", dir=args.dir)
+
+    def train_step() -> None:
+        tokens = torch.randint(0, args.vocab, (args.batch, args.seq))
+        logits = model(tokens)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def plain(_: int) -> None:
+        for _step in range(args.steps):
+            train_step()
+
+    def recorded(**options: object) -> Callable[[int], None]:
+        def arm(round_: int) -> None:
+            loc = os.path.join(root, f"store-{round_}")
+            with tensorcas.record(loc, f"run-{len(os.listdir(root))}", model, **options) as rec:  # type: ignore[arg-type]
+                for _step in range(args.steps):
+                    train_step()
+                    rec.step()
+
+        return arm
+
+    arms: dict[str, Callable[[int], None]] = {
+        "unrecorded eager": plain,
+        "module inputs+outputs": recorded(),
+        "module outputs only": recorded(inputs=False),
+        "outputs + params + grads": recorded(inputs=False, parameters=True, gradients=True),
+    }
+    train_step()  # warm up kernels and the allocator
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for round_ in range(args.rounds):
+        for name, arm in arms.items():
+            start = time.perf_counter()
+            arm(round_)
+            times[name].append((time.perf_counter() - start) / args.steps)
+    base = statistics.median(times["unrecorded eager"])
+    stored = sum(
+        os.path.getsize(os.path.join(dirpath, f)) for dirpath, _, files in os.walk(root) for f in files
+    )
+    print(
+        f"model: dim {args.dim}, depth {args.depth}, batch {args.batch}x{args.seq} tokens; "
+        f"{args.rounds} rounds x {args.steps} steps per arm; torch threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}"
+    )
+    print(f"{'arm':<28} {'ms/step':>9} {'vs unrecorded':>14}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<28} {1000 * median:>9.1f} {median / base:>13.2f}x")
+    print(f"stored: {stored / 2**20:.1f} MiB in {root}")
+    shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
