@@ -71,7 +71,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=1024)
-    parser.add_argument("--dir", default=None, help="where the stores go (default: a temporary directory)")
+    parser.add_argument(
+        "--dir", default=None, help="where the stores go (default: a temporary directory)"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -116,7 +118,9 @@ def main() -> None:
             times[name].append((time.perf_counter() - start) / args.steps)
     base = statistics.median(times["unrecorded eager"])
     stored = sum(
-        os.path.getsize(os.path.join(dirpath, f)) for dirpath, _, files in os.walk(root) for f in files
+        os.path.getsize(os.path.join(dirpath, f))
+        for dirpath, _, files in os.walk(root)
+        for f in files
     )
     print(
         f"model: dim {args.dim}, depth {args.depth}, batch {args.batch}x{args.seq} tokens; "

@@ -34,7 +34,9 @@ class Block(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, 2, d // 2).unbind(2)
-        att = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        att = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
         x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
         return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
 
@@ -89,7 +91,12 @@ def test_names_come_from_the_module_tree_in_execution_order(tmp_path):
     run_eager(tmp_path, "run-a")
     order = [e.key for e in read_order(ContentStoreReader(tmp_path), "run-a")]
     assert order[0] == "step0/model/input.0"
-    for key in ("step0/blocks.1.fc1/output", "step0/blocks.0/input.0", "step0/head/output", "step1/model/output"):
+    for key in (
+        "step0/blocks.1.fc1/output",
+        "step0/blocks.0/input.0",
+        "step0/head/output",
+        "step1/model/output",
+    ):
         assert key in order
     # a module's input comes before its children, its output after them; step 1 after step 0
     assert order.index("step0/blocks.0/input.0") < order.index("step0/blocks.0.qkv/output")
@@ -198,7 +205,9 @@ def test_bisect_command_reports_the_divergence(two_runs):
     assert text.startswith("first divergence: step0/blocks.1.fc1/output")
     assert "still close just before it:" in text and "load_tensor" in text
     # a loose enough tolerance accepts the perturbation
-    code, text = tensorcas_cli("bisect", f"{two_runs}:a", f"{two_runs}:b", "--tol", "float32=0,0.02")
+    code, text = tensorcas_cli(
+        "bisect", f"{two_runs}:a", f"{two_runs}:b", "--tol", "float32=0,0.02"
+    )
     assert code == 0, text
 
 
@@ -224,7 +233,9 @@ def test_order_falls_back_to_writing_order_and_refuses_a_bad_index(tmp_path):
             w.write_tensor(f"hand/{name}", torch.ones(2))
     assert [e.key for e in read_order(ContentStoreReader(tmp_path), "hand")] == ["z", "a", "m"]
     with ContentStoreWriter(tmp_path) as w:
-        w.write_tensor("hand/index/000000", bytes_tensor(b'{"format": "tensorcas-recording", "version": 1}'))
+        w.write_tensor(
+            "hand/index/000000", bytes_tensor(b'{"format": "tensorcas-recording", "version": 1}')
+        )
     with pytest.raises(RecordingError, match="entries"):
         read_order(ContentStoreReader(tmp_path), "hand")
     with ContentStoreWriter(tmp_path) as w:
@@ -255,7 +266,12 @@ def compiled_runs(tmp_path_factory):
     """One model recorded graph by graph: eagerly node by node, with aot_eager, with a wrong
     decomposition, and with Inductor."""
     loc = tmp_path_factory.mktemp("compiled")
-    backends = {"eager": "eager", "aot": "aot_eager", "wrong": _wrong_relu_backend(), "inductor": "inductor"}
+    backends = {
+        "eager": "eager",
+        "aot": "aot_eager",
+        "wrong": _wrong_relu_backend(),
+        "inductor": "inductor",
+    }
     outputs = {}
     for prefix, backend in backends.items():
         torch._dynamo.reset()
@@ -304,12 +320,20 @@ def test_repro_script_reproduces_the_recorded_outputs(compiled_runs, tmp_path):
     text = script.read_text()
     assert "load_tensor" in text and "def forward" in text
     env = {**os.environ, "PYTHONPATH": SRC}
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "reproduced" in run.stdout
     # the wrong decomposition's outputs are not what the graph computes eagerly
     (tmp_path / "wrong.py").write_text(tensorcas.make_repro(loc, "wrong", 0))
-    run = subprocess.run([sys.executable, str(tmp_path / "wrong.py")], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "wrong.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "differs" in run.stdout
 
@@ -347,13 +371,49 @@ def _check_png(path: Path) -> None:
 def test_plots_are_valid_pngs(two_runs, tmp_path):
     pytest.importorskip("matplotlib")
     hist, heat, along = tmp_path / "hist.png", tmp_path / "heat.png", tmp_path / "along.png"
-    code, out = tensorcas_cli("show", str(two_runs), "b/step0/blocks.1.fc1/output", "--plot", str(hist))
+    code, out = tensorcas_cli(
+        "show", str(two_runs), "b/step0/blocks.1.fc1/output", "--plot", str(hist)
+    )
     assert code == 0, out
     code, out = tensorcas_cli(
-        "diff", f"{two_runs}:a/step0/blocks.1.fc1/", f"{two_runs}:b/step0/blocks.1.fc1/", "--plot", str(heat)
+        "diff",
+        f"{two_runs}:a/step0/blocks.1.fc1/",
+        f"{two_runs}:b/step0/blocks.1.fc1/",
+        "--plot",
+        str(heat),
     )
     assert code == 1, out
     code, out = tensorcas_cli("bisect", f"{two_runs}:a", f"{two_runs}:b", "--plot", str(along))
     assert code == 1, out
     for path in (hist, heat, along):
         _check_png(path)
+
+
+def test_a_run_cut_short_keeps_the_order_of_its_finished_steps(tmp_path):
+    model = make_model()
+    rec = tensorcas.record(tmp_path, "cut", model, inputs=False).start()
+    model(TOKENS)
+    rec.step()  # step 0's index segment is written here
+    model(TOKENS)
+    rec.log.writer.flush()  # step 1's tensors are stored, its index segment is not
+    try:
+        reader = ContentStoreReader(tmp_path)
+        entries = read_order(reader, "cut")
+        steps = [e.key.split("/")[0] for e in entries]
+        assert steps == sorted(steps) and "step1" in steps
+        assert {e.kind for e in entries if e.step == 0} == {"output"}
+        assert {e.kind for e in entries if e.key.startswith("step1/")} == {"tensor"}
+        names = reader.list_tensors("cut/")
+        assert [e.key for e in entries] == [n[4:] for n in names if not n.startswith("cut/index/")]
+    finally:
+        rec.close()
+    assert {e.kind for e in read_order(ContentStoreReader(tmp_path), "cut")} == {"output"}
+
+
+def test_bisect_refuses_recordings_that_cannot_line_up(two_runs):
+    with pytest.raises(RecordingError, match="nothing is recorded under"):
+        tensorcas.bisect(f"{two_runs}:a", f"{two_runs}:nope")
+    with pytest.raises(RecordingError, match="no names in common"):
+        tensorcas.bisect(f"{two_runs}:a/step0/", f"{two_runs}:b/step1/head")
+    code, out = tensorcas_cli("bisect", f"{two_runs}:a", f"{two_runs}:nope")
+    assert code == 2

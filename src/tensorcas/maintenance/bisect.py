@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .. import format as fmt
+from ..errors import RecordingError
 from ..reader import ContentStoreReader
 from ..recording.log import Entry, read_order
 from ._common import Progress, check_walkable, iter_chunks, to_wide, unravel
@@ -168,6 +169,12 @@ def bisect(
     reader_b = reader_a if ta.loc == tb.loc else ContentStoreReader(tb.loc, cache=False, mmap=True)
     order_a = read_order(reader_a, ta.prefix)
     order_b = read_order(reader_b, tb.prefix)
+    for target, order in ((ta, order_a), (tb, order_b)):
+        if not order:
+            raise RecordingError(
+                f"nothing is recorded under {str(target)!r}; 'tensorcas ls {target.loc} {target.prefix}' "
+                "lists what is there (is the prefix right?)"
+            )
     keys_b = {e.key for e in order_b}
     keys_a = {e.key for e in order_a}
     table = dict(DEFAULT_TOLERANCES)
@@ -176,6 +183,11 @@ def bisect(
     result.only_in_a = [e.key for e in order_a if e.key not in keys_b]
     result.only_in_b = [e.key for e in order_b if e.key not in keys_a]
     common = [e for e in order_a if e.key in keys_b]
+    if not common:
+        raise RecordingError(
+            f"{ta} and {tb} have no names in common below their prefixes (first names: "
+            f"{order_a[0].key!r} and {order_b[0].key!r}); point both at recordings of the same code"
+        )
     result.total = len(common)
     for position, entry in enumerate(common):
         c = _compare(position, entry, ta, tb, reader_a, reader_b, table, rtol, atol)
