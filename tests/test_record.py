@@ -415,5 +415,5 @@ def test_bisect_refuses_recordings_that_cannot_line_up(two_runs):
         tensorcas.bisect(f"{two_runs}:a", f"{two_runs}:nope")
     with pytest.raises(RecordingError, match="no names in common"):
         tensorcas.bisect(f"{two_runs}:a/step0/", f"{two_runs}:b/step1/head")
-    code, out = tensorcas_cli("bisect", f"{two_runs}:a", f"{two_runs}:nope")
+    code, _ = tensorcas_cli("bisect", f"{two_runs}:a", f"{two_runs}:nope")
     assert code == 2
