@@ -417,3 +417,27 @@ def test_bisect_refuses_recordings_that_cannot_line_up(two_runs):
         tensorcas.bisect(f"{two_runs}:a/step0/", f"{two_runs}:b/step1/head")
     code, _ = tensorcas_cli("bisect", f"{two_runs}:a", f"{two_runs}:nope")
     assert code == 2
+
+
+def test_a_prefix_inside_a_recording_uses_its_order(two_runs):
+    reader = ContentStoreReader(two_runs)
+    whole = read_order(reader, "b")
+    step1 = read_order(reader, "b/step1/")
+    assert [e.key for e in step1] == [e.key[6:] for e in whole if e.key.startswith("step1/")]
+    assert {e.kind for e in step1} == {"input", "output"}
+    result = tensorcas.bisect(f"{two_runs}:a/step1", f"{two_runs}:b/step1")
+    assert result.first is not None and result.first.key == "blocks.1.fc1/output"
+
+
+def test_one_prefix_records_one_run_at_a_time(tmp_path):
+    model = make_model()
+    with tensorcas.record(tmp_path, "run", model):
+        with pytest.raises(RecordingError, match="already running"):
+            tensorcas.record(tmp_path, "run", model).start()
+        with tensorcas.record(tmp_path, "other", model):
+            model(TOKENS)
+    rec = tensorcas.record(tmp_path, "run", model)
+    with rec:  # free again once closed
+        pass
+    with pytest.raises(RecordingError, match="records one run"):
+        rec.start()

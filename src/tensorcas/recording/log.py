@@ -45,6 +45,11 @@ _SEGMENT_RE = re.compile(r"[0-9]{6,}\Z")
 _KINDS = frozenset({"input", "output", "op", "param", "grad", "node", "tensor"})
 
 
+#: (store location, prefix) of the recordings open in this process: two at once would mix names.
+_ACTIVE: set[tuple[str, str]] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Entry:
     """One recorded tensor: its name below the recording's prefix, its kind and its step (or
@@ -53,6 +58,14 @@ class Entry:
     key: str
     kind: str
     step: int
+
+
+def check_prefix(prefix: str) -> str:
+    """A recording's prefix without its trailing ``/``; it must be a valid, non-empty name."""
+    stripped = prefix.rstrip("/") if isinstance(prefix, str) else prefix
+    if not stripped:
+        raise RecordingError("a recording needs a non-empty prefix, such as 'run-a'")
+    return fmt.validate_name(stripped)
 
 
 def join(prefix: str, key: str) -> str:
@@ -72,14 +85,19 @@ class RecordingLog:
         background: bool = True,
         max_pending_bytes: int = 1 << 30,
     ) -> None:
-        prefix = prefix.rstrip("/")
-        if not prefix:
-            raise RecordingError("a recording needs a non-empty prefix, such as 'run-a'")
-        fmt.validate_name(prefix)
-        self.prefix = prefix
+        self.prefix = prefix = check_prefix(prefix)
         self.writer = ContentStoreWriter(
             loc, background=background, max_pending_bytes=max_pending_bytes
         )
+        self._key = (self.writer.location, prefix)
+        with _ACTIVE_LOCK:
+            if self._key in _ACTIVE:
+                self.writer.close()
+                raise RecordingError(
+                    f"a recording under {prefix!r} in {self.writer.location} is already running in "
+                    "this process; close it first or record under another prefix"
+                )
+            _ACTIVE.add(self._key)
         self._pending: list[Entry] = []
         self._segment = 0
         self._lock = threading.Lock()
@@ -131,18 +149,37 @@ class RecordingLog:
         try:
             self.write_index()
         finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(self._key)
             self.writer.close()
 
 
 def read_order(reader: ContentStoreReader, prefix: str) -> list[Entry]:
-    """The tensors of the recording under ``prefix`` in execution order.
+    """The tensors of the recording under ``prefix`` in execution order, named below it.
 
     The index's entries come first (those whose tensor is still stored), then any other name under
     the prefix in the store's writing order, with kind ``tensor``: a recording made by hand, or the
-    last step of a run killed before it wrote its index.
+    last step of a run killed before it wrote its index.  A prefix inside a recording
+    (``run-a/step3``) uses the enclosing recording's index.
     """
     prefix = prefix.rstrip("/")
     fmt.validate_prefix(prefix)
+    parts = prefix.split("/") if prefix else []
+    root = prefix
+    if parts and not reader.list_tensors(f"{prefix}/{INDEX}/"):
+        for cut in range(len(parts) - 1, 0, -1):
+            candidate = "/".join(parts[:cut])
+            if reader.list_tensors(f"{candidate}/{INDEX}/"):
+                root = candidate
+                break
+    entries = _order_of(reader, root)
+    if root == prefix:
+        return entries
+    below = prefix[len(root) + 1 :] + "/"
+    return [Entry(e.key[len(below) :], e.kind, e.step) for e in entries if e.key.startswith(below)]
+
+
+def _order_of(reader: ContentStoreReader, prefix: str) -> list[Entry]:
     base = f"{prefix}/" if prefix else ""
     names = reader.list_tensors(base)
     index_base = f"{base}{INDEX}/"

@@ -31,7 +31,7 @@ from torch.utils._pytree import tree_flatten_with_path
 
 from ..errors import RecordingError
 from ..store import Location
-from .log import RecordingLog
+from .log import RecordingLog, check_prefix
 
 StepFilter = Iterable[int] | Callable[[int], bool] | None
 ROOT = "model"
@@ -76,10 +76,10 @@ class Recorder:
         self.parameters = parameters
         self.gradients = gradients
         self._steps = _step_filter(steps)
-        self.log = RecordingLog(
-            loc, prefix, background=background, max_pending_bytes=max_pending_bytes
-        )
-        self.prefix = self.log.prefix
+        self.prefix = check_prefix(prefix)
+        self._loc = loc
+        self._writer_options = {"background": background, "max_pending_bytes": max_pending_bytes}
+        self._log: RecordingLog | None = None
         self._step = 0
         self._calls: dict[str, int] = {}
         self._ops: dict[str, int] = {}
@@ -95,9 +95,23 @@ class Recorder:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def log(self) -> RecordingLog:
+        """Where the tensors go; ``log.skipped`` lists those that could not be stored."""
+        if self._log is None:
+            raise RecordingError(
+                f"the recording {self.prefix!r} has not started: use it in a with block or call start()"
+            )
+        return self._log
+
     def start(self) -> Recorder:
-        if self._open:
-            raise RecordingError(f"the recording {self.prefix!r} is already running")
+        """Attach the hooks and start recording (what entering the ``with`` block does)."""
+        if self._log is not None:
+            raise RecordingError(
+                f"the recording {self.prefix!r} was started before; a Recorder records one run, "
+                "make a new one with tensorcas.record()"
+            )
+        self._log = RecordingLog(self._loc, self.prefix, **self._writer_options)  # type: ignore[arg-type]
         self._open = True
         if self.model is not None:
             self._attach(self.model)
