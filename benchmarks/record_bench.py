@@ -74,7 +74,10 @@ def main() -> None:
     parser.add_argument(
         "--dir", default=None, help="where the stores go (default: a temporary directory)"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = Transformer(args.vocab, args.dim, args.depth, heads=8)
@@ -108,6 +111,8 @@ def main() -> None:
         "module inputs+outputs": recorded(),
         "module outputs only": recorded(inputs=False),
         "outputs + params + grads": recorded(inputs=False, parameters=True, gradients=True),
+        "module in+out, synchronous": recorded(background=False),
+        "module in+out, synchronous": recorded(background=False),
     }
     train_step()  # warm up kernels and the allocator
     times: dict[str, list[float]] = {name: [] for name in arms}

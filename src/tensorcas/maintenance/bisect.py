@@ -14,6 +14,7 @@ sides' dtypes), overridable per dtype or for all: a pair is close when
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -189,15 +190,18 @@ def bisect(
             f"{order_a[0].key!r} and {order_b[0].key!r}); point both at recordings of the same code"
         )
     result.total = len(common)
+    pairs = _Pairs(reader_a, reader_b, table, rtol, atol)
+    pairs.names_a = {e.key: e.same_as or _full(ta.prefix, e.key) for e in order_a}
+    pairs.names_b = {e.key: e.same_as or _full(tb.prefix, e.key) for e in order_b}
     for position, entry in enumerate(common):
-        c = _compare(position, entry, ta, tb, reader_a, reader_b, table, rtol, atol)
+        c = pairs.compare(position, entry)
         result.compared.append(c)
         if progress is not None:
             progress(position + 1, len(common))
         if not c.ok and result.first is None:
             result.first = c
             result.before = [x for x in result.compared[-1 - context : -1]] if context else []
-            result.inputs = _inputs_of(c, common, ta, tb, reader_a, reader_b, table, rtol, atol)
+            result.inputs = _inputs_of(c, common, pairs)
             if not compare_all:
                 break
     return result
@@ -213,17 +217,7 @@ def _full(prefix: str, key: str) -> str:
     return f"{prefix}{key}" if prefix.endswith("/") else f"{prefix}/{key}"
 
 
-def _inputs_of(
-    c: Comparison,
-    common: list[Entry],
-    ta: Target,
-    tb: Target,
-    reader_a: ContentStoreReader,
-    reader_b: ContentStoreReader,
-    table: Mapping[str, tuple[float, float]],
-    rtol: float | None,
-    atol: float | None,
-) -> list[Comparison]:
+def _inputs_of(c: Comparison, common: list[Entry], pairs: _Pairs) -> list[Comparison]:
     """The recorded inputs of the call that produced ``c``: the ``input*`` names beside it."""
     scope = c.key.rsplit("/", 1)[0] if "/" in c.key else ""
     if c.kind == "op":
@@ -234,7 +228,7 @@ def _inputs_of(
     for position, entry in enumerate(common):
         head, _, leaf = entry.key.rpartition("/")
         if head == scope and leaf.startswith("input"):
-            out.append(_compare(position, entry, ta, tb, reader_a, reader_b, table, rtol, atol))
+            out.append(pairs.compare(position, entry))
     return out
 
 
@@ -251,20 +245,48 @@ def tolerance_for(
     return (max(ra, rb) if rtol is None else rtol, max(aa, ab) if atol is None else atol)
 
 
+class _Pairs:
+    """Compares pairs by the names that hold their bytes; a pair met again (a tensor recorded
+    under a second name) reuses the first comparison."""
+
+    def __init__(
+        self,
+        reader_a: ContentStoreReader,
+        reader_b: ContentStoreReader,
+        table: Mapping[str, tuple[float, float]],
+        rtol: float | None,
+        atol: float | None,
+    ) -> None:
+        self.reader_a, self.reader_b = reader_a, reader_b
+        self.table, self.rtol, self.atol = table, rtol, atol
+        self.names_a: dict[str, str] = {}
+        self.names_b: dict[str, str] = {}
+        self._done: dict[tuple[str, str], Comparison] = {}
+
+    def compare(self, position: int, entry: Entry) -> Comparison:
+        name_a, name_b = self.names_a[entry.key], self.names_b[entry.key]
+        earlier = self._done.get((name_a, name_b))
+        if earlier is None:
+            earlier = _compare(
+                name_a, name_b, self.reader_a, self.reader_b, self.table, self.rtol, self.atol
+            )
+            self._done[(name_a, name_b)] = earlier
+        c = copy.copy(earlier)
+        c.position, c.key, c.kind, c.step = position, entry.key, entry.kind, entry.step
+        return c
+
+
 def _compare(
-    position: int,
-    entry: Entry,
-    ta: Target,
-    tb: Target,
+    name_a: str,
+    name_b: str,
     reader_a: ContentStoreReader,
     reader_b: ContentStoreReader,
     table: Mapping[str, tuple[float, float]],
     rtol: float | None,
     atol: float | None,
 ) -> Comparison:
-    name_a, name_b = _full(ta.prefix, entry.key), _full(tb.prefix, entry.key)
     ra, rb = reader_a.read_tensor_metadata(name_a), reader_b.read_tensor_metadata(name_b)
-    c = Comparison(position, entry.key, entry.kind, entry.step, name_a, name_b)
+    c = Comparison(0, "", "", 0, name_a, name_b)
     c.dtype_a, c.dtype_b, c.shape, c.numel = ra.dtype, rb.dtype, list(ra.shape), ra.numel
     c.rtol, c.atol = tolerance_for(ra.dtype, rb.dtype, table, rtol, atol)
     if ra.shape != rb.shape:

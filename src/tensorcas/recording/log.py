@@ -53,11 +53,13 @@ _ACTIVE_LOCK = threading.Lock()
 @dataclass(frozen=True)
 class Entry:
     """One recorded tensor: its name below the recording's prefix, its kind and its step (or
-    graph call)."""
+    graph call).  ``same_as`` is set for a tensor recorded as the very tensor recorded earlier
+    (not stored twice): the full store name that holds it."""
 
     key: str
     kind: str
     step: int
+    same_as: str | None = None
 
 
 def check_prefix(prefix: str) -> str:
@@ -128,6 +130,11 @@ class RecordingLog:
             self.written += 1
         return True
 
+    def alias(self, key: str, original: str, kind: str, step: int) -> None:
+        """Record ``PREFIX/key`` as the same tensor as ``PREFIX/original`` without storing it."""
+        with self._lock:
+            self._pending.append(Entry(key, kind, step, original))
+
     def write_index(self) -> None:
         """Write the entries recorded since the last segment as the next segment."""
         with self._lock:
@@ -140,7 +147,10 @@ class RecordingLog:
         doc = {
             "format": FORMAT,
             "version": VERSION,
-            "entries": [[e.key, e.kind, e.step] for e in entries],
+            "entries": [
+                [e.key, e.kind, e.step] if e.same_as is None else [e.key, e.kind, e.step, e.same_as]
+                for e in entries
+            ],
         }
         self.write_document(f"{INDEX}/{segment:06d}", doc)
 
@@ -176,7 +186,11 @@ def read_order(reader: ContentStoreReader, prefix: str) -> list[Entry]:
     if root == prefix:
         return entries
     below = prefix[len(root) + 1 :] + "/"
-    return [Entry(e.key[len(below) :], e.kind, e.step) for e in entries if e.key.startswith(below)]
+    return [
+        Entry(e.key[len(below) :], e.kind, e.step, e.same_as)
+        for e in entries
+        if e.key.startswith(below)
+    ]
 
 
 def _order_of(reader: ContentStoreReader, prefix: str) -> list[Entry]:
@@ -193,9 +207,14 @@ def _order_of(reader: ContentStoreReader, prefix: str) -> list[Entry]:
     seen: set[str] = set()
     for segment in segments:
         for entry in _read_segment(reader, segment):
-            if entry.key in present and entry.key not in seen:
+            if entry.key in seen:
+                continue
+            if entry.same_as is None and entry.key in present:
                 seen.add(entry.key)
                 entries.append(entry)
+            elif entry.same_as is not None and entry.same_as in present:
+                seen.add(entry.key)
+                entries.append(Entry(entry.key, entry.kind, entry.step, base + entry.same_as))
     for name in names:
         key = name[len(base) :]
         if not name.startswith(meta) and key not in seen:
@@ -241,15 +260,16 @@ def _read_segment(reader: ContentStoreReader, name: str) -> list[Entry]:
     for item in raw:
         if (
             not isinstance(item, list)
-            or len(item) != 3
+            or len(item) not in (3, 4)
             or not isinstance(item[0], str)
             or item[1] not in _KINDS
             or type(item[2]) is not int
+            or (len(item) == 4 and not isinstance(item[3], str))
         ):
             raise RecordingError(
                 f"recording index {name!r} holds a malformed entry: {str(item)[:200]}"
             )
-        out.append(Entry(item[0], item[1], item[2]))
+        out.append(Entry(item[0], item[1], item[2], item[3] if len(item) == 4 else None))
     return out
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -56,6 +57,7 @@ class Recorder:
         steps: StepFilter = None,
         parameters: bool = False,
         gradients: bool = False,
+        aliases: bool = True,
         background: bool = True,
         max_pending_bytes: int = 1 << 30,
     ) -> None:
@@ -75,6 +77,7 @@ class Recorder:
         self.op_names = None if op_names is None else tuple(op_names)
         self.parameters = parameters
         self.gradients = gradients
+        self.aliases = aliases
         self._steps = _step_filter(steps)
         self.prefix = check_prefix(prefix)
         self._loc = loc
@@ -83,6 +86,8 @@ class Recorder:
         self._step = 0
         self._calls: dict[str, int] = {}
         self._ops: dict[str, int] = {}
+        #: id(tensor) -> (weak reference, version counter, key) of tensors recorded in this step
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], int, str]] = {}
         self._local = threading.local()  # per thread: module scope stack and re-entry guard
         self._handles: list[Any] = []
         self._mode = _OpRecorder(self) if ops else None
@@ -163,6 +168,7 @@ class Recorder:
         self._step += 1
         self._calls.clear()
         self._ops.clear()
+        self._seen.clear()
         self._begin_step()
 
     def _begin_step(self) -> None:
@@ -292,6 +298,20 @@ class Recorder:
             return
         local.busy = True  # the writer's own torch calls are not the model's ops
         try:
+            if self.aliases and kind in _ALIASED:
+                version = _version(tensor)
+                seen = self._seen.get(id(tensor))
+                if (
+                    seen is not None
+                    and seen[0]() is tensor
+                    and version is not None
+                    and seen[1] == version
+                ):
+                    self.log.alias(key, seen[2], kind, self._step)
+                    return
+                if self.log.write(key, tensor, kind, self._step) and version is not None:
+                    self._seen[id(tensor)] = (weakref.ref(tensor), version, key)
+                return
             self.log.write(key, tensor, kind, self._step)
         finally:
             local.busy = False
@@ -334,6 +354,19 @@ class _OpRecorder(TorchDispatchMode):
         return out
 
 
+#: Kinds of records that may name a tensor recorded earlier in the step.
+_ALIASED = frozenset({"input", "output", "op", "tensor"})
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's version counter (bumped by every in-place change autograd sees), or None
+    for tensors without one (inference tensors)."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return None
+
+
 def _key_part(key: Any) -> str:
     for attr in ("idx", "key", "name"):
         if hasattr(key, attr):
@@ -364,6 +397,7 @@ def record(
     steps: StepFilter = None,
     parameters: bool = False,
     gradients: bool = False,
+    aliases: bool = True,
     background: bool = True,
     max_pending_bytes: int = 1 << 30,
 ) -> Recorder:
@@ -384,6 +418,10 @@ def record(
         steps: which steps to record: step numbers (``range(10, 12)``) or a predicate.
         parameters: record every parameter at the start of each recorded step.
         gradients: record each gradient as backward accumulates it.
+        aliases: a tensor recorded a second time in a step (the same tensor object, unchanged
+            since: a module's input that was the previous module's output) is not stored again;
+            the index names it as the same as its first name, and ``read_order`` and ``bisect``
+            resolve it.  ``False`` stores every name.
         background, max_pending_bytes: passed to :class:`tensorcas.ContentStoreWriter`.
     """
     return Recorder(
@@ -399,6 +437,7 @@ def record(
         steps=steps,
         parameters=parameters,
         gradients=gradients,
+        aliases=aliases,
         background=background,
         max_pending_bytes=max_pending_bytes,
     )
