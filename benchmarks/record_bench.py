@@ -62,6 +62,14 @@ class Transformer(torch.nn.Module):
         return self.head(self.norm(x))
 
 
+def _size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(dirpath, f))
+        for dirpath, _, files in os.walk(path)
+        for f in files
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="training steps per arm and round")
@@ -74,7 +82,9 @@ def main() -> None:
     parser.add_argument(
         "--dir", default=None, help="where the stores go (default: a temporary directory)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,51 +102,49 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    def plain(_: int) -> None:
+    def plain(_: str) -> None:
         for _step in range(args.steps):
             train_step()
 
-    def recorded(**options: object) -> Callable[[int], None]:
-        def arm(round_: int) -> None:
-            loc = os.path.join(root, f"store-{round_}")
-            with tensorcas.record(loc, f"run-{len(os.listdir(root))}", model, **options) as rec:  # type: ignore[arg-type]
+    def recorded(**options: object) -> Callable[[str], None]:
+        def arm(loc: str) -> None:
+            with tensorcas.record(loc, "run", model, **options) as rec:  # type: ignore[arg-type]
                 for _step in range(args.steps):
                     train_step()
                     rec.step()
 
         return arm
 
-    arms: dict[str, Callable[[int], None]] = {
+    arms: dict[str, Callable[[str], None]] = {
         "unrecorded eager": plain,
         "module inputs+outputs": recorded(),
         "module outputs only": recorded(inputs=False),
         "outputs + params + grads": recorded(inputs=False, parameters=True, gradients=True),
-        "module in+out, synchronous": recorded(background=False),
+        "module in+out, no aliases": recorded(aliases=False),
         "module in+out, synchronous": recorded(background=False),
     }
     train_step()  # warm up kernels and the allocator
     times: dict[str, list[float]] = {name: [] for name in arms}
+    stored: dict[str, int] = {}
     for round_ in range(args.rounds):
-        for name, arm in arms.items():
+        for i, (name, arm) in enumerate(arms.items()):
+            loc = os.path.join(root, f"arm{i}-round{round_}")
             start = time.perf_counter()
-            arm(round_)
+            arm(loc)
             times[name].append((time.perf_counter() - start) / args.steps)
+            stored[name] = _size(loc)
+            shutil.rmtree(loc, ignore_errors=True)
     base = statistics.median(times["unrecorded eager"])
-    stored = sum(
-        os.path.getsize(os.path.join(dirpath, f))
-        for dirpath, _, files in os.walk(root)
-        for f in files
-    )
     print(
         f"model: dim {args.dim}, depth {args.depth}, batch {args.batch}x{args.seq} tokens; "
         f"{args.rounds} rounds x {args.steps} steps per arm; torch threads {torch.get_num_threads()}, "
-        f"cpus {os.cpu_count()}"
+        f"cpus {os.cpu_count()}; stores in {root}"
     )
-    print(f"{'arm':<28} {'ms/step':>9} {'vs unrecorded':>14}")
+    print(f"{'arm':<28} {'ms/step':>9} {'vs unrecorded':>14} {'stored MiB/step':>16}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<28} {1000 * median:>9.1f} {median / base:>13.2f}x")
-    print(f"stored: {stored / 2**20:.1f} MiB in {root}")
+        per_step = stored.get(name, 0) / args.steps / 2**20
+        print(f"{name:<28} {1000 * median:>9.1f} {median / base:>13.2f}x {per_step:>16.1f}")
     shutil.rmtree(root)
 
 
