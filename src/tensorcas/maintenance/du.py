@@ -2,8 +2,8 @@
 
 Deduplication is the point of a content-addressed store, so the numbers that matter are the two
 sides of it: *logical* bytes (what every current tensor's own elements cover, as if each were saved
-on its own) and *stored* bytes (the blobs on disk).  Blobs that no current record references are
-counted apart: loose ones are what ``gc`` frees once their grace period is over (small blobs kept
+on its own) and *stored* bytes (the blobs on disk).  Storage roots (``write_storage``) count as
+referenced.  Blobs that no current record or root references are counted apart: loose ones are what ``gc`` frees once their grace period is over (small blobs kept
 in packs are never collected; see ``maintenance.gc``).
 """
 
@@ -31,6 +31,8 @@ class DiskUsage:
     packs: int = 0
     unreferenced_blobs: int = 0
     unreferenced_bytes: int = 0  # loose ones gc frees after the grace period; packed ones stay
+    roots: int = 0  # storage roots (write_storage): kept by gc without a name
+    root_bytes: int = 0
     missing_blobs: int = 0  # referenced but absent: run verify
     log_bytes: int = 0
     largest: list[fmt.TensorRecord] = field(default_factory=list)
@@ -67,6 +69,10 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
         usage.logical_bytes += record.view_nbytes
         used[record.blob] = record.nbytes
     usage.largest = sorted(records, key=lambda r: r.view_nbytes, reverse=True)[: max(top, 0)]
+    for digest, root in store.roots().items():
+        usage.roots += 1
+        usage.root_bytes += root.nbytes
+        used.setdefault(digest, root.nbytes)  # referenced: gc keeps it
 
     present: set[str] = set()
     for digest in store.loose_blobs():
