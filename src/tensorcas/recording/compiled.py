@@ -151,9 +151,9 @@ class RecordingBackend:
 
 
 def recording_backend(
-    backend: str | Callable[..., Any] = "inductor",
-    loc: Location = "tensorcas-recording",
-    prefix: str = "compiled",
+    backend: str | Callable[..., Any],
+    loc: Location,
+    prefix: str,
     *,
     nodes: bool = False,
     background: bool = True,
