@@ -487,3 +487,19 @@ def test_aliases_line_up_with_a_run_that_stores_every_name(two_runs, tmp_path):
     reader = ContentStoreReader(two_runs)
     aliased = [e for e in read_order(reader, "a") if e.same_as is not None]
     assert aliased and all(e.kind == "input" or e.key.endswith("model/output") for e in aliased)
+
+
+def test_repro_script_keeps_quotes_in_names_as_data(compiled_runs, tmp_path):
+    import ast
+
+    loc, _ = compiled_runs
+    reader = ContentStoreReader(loc)
+    prefix = 'q"""+__import__("os").getpid()+"""'
+    with ContentStoreWriter(tmp_path) as w:
+        for name in reader.list_tensors("aot/"):
+            w.write_tensor(prefix + name[3:], reader.read_tensor(name))
+    text = tensorcas.make_repro(tmp_path, prefix, 0)
+    tree = ast.parse(text)
+    calls = [n for n in tree.body if isinstance(n, ast.Expr) and not isinstance(n.value, ast.Constant)]
+    assert calls == []  # nothing but the docstring, imports, definitions and the main guard
+    assert ast.get_docstring(tree).startswith("Replays one graph call")

@@ -136,7 +136,7 @@ def _checked(
 
 
 _TEMPLATE = '''\
-"""Replays call {call} of graph {graph}, recorded under {prefix!r} in the tensorcas store {store!r}.
+"""Replays one graph call recorded by tensorcas.recording_backend (see RECORDED below).
 
 Loads the recorded inputs with torch.ops.tensorcas.load_tensor, runs the graph and compares its
 outputs with the recorded outputs.  Exit status 0 when every output is within tolerance.
@@ -152,6 +152,8 @@ import torch
 import tensorcas
 
 {imports}
+
+RECORDED = {{"store": {store!r}, "prefix": {prefix!r}, "graph": {graph!r}, "call": {call!r}}}
 
 
 class Repro(torch.nn.Module):
@@ -184,7 +186,7 @@ def set_attr(module, target, value):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", default={store!r})
+    parser.add_argument("--store", default=RECORDED["store"])
     parser.add_argument("--backend", default="eager", help="eager (no compile) or a torch.compile backend")
     parser.add_argument("--rtol", type=float, default=None)
     parser.add_argument("--atol", type=float, default=None)
