@@ -439,7 +439,7 @@ def test_one_prefix_records_one_run_at_a_time(tmp_path):
             model(TOKENS)
     rec = tensorcas.record(tmp_path, "run", model)
     with rec:  # free again once closed
-        pass
+        model(TOKENS)
     with pytest.raises(RecordingError, match="records one run"):
         rec.start()
 
@@ -500,6 +500,15 @@ def test_repro_script_keeps_quotes_in_names_as_data(compiled_runs, tmp_path):
             w.write_tensor(prefix + name[3:], reader.read_tensor(name))
     text = tensorcas.make_repro(tmp_path, prefix, 0)
     tree = ast.parse(text)
-    calls = [n for n in tree.body if isinstance(n, ast.Expr) and not isinstance(n.value, ast.Constant)]
+    calls = [
+        n for n in tree.body if isinstance(n, ast.Expr) and not isinstance(n.value, ast.Constant)
+    ]
     assert calls == []  # nothing but the docstring, imports, definitions and the main guard
     assert ast.get_docstring(tree).startswith("Replays one graph call")
+
+
+def test_recording_nothing_warns(tmp_path):
+    model = make_model()
+    with pytest.warns(UserWarning, match="nothing was recorded"):
+        with tensorcas.record(tmp_path, "none", model, modules=["no-such-module"]):
+            model(TOKENS)

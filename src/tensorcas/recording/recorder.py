@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -138,6 +139,12 @@ class Recorder:
                 handle.remove()
             self._handles.clear()
             self.log.close()
+        if self.log.written == 0:
+            warnings.warn(
+                f"nothing was recorded under {self.prefix!r}: check the modules and steps filters; "
+                "code run by torch.compile is recorded with tensorcas.recording_backend, not record()",
+                stacklevel=2,
+            )
 
     def __enter__(self) -> Recorder:
         return self.start()
