@@ -509,6 +509,6 @@ def test_repro_script_keeps_quotes_in_names_as_data(compiled_runs, tmp_path):
 
 def test_recording_nothing_warns(tmp_path):
     model = make_model()
-    with pytest.warns(UserWarning, match="nothing was recorded"):
-        with tensorcas.record(tmp_path, "none", model, modules=["no-such-module"]):
-            model(TOKENS)
+    rec = tensorcas.record(tmp_path, "none", model, modules=["no-such-module"])
+    with pytest.warns(UserWarning, match="nothing was recorded"), rec:
+        model(TOKENS)
