@@ -3,12 +3,14 @@ training steps unrecorded, measured side by side in one run.
 
 A small transformer (embedding, pre-norm attention and MLP blocks, a head) trains on random
 tokens with SGD, so every step's activations and weights are new bytes (nothing is deduplicated
-away).  Rounds alternate the arms (unrecorded, recorded with each setting), each round running
-``--steps`` steps; a recorded arm's time includes leaving the ``record`` block, which waits for
-every background write, so the ratio is the true cost of having the tensors on disk.
+away).  Each arm is its own copy of the model (the same weights and data), unrecorded or recorded
+with one setting; the arms take one training step each in turn, in a rotating order, so every arm
+is measured over the same stretch of time and a change in the machine's load hits them alike.  A
+recorded step's time includes waiting for all its background writes (``flush``), so no write
+overlaps the next step: the ratio is the whole cost of having the tensors on disk.
 
     python benchmarks/record_bench.py                 # the default model (a step of >= 50 ms here)
-    python benchmarks/record_bench.py --steps 5 --rounds 2 --dir /path/on/the/disk/to/test
+    python benchmarks/record_bench.py --steps 20 --threads 1 --dir /path/on/the/disk/to/test
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 
 import torch
 
@@ -72,8 +73,8 @@ def _size(path: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8, help="training steps per arm and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="measured training steps per arm")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps per arm first")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
@@ -89,74 +90,59 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    torch.manual_seed(0)
-    model = Transformer(args.vocab, args.dim, args.depth, heads=8)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     root = tempfile.mkdtemp(prefix="record-bench-", dir=args.dir)
+    settings: dict[str, dict[str, object] | None] = {
+        "unrecorded eager": None,
+        "module inputs+outputs": {},
+        "module outputs only": {"inputs": False},
+        "outputs + params + grads": {"inputs": False, "parameters": True, "gradients": True},
+        "module in+out, no aliases": {"aliases": False},
+        "module in+out, synchronous": {"background": False},
+    }
+    arms = []
+    for i, (name, options) in enumerate(settings.items()):
+        torch.manual_seed(0)
+        model = Transformer(args.vocab, args.dim, args.depth, heads=8)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        loc = os.path.join(root, f"arm{i}")
+        rec = None if options is None else tensorcas.record(loc, "run", model, **options).start()  # type: ignore[arg-type]
+        arms.append((name, model, opt, rec, loc))
 
-    def train_step() -> None:
-        tokens = torch.randint(0, args.vocab, (args.batch, args.seq))
+    def train_step(model: Transformer, opt: torch.optim.Optimizer, tokens: torch.Tensor) -> None:
         logits = model(tokens)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    def plain(_: str) -> None:
-        for _step in range(args.steps):
-            train_step()
-
-    def recorded(**options: object) -> Callable[[str], None]:
-        def arm(loc: str) -> None:
-            with tensorcas.record(loc, "run", model, **options) as rec:  # type: ignore[arg-type]
-                for _step in range(args.steps):
-                    train_step()
-                    rec.step()
-
-        return arm
-
-    arms: dict[str, Callable[[str], None]] = {
-        "unrecorded eager": plain,
-        "module inputs+outputs": recorded(),
-        "module outputs only": recorded(inputs=False),
-        "outputs + params + grads": recorded(inputs=False, parameters=True, gradients=True),
-        "module in+out, no aliases": recorded(aliases=False),
-        "module in+out, synchronous": recorded(background=False),
-    }
-    train_step()  # warm up kernels and the allocator
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    stored: dict[str, int] = {}
-    order = list(arms.items())
-    for round_ in range(args.rounds):
-        # each round starts with another arm, so no arm always follows the same neighbour
-        shift = round_ % len(order)
-        for i, (name, arm) in enumerate(order[shift:] + order[:shift]):
-            loc = os.path.join(root, f"arm{i}-round{round_}")
+    times: dict[str, list[float]] = {name: [] for name, *_ in arms}
+    for step in range(args.warmup + args.steps):
+        tokens = torch.randint(0, args.vocab, (args.batch, args.seq))
+        shift = step % len(arms)
+        for name, model, opt, rec, _ in arms[shift:] + arms[:shift]:
             start = time.perf_counter()
-            arm(loc)
-            times[name].append((time.perf_counter() - start) / args.steps)
+            train_step(model, opt, tokens)
+            if rec is not None:
+                rec.step()
+                rec.log.writer.flush()  # this step's tensors are all stored before the clock stops
+            if step >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    stored = {}
+    for name, _, _, rec, loc in arms:
+        if rec is not None:
+            rec.close()
             stored[name] = _size(loc)
-            shutil.rmtree(loc, ignore_errors=True)
     base = statistics.median(times["unrecorded eager"])
     print(
         f"model: dim {args.dim}, depth {args.depth}, batch {args.batch}x{args.seq} tokens; "
-        f"{args.rounds} rounds x {args.steps} steps per arm; torch threads {torch.get_num_threads()}, "
-        f"cpus {os.cpu_count()}; stores in {root}"
+        f"{args.steps} steps per arm after {args.warmup} warm-up, arms interleaved step by step; "
+        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}; stores in {root}"
     )
-    # Interference from other processes only adds time: the fastest round of each arm is the
-    # least disturbed one, so its ratio is printed beside the median's.
-    fastest = min(times["unrecorded eager"])
-    print(
-        f"{'arm':<28} {'median ms/step':>15} {'ratio':>7} {'fastest ms/step':>16} {'ratio':>7} "
-        f"{'stored MiB/step':>16}"
-    )
+    print(f"{'arm':<28} {'median ms/step':>15} {'vs unrecorded':>14} {'stored MiB/step':>16}")
     for name, values in times.items():
-        median, best = statistics.median(values), min(values)
-        per_step = stored.get(name, 0) / args.steps / 2**20
-        print(
-            f"{name:<28} {1000 * median:>15.1f} {median / base:>6.2f}x {1000 * best:>16.1f} "
-            f"{best / fastest:>6.2f}x {per_step:>16.1f}"
-        )
+        median = statistics.median(values)
+        per_step = stored.get(name, 0) / (args.warmup + args.steps) / 2**20
+        print(f"{name:<28} {1000 * median:>15.1f} {median / base:>13.2f}x {per_step:>16.1f}")
     shutil.rmtree(root)
 
 
