@@ -365,3 +365,21 @@ def test_cli_lists_and_removes_roots(loc):
     assert runner.invoke(cli, ["rm", loc, "--root", digest]).exit_code == 2
     _age_everything(loc)
     assert [b.digest for b in tensorcas.gc(loc).removed_blobs] == [digest]
+
+
+def test_du_counts_a_symlinked_blob_as_unreadable_and_gc_stops(loc, tmp_path):
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", torch.randn(BIG))
+    digest = tensorcas.ls(loc)[0].blob
+    other = "blake3:" + "0" * 64
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"junk")
+    path = os.path.join(loc, *fmt.blob_key(other).split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(outside, path)
+    assert tensorcas.du(loc).unreadable == 1
+    assert not tensorcas.verify(loc).ok
+    with pytest.raises(tensorcas.StoreError, match="not a regular file"):
+        tensorcas.gc(loc, grace_seconds=0)
+    assert outside.read_bytes() == b"junk"
+    assert ContentStoreReader(loc, verify=True).read_tensor("x").numel() == BIG and digest

@@ -315,7 +315,7 @@ def test_wrong_decomposition_is_found_at_the_graph_output(compiled_runs):
 def test_repro_script_reproduces_the_recorded_outputs(compiled_runs, tmp_path):
     loc, _ = compiled_runs
     script = tmp_path / "repro.py"
-    code, out = tensorcas_cli("repro", str(loc), "aot", "--graph", "0", "-o", str(script))
+    code, out = tensorcas_cli("make-repro", str(loc), "aot", "--graph", "0", "-o", str(script))
     assert code == 0, out
     text = script.read_text()
     assert "load_tensor" in text and "def forward" in text

@@ -8,6 +8,7 @@ Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 """
 
 from .errors import (
+    BlobLostError,
     BlobNotFoundError,
     CorruptObjectError,
     FormatError,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BisectResult",
+    "BlobLostError",
     "BlobNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",

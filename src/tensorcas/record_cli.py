@@ -1,4 +1,4 @@
-"""Command-line pieces for recorded runs: ``bisect``, ``repro`` and the ``--plot`` options of
+"""Command-line pieces for recorded runs: ``bisect``, ``make-repro`` and the ``--plot`` options of
 ``show`` and ``diff``.  ``tensorcas.cli`` adds them to the ``tensorcas`` command."""
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def bisect_command(
     click.get_current_context().exit(EXIT_OK if result.ok else EXIT_FOUND)
 
 
-@click.command("repro")
+@click.command("make-repro")
 @click.argument("store")
 @click.argument("prefix")
 @click.option(
@@ -129,7 +129,7 @@ def bisect_command(
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the script here."
 )
-def repro_command(store: str, prefix: str, graph: int, call: int, output: str | None) -> None:
+def make_repro_command(store: str, prefix: str, graph: int, call: int, output: str | None) -> None:
     """Write a standalone script that replays one graph call recorded by recording_backend.
 
     The script loads the call's inputs from STORE with load_tensor, runs the graph (eagerly, or

@@ -28,6 +28,7 @@ from .backends.base import Appender, Backend, ObjectInfo
 from .backends.local import LocalBackend, UnsafeFileError
 from .backends.memory import MemoryBackend
 from .errors import (
+    BlobLostError,
     BlobNotFoundError,
     CorruptObjectError,
     FormatError,
@@ -304,6 +305,7 @@ class Store:
         """The bytes of a blob the logs place in a pack: the first place that holds all of them
         (reading the logs again before giving up, since gc may have moved the blob)."""
         places: list[PackedBlob] = []
+        gone = True  # no pack that should hold the blob exists at all
         for attempt in range(2):
             with self._lock:
                 if attempt:
@@ -311,13 +313,15 @@ class Store:
                 places = list(self._packed_index().get(digest, ()))
             for packed in places:
                 if packed.nbytes != nbytes:
+                    gone = False
                     continue  # not the blob the record describes
                 data = self.backend.read_range(fmt.pack_key(packed.pack), packed.offset, nbytes)
                 if data is not None and len(data) == nbytes:
                     return data
+                gone = gone and data is None
         if not places:
             self._check_blob_size(digest, None, nbytes, name)  # raises: missing
-        raise CorruptObjectError(
+        raise (BlobLostError if gone else CorruptObjectError)(
             f"{who(name)}blob {digest} of {nbytes} bytes is lost: "
             f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing, cut short or holds another size; "
             f"run 'tensorcas verify {self.location}'"
@@ -366,7 +370,7 @@ class Store:
         if info is None:
             if name is None:
                 raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
-            raise CorruptObjectError(
+            raise BlobLostError(
                 f"tensor {name!r}: its blob {digest} is missing from store {self.location}; "
                 "the store is damaged or was copied incompletely (run 'tensorcas verify')"
             )

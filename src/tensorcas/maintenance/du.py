@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import format as fmt
+from ..backends.local import UnsafeFileError
 from ..store import Location, Store
 from ._common import open_store
 
@@ -34,6 +35,7 @@ class DiskUsage:
     roots: int = 0  # storage roots (write_storage): kept by gc without a name
     root_bytes: int = 0
     missing_blobs: int = 0  # referenced but absent: run verify
+    unreadable: int = 0  # blob or pack entries that are not regular files: run verify
     log_bytes: int = 0
     largest: list[fmt.TensorRecord] = field(default_factory=list)
 
@@ -76,14 +78,22 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
 
     present: set[str] = set()
     for digest in store.loose_blobs():
-        info = store.backend.stat(fmt.blob_key(digest))
+        try:
+            info = store.backend.stat(fmt.blob_key(digest))
+        except UnsafeFileError:  # a symlink or special file: verify reports it
+            usage.unreadable += 1
+            continue
         if info is None:  # collected meanwhile
             continue
         present.add(digest)
         usage.stored_bytes += info.size
         _count(usage, digest in used, info.size)
     for key, pack_blobs in store.packs().items():
-        info = store.backend.stat(key)
+        try:
+            info = store.backend.stat(key)
+        except UnsafeFileError:
+            usage.unreadable += 1
+            continue
         if info is None:
             continue
         usage.packs += 1
