@@ -43,9 +43,10 @@ Examples:
   tensorcas export dumps/run1 model.safetensors model/ --strip-prefix
   tensorcas import dumps/run1 model.safetensors --prefix imported
   tensorcas repro minifier_launcher.py run
+  tensorcas bisect dumps:run-a dumps:run-b --plot errors.png
 
 \b
-Exit codes: 0 ok; 1 differences (diff) or damage (verify) found;
+Exit codes: 0 ok; 1 differences (diff, bisect) or damage (verify) found;
 2 usage error, or store error (one line on stderr).
 """
 
