@@ -512,3 +512,30 @@ def test_recording_nothing_warns(tmp_path):
     rec = tensorcas.record(tmp_path, "none", model, modules=["no-such-module"])
     with pytest.warns(UserWarning, match="nothing was recorded"), rec:
         model(TOKENS)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.tensor(3.0),
+        lambda: torch.empty(0, 4),
+        lambda: torch.tensor([True, False, True]),
+        lambda: torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        lambda: torch.tensor([1.0, float("nan"), float("inf")]),
+        lambda: torch.randn(700, 3, 600),  # reduced to 512 x 512 for the heat map
+    ],
+    ids=["0-d", "empty", "bool", "int", "nan-inf", "large"],
+)
+def test_plots_of_unusual_tensors(tmp_path, make):
+    pytest.importorskip("matplotlib")
+    from tensorcas.plotting import plot_error_heatmap, plot_histogram
+
+    a = make()
+    b = a.clone() if a.dtype in (torch.bool, torch.int64) else a + 0.5
+    with ContentStoreWriter(tmp_path / "s") as w:
+        w.write_tensor("a", a)
+        w.write_tensor("b", b)
+    plot_histogram(tmp_path / "s", "a", tmp_path / "h.png")
+    plot_error_heatmap(tmp_path / "s", "a", tmp_path / "s", "b", tmp_path / "e.png")
+    for name in ("h.png", "e.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
