@@ -539,3 +539,16 @@ def test_plots_of_unusual_tensors(tmp_path, make):
     plot_error_heatmap(tmp_path / "s", "a", tmp_path / "s", "b", tmp_path / "e.png")
     for name in ("h.png", "e.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_large_step_is_indexed_in_several_segments(tmp_path, monkeypatch):
+    monkeypatch.setattr("tensorcas.recording.log.SEGMENT_TARGET_BYTES", 200)
+    model = make_model()
+    with tensorcas.record(tmp_path, "big", model, inputs=False):
+        model(TOKENS)
+    reader = ContentStoreReader(tmp_path)
+    segments = reader.list_tensors("big/index/")
+    assert len(segments) > 3
+    keys = [e.key for e in read_order(reader, "big")]
+    assert keys[0] == "step0/embed/output" and keys[-1] == "step0/model/output"
+    assert all(e.kind == "output" for e in read_order(reader, "big"))

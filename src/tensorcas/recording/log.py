@@ -39,8 +39,11 @@ INDEX = "index"
 GRAPHS = "graphs"
 FORMAT = "tensorcas-recording"
 VERSION = 1
-#: Largest index segment a reader accepts; a segment covers one step, so this is generous.
-MAX_SEGMENT_BYTES = 256 << 20
+#: Largest index segment or graph description a reader accepts: it bounds what a hostile store
+#: can make a reader parse (and hold as Python objects, several times the JSON's size).
+MAX_SEGMENT_BYTES = 64 << 20
+#: Writers start a new segment beyond about this much JSON (a step with many records is split).
+SEGMENT_TARGET_BYTES = 8 << 20
 _SEGMENT_RE = re.compile(r"[0-9]{6,}\Z")
 _KINDS = frozenset({"input", "output", "op", "param", "grad", "node", "tensor"})
 
@@ -136,23 +139,30 @@ class RecordingLog:
             self._pending.append(Entry(key, kind, step, original))
 
     def write_index(self) -> None:
-        """Write the entries recorded since the last segment as the next segment."""
+        """Write the entries recorded since the last segment as the next segment(s); a segment
+        holds at most about ``SEGMENT_TARGET_BYTES`` of JSON, far below what readers accept."""
         with self._lock:
             entries, self._pending = self._pending, []
-            segment = self._segment
+            chunks: list[list[list[Any]]] = [[]]
+            size = 0
+            for e in entries:
+                item: list[Any] = [e.key, e.kind, e.step]
+                if e.same_as is not None:
+                    item.append(e.same_as)
+                cost = len(e.key) + len(e.same_as or "") + 32
+                if chunks[-1] and size + cost > SEGMENT_TARGET_BYTES:
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append(item)
+                size += cost
+            first = self._segment
             if entries:
-                self._segment += 1
+                self._segment += len(chunks)
         if not entries:
             return
-        doc = {
-            "format": FORMAT,
-            "version": VERSION,
-            "entries": [
-                [e.key, e.kind, e.step] if e.same_as is None else [e.key, e.kind, e.step, e.same_as]
-                for e in entries
-            ],
-        }
-        self.write_document(f"{INDEX}/{segment:06d}", doc)
+        for i, chunk in enumerate(chunks):
+            doc = {"format": FORMAT, "version": VERSION, "entries": chunk}
+            self.write_document(f"{INDEX}/{first + i:06d}", doc)
 
     def close(self) -> None:
         """Write the last index segment, wait for every background write, close the writer."""
