@@ -7,9 +7,12 @@ from a store is validated, so stores from strangers are safe to open.
 Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 """
 
+from .dcp import load_state_dict, save_state_dict
 from .errors import (
     BlobLostError,
     BlobNotFoundError,
+    CheckpointError,
+    CheckpointNotFoundError,
     CorruptObjectError,
     FormatError,
     InvalidDigestError,
@@ -49,6 +52,8 @@ __all__ = [
     "BisectResult",
     "BlobLostError",
     "BlobNotFoundError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",
     "CorruptObjectError",
@@ -75,12 +80,14 @@ __all__ = [
     "gc",
     "hash_storage",
     "import_store",
+    "load_state_dict",
     "load_tensor_reader",
     "ls",
     "make_repro",
     "record",
     "recording_backend",
     "rm",
+    "save_state_dict",
     "show",
     "verify",
 ]

@@ -84,3 +84,16 @@ class RecordingError(StoreError, ValueError):
 
 class PlotUnavailableError(StoreError, ImportError):
     """A plot was asked for but matplotlib is not installed (``pip install 'tensorcas[plot]'``)."""
+
+
+class CheckpointError(StoreError):
+    """A checkpoint cannot be saved or loaded as asked (see ``tensorcas.dcp``): a value that cannot
+    be kept without pickle, a name already taken, a manifest that fails validation."""
+
+
+class CheckpointNotFoundError(CheckpointError, KeyError, FileNotFoundError):
+    """No complete checkpoint of that name is in the store (a save that never finished is not
+    one)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "checkpoint not found"

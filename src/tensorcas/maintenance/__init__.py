@@ -5,6 +5,16 @@ Each is one library function that the command line calls; none needs the command
 
 from __future__ import annotations
 
+from .checkpoints import (
+    CheckpointExport,
+    CheckpointInfo,
+    CheckpointList,
+    IncompleteSave,
+    RemoveReport,
+    export_checkpoint,
+    list_checkpoints,
+    remove_checkpoints,
+)
 from .diff import DiffResult, Target, TensorDiff, diff, parse_target
 from .du import DiskUsage, du
 from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
@@ -22,6 +32,9 @@ from .verify import Finding, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "CheckpointExport",
+    "CheckpointInfo",
+    "CheckpointList",
     "DamagedStoreError",
     "DiffResult",
     "DiskUsage",
@@ -32,6 +45,8 @@ __all__ = [
     "Histogram",
     "ImportReport",
     "ImportSourceError",
+    "IncompleteSave",
+    "RemoveReport",
     "RmReport",
     "Target",
     "TensorDiff",
@@ -40,12 +55,15 @@ __all__ = [
     "VerifyReport",
     "diff",
     "du",
+    "export_checkpoint",
     "export_safetensors",
     "gc",
     "import_store",
+    "list_checkpoints",
     "list_roots",
     "ls",
     "parse_target",
+    "remove_checkpoints",
     "rm",
     "show",
     "verify",
