@@ -36,7 +36,6 @@ from ..backends.local import TRASH_PREFIX as _TRASH_PREFIX
 from ..errors import StoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
-from ..writer import ContentStoreWriter
 from ._common import Progress, open_store
 
 #: The default grace period: blobs and temporaries touched within it are never collected.
@@ -95,6 +94,8 @@ def rm(loc: Location | Store, names: Iterable[str], *, dry_run: bool = False) ->
     if dry_run or not report.removed:
         return report
     # The store was opened read-only to check the names; the writer opens it for writing.
+    from ..writer import ContentStoreWriter  # imports torch: only when something is removed
+
     with ContentStoreWriter(loc.backend if isinstance(loc, Store) else loc) as writer:
         for name in report.removed:
             writer.delete_tensor(name)

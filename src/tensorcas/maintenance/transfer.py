@@ -255,16 +255,40 @@ _STORAGE_HASH = re.compile(r"[0-9a-f]{1,128}\Z")
 def _import_torch_store(
     loc: Location, src: str, prefix: str, progress: Progress | None
 ) -> ImportReport:
+    report = ImportReport("", src, "torch-content-store")
+    metas = [(name, path, _load_metadata(path)) for name, path in torch_store_files(src, prefix)]
+    remaining = Counter(meta[1] for _, _, meta in metas)
+    storages: dict[str, torch.UntypedStorage] = {}  # kept only while a later tensor still needs it
+    with ContentStoreWriter(loc) as writer:
+        report.location = writer.location
+        for i, (name, path, meta) in enumerate(metas):
+            h = meta[1]
+            storage = storages.get(h)
+            if storage is None:
+                storage = _load_storage(src, h, path)
+                storages[h] = storage
+            remaining[h] -= 1
+            if remaining[h] == 0:
+                del storages[h]
+            tensor = torch_store_view(path, meta, storage)
+            writer.write_tensor(name, tensor)
+            report.names.append(name)
+            report.nbytes += tensor.numel() * tensor.element_size()
+            if progress is not None:
+                progress(i + 1, len(metas))
+    return report
+
+
+def torch_store_files(src: str, prefix: str = "") -> list[tuple[str, str]]:
+    """``(name, path)`` of every tensor file of the PyTorch content store ``src``, in writing
+    order (the files' modification times, then names); names are checked, symlinks refused."""
     tensors_dir = os.path.join(src, "tensors")
     if not os.path.isdir(os.path.join(src, "storages")) and not os.path.isdir(tensors_dir):
         raise ImportSourceError(
             f"{src} is a directory without 'tensors/' or 'storages/': not a PyTorch content store "
             "(to copy a tensorcas store, copy its directory)"
         )
-    report = ImportReport("", src, "torch-content-store")
-    files: list[
-        tuple[int, str, str]
-    ] = []  # (mtime, name, path): the files' order is the writing order
+    files: list[tuple[int, str, str]] = []  # (mtime, name, path)
     for dirpath, dirs, filenames in os.walk(tensors_dir):
         for d in dirs:
             _regular(os.path.join(dirpath, d), directory=True)
@@ -274,40 +298,31 @@ def _import_torch_store(
             rel = os.path.relpath(path, tensors_dir).replace(os.sep, "/")
             files.append((st.st_mtime_ns, _import_name(prefix, rel, src), path))
     files.sort()
+    return [(name, path) for _, name, path in files]
 
-    metas = [(name, path, _load_metadata(path)) for _, name, path in files]
-    remaining = Counter(meta[1] for _, _, meta in metas)
-    storages: dict[str, torch.UntypedStorage] = {}  # kept only while a later tensor still needs it
-    with ContentStoreWriter(loc) as writer:
-        report.location = writer.location
-        for i, (name, path, (dtype, h, offset, shape, stride, extra)) in enumerate(metas):
-            storage = storages.get(h)
-            if storage is None:
-                storage = _load_storage(src, h, path)
-                storages[h] = storage
-            remaining[h] -= 1
-            if remaining[h] == 0:
-                del storages[h]
-            need = fmt.required_nbytes(fmt.DTYPE_NAMES[dtype], shape, stride, offset)
-            if need > storage.nbytes():
-                raise ImportSourceError(
-                    f"{path}: the view (shape {list(shape)}, stride {list(stride)}, offset {offset}) needs "
-                    f"{need} bytes but storage {h} has {storage.nbytes()}; the source is damaged"
-                )
-            tensor = torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
-            if extra:
-                try:
-                    torch._utils.set_tensor_metadata(tensor, extra)  # conj/neg bits and the like
-                except (RuntimeError, TypeError, ValueError) as exc:
-                    raise ImportSourceError(
-                        f"{path}: tensor metadata {extra!r} cannot be applied ({exc})"
-                    ) from None
-            writer.write_tensor(name, tensor)
-            report.names.append(name)
-            report.nbytes += tensor.numel() * tensor.element_size()
-            if progress is not None:
-                progress(i + 1, len(metas))
-    return report
+
+def torch_store_view(
+    path: str, meta: tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, Any]],
+    storage: torch.UntypedStorage,
+) -> torch.Tensor:
+    """The tensor a content-store metadata file describes, as a view of ``storage``, after
+    checking that the view fits in it."""
+    dtype, h, offset, shape, stride, extra = meta
+    need = fmt.required_nbytes(fmt.DTYPE_NAMES[dtype], shape, stride, offset)
+    if need > storage.nbytes():
+        raise ImportSourceError(
+            f"{path}: the view (shape {list(shape)}, stride {list(stride)}, offset {offset}) needs "
+            f"{need} bytes but storage {h} has {storage.nbytes()}; the source is damaged"
+        )
+    tensor = torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
+    if extra:
+        try:
+            torch._utils.set_tensor_metadata(tensor, extra)  # conj/neg bits and the like
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ImportSourceError(
+                f"{path}: tensor metadata {extra!r} cannot be applied ({exc})"
+            ) from None
+    return tensor
 
 
 def _import_name(prefix: str, key: str, src: str) -> str:
