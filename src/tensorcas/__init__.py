@@ -16,7 +16,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._torch_hook import register_when_torch_is_imported
-
 from .errors import (
     BlobNotFoundError,
     CorruptObjectError,

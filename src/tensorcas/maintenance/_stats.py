@@ -61,7 +61,9 @@ def element_pieces(store: Store, record: fmt.TensorRecord) -> Pieces:
     key = fmt.blob_key(digest)
 
     def walk() -> Iterator[torch.Tensor]:
-        for offset, shape, stride in _pieces(record.offset, record.shape, record.stride, CHUNK_ELEMENTS):
+        for offset, shape, stride in _pieces(
+            record.offset, record.shape, record.stride, CHUNK_ELEMENTS
+        ):
             span = _span(shape, stride)
             data = store.backend.read_range(key, offset * size, span * size)
             if data is None or len(data) != span * size:
@@ -163,7 +165,9 @@ class Walk:
         c_mean = float(finite.mean())
         self._combine(n, c_mean, float(((finite - c_mean) ** 2).sum()), c_lo, c_hi)
 
-    def _combine(self, n: int, c_mean: float, c_m2: float, lo: float | int, hi: float | int) -> None:
+    def _combine(
+        self, n: int, c_mean: float, c_m2: float, lo: float | int, hi: float | int
+    ) -> None:
         self.lo = lo if self.lo is None else min(self.lo, lo)
         self.hi = hi if self.hi is None else max(self.hi, hi)
         delta = c_mean - self.mean
@@ -187,7 +191,9 @@ def _exact_min_max(chunk: torch.Tensor) -> tuple[int, int]:
         return min(values), max(values)
 
 
-def histogram_counts(pieces: Pieces, lo: float, hi: float, bins: int, advance: Callable[[int], None]) -> list[int]:
+def histogram_counts(
+    pieces: Pieces, lo: float, hi: float, bins: int, advance: Callable[[int], None]
+) -> list[int]:
     """Counts of the finite values (magnitudes for complex) in ``bins`` equal bins over [lo, hi]."""
     counts = torch.zeros(bins, dtype=torch.float64)
     for chunk in pieces():

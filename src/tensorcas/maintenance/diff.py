@@ -199,12 +199,18 @@ def _open_side(target: Target, same: _Side | None) -> _Side:
     path = os.fspath(loc)
     if os.path.isfile(path):
         return _safetensors_side(path, target.prefix)
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, fmt.META_KEY)):
-        if os.path.isdir(os.path.join(path, "tensors")) or os.path.isdir(
-            os.path.join(path, "storages")
-        ):
-            return _torch_store_side(path, target.prefix)
+    if _is_torch_content_store(path):
+        return _torch_store_side(path, target.prefix)
     return _store_side(target, same)
+
+
+def _is_torch_content_store(path: str) -> bool:
+    """A directory PyTorch's content store wrote: ``tensors/`` or ``storages/``, no marker."""
+    return (
+        os.path.isdir(path)
+        and not os.path.exists(os.path.join(path, fmt.META_KEY))
+        and any(os.path.isdir(os.path.join(path, d)) for d in ("tensors", "storages"))
+    )
 
 
 def _store_side(target: Target, same: _Side | None) -> _Side:
@@ -355,8 +361,15 @@ def _compare(
     for tensor, item in ((tensor_a, ia), (tensor_b, ib)):
         if item.record is None:
             check_walkable_tensor(item.name, tensor)
-    _compare_values(out, tensor_a, tensor_b, exact=ia.dtype == ib.dtype, rtol=rtol, atol=atol,
-                    equal_nan=equal_nan)
+    _compare_values(
+        out,
+        tensor_a,
+        tensor_b,
+        exact=ia.dtype == ib.dtype,
+        rtol=rtol,
+        atol=atol,
+        equal_nan=equal_nan,
+    )
     return out
 
 

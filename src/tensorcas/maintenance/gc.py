@@ -36,6 +36,7 @@ from ..backends.local import TRASH_PREFIX as _TRASH_PREFIX
 from ..errors import StoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
+from ._collect import pack_is_collectible
 from ._common import Progress, open_store
 
 #: The default grace period: blobs and temporaries touched within it are never collected.
@@ -264,8 +265,9 @@ def _collect_packs(
                 elif packed.blob not in loose:
                     unused[packed.blob] = packed.nbytes
             live_bytes = sum(p.nbytes for p in live.values())
-            worth_it = info.size > live_bytes and 2 * (info.size - live_bytes) >= info.size
-            if not (key in sealed and info.mtime <= cutoff and worth_it):
+            if not pack_is_collectible(
+                sealed=key in sealed, size=info.size, live_bytes=live_bytes, mtime=info.mtime, cutoff=cutoff
+            ):
                 report.packed_unreferenced_blobs += len(unused)
                 report.packed_unreferenced_bytes += sum(unused.values())
                 continue

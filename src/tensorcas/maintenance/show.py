@@ -150,7 +150,9 @@ def show(
             summary.histogram = Histogram([lo, hi], [stats.finite])
         else:
             counts = _stats.histogram_counts(pieces, lo, hi, bins, advance)
-            summary.histogram = Histogram([lo + (hi - lo) * i / bins for i in range(bins + 1)], counts)
+            summary.histogram = Histogram(
+                [lo + (hi - lo) * i / bins for i in range(bins + 1)], counts
+            )
     if values > 0:
         summary.values = first
     if record.requires_grad:
