@@ -307,7 +307,8 @@ def du_command(store: str, top: int, as_json: bool) -> None:
         (
             "freed by gc",
             format_nbytes(usage.freeable_bytes),
-            _count(usage.freeable_blobs, "unused blob") + " (once older than gc's grace period)",
+            _count(usage.freeable_blobs, "unused blob")
+            + (" (once older than gc's grace period)" if usage.freeable_blobs else ""),
         ),
     ]
     if usage.packed_unused_blobs:

@@ -8,7 +8,7 @@ from typing import cast
 import torch
 
 from . import format as fmt
-from .errors import CorruptObjectError
+from .errors import CorruptObjectError, StoreError
 from .hashing import cpu_storage_view, hash_buffer
 from .store import PACK_THRESHOLD, Location, Store, who
 from .tensors import record_to_tensor
@@ -82,7 +82,13 @@ class ContentStoreReader:
                 return cached
         storage = self._load(digest, nbytes, name)
         if device.type != "cpu":
-            storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            try:
+                storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
+                raise StoreError(
+                    f"{who(name)}blob {digest} cannot be read onto device {device}: {str(exc) or type(exc).__name__}; "
+                    "read it onto the CPU (device=None) or use a torch build with that device"
+                ) from exc
         if self._cache is not None:
             self._cache[key] = storage
         return storage

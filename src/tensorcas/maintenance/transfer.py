@@ -31,7 +31,7 @@ from ..errors import StoreError, StoreIOError, TensorNotFoundError
 from ..reader import ContentStoreReader
 from ..store import Location, Store
 from ..writer import ContentStoreWriter
-from ._common import Progress, open_store
+from ._common import Progress, check_walkable, format_nbytes, open_store
 
 
 class ExportError(StoreError):
@@ -100,25 +100,34 @@ def export_safetensors(
     if len(set(keys.values())) != len(keys):
         raise ExportError("two tensors would get the same key with strip_prefix; export without it")
     if os.path.exists(out_path) and not overwrite:
-        raise ExportError(
-            f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)"
-        )
+        raise ExportError(f"{out_path} exists; choose another file, or pass overwrite=True to replace it")
     if not os.path.isdir(os.path.dirname(out_path)):
         raise ExportError(
             f"cannot write {out_path}: directory {os.path.dirname(out_path)} does not exist"
         )
 
+    for record in records:
+        # safetensors holds every element: a view expanded far beyond its blob (a hostile record
+        # can claim 2**40 elements over 4 bytes) is refused as show and diff refuse it.
+        check_walkable(record)
     uses = Counter(r.blob for r in records)
     reader = ContentStoreReader(store.backend, cache=True, mmap=True)
     tensors: dict[str, torch.Tensor] = {}
     for i, record in enumerate(records):
         tensor = reader.read_tensor(record.name).detach()
-        if uses[record.blob] > 1:
-            tensor = tensor.clone(memory_format=torch.contiguous_format)
-            report.copied_shared.append(record.name)
-        elif not tensor.is_contiguous():
-            tensor = tensor.contiguous()
-            report.made_contiguous.append(record.name)
+        try:
+            if uses[record.blob] > 1:
+                tensor = tensor.clone(memory_format=torch.contiguous_format)
+                report.copied_shared.append(record.name)
+            elif not tensor.is_contiguous():
+                tensor = tensor.contiguous()
+                report.made_contiguous.append(record.name)
+        except (RuntimeError, MemoryError) as exc:  # the allocation failed
+            raise ExportError(
+                f"tensor {record.name!r} ({format_nbytes(record.view_nbytes)} once made contiguous) "
+                f"cannot be copied for export: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                "export a prefix without it, or free memory"
+            ) from None
         tensors[keys[record.name]] = tensor
         report.nbytes += record.view_nbytes
         if progress is not None:
