@@ -130,10 +130,13 @@ class Walk:
             lo, hi = float(lo_t), float(hi_t)
             if math.isfinite(lo) and math.isfinite(hi):  # no NaN (it propagates), no infinity
                 n = chunk.numel()
-                var, mean = torch.var_mean(chunk, correction=0)
+                # The mean from a double-precision sum; the spread from torch's variance (in the
+                # piece's precision, ample for a standard deviation shown to six digits).
+                mean = float(chunk.sum(dtype=torch.float64)) / n
+                var = float(torch.var(chunk, correction=0))
                 self.zeros += n - int(torch.count_nonzero(chunk))
                 self.finite += n
-                self._combine(n, float(mean), float(var) * n, lo, hi)
+                self._combine(n, mean, var * n, lo, hi)
                 return
         self._add_wide(chunk)
 
