@@ -135,7 +135,7 @@ def export_safetensors(
     report.tensors = len(tensors)
     if report.copied_shared:
         report.notes.append(
-            f"{len(report.copied_shared)} tensor(s) share storage with others and were exported as "
+            f"{_tensors(len(report.copied_shared))} storage with others and were exported as "
             "separate contiguous copies (safetensors cannot hold shared or overlapping views): "
             + ", ".join(repr(n) for n in report.copied_shared[:20])
             + (" ..." if len(report.copied_shared) > 20 else "")
@@ -158,6 +158,10 @@ def export_safetensors(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return report
+
+
+def _tensors(n: int) -> str:
+    return "1 tensor shares" if n == 1 else f"{n} tensors share"
 
 
 def _export_key(name: str, prefix: str) -> str:
