@@ -205,7 +205,7 @@ def test_str_splitlines_is_not_used_to_print():
 
 
 def test_escape_is_reversible_for_names():
-    for name in HOSTILE_NAMES + ["plain/name", "caf\u00e9/\u00fcber", "emoji/\U0001f600"]:
+    for name in [*HOSTILE_NAMES, "plain/name", "caf\u00e9/\u00fcber", "emoji/\U0001f600"]:
         escaped = escape(name)
         assert escaped.isprintable()
         assert escaped.encode("ascii", "backslashreplace").decode("unicode_escape") == name

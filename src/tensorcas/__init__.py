@@ -29,35 +29,48 @@ from .errors import (
     TensorNotFoundError,
     UnsupportedTensorError,
 )
-from .format import TensorRecord
-from .hashing import hash_storage
-from .maintenance import (
-    DiffResult,
-    VerifyReport,
-    diff,
-    du,
-    gc,
-    ls,
-    rm,
-    show,
-    verify,
-)
 
 if TYPE_CHECKING:
-    from .maintenance import export_safetensors, import_store
+    from .format import TensorRecord
+    from .hashing import hash_storage
+    from .maintenance.diff import DiffResult, diff
+    from .maintenance.du import du
+    from .maintenance.gc import gc, rm
+    from .maintenance.listing import ls
+    from .maintenance.show import show
+    from .maintenance.transfer import export_safetensors, import_store
+    from .maintenance.verify import VerifyReport, verify
     from .ops import load_tensor_reader
     from .reader import ContentStoreReader
     from .writer import ContentStoreWriter
 
 __version__ = "0.1.0"
 
-#: Names that need torch, and the module each lives in (imported on first use).
+#: Names imported on first use, and the module each lives in: the command line's ``--help``
+#: imports none of them, ``ls`` only what reads records, and nothing imports torch until a tensor
+#: is made.
 _LAZY = {
+    "TensorRecord": ".format",
+    "hash_storage": ".hashing",
+    **dict.fromkeys(
+        (
+            "DiffResult",
+            "VerifyReport",
+            "diff",
+            "du",
+            "export_safetensors",
+            "gc",
+            "import_store",
+            "ls",
+            "rm",
+            "show",
+            "verify",
+        ),
+        ".maintenance",
+    ),
     "ContentStoreReader": ".reader",
     "ContentStoreWriter": ".writer",
     "load_tensor_reader": ".ops",
-    "export_safetensors": ".maintenance",
-    "import_store": ".maintenance",
 }
 
 

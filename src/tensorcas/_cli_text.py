@@ -18,7 +18,6 @@ the whole terminal is left to the terminal to wrap, so it can still be copied wh
 from __future__ import annotations
 
 import shutil
-import textwrap
 from collections.abc import Sequence
 
 #: How far a folded name or wrapped line is indented below its row.
@@ -81,6 +80,8 @@ def prose(text: str, *, width: int | None) -> list[str]:
     text = escape(text)
     if width is None or len(text) <= width:
         return [text]
+    import textwrap
+
     return textwrap.wrap(
         text,
         width=width,

@@ -12,7 +12,6 @@ else about the import changes.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -35,7 +34,9 @@ def register_when_torch_is_imported() -> None:
         sys.meta_path.insert(0, _AfterTorchImport())
 
 
-class _AfterTorchImport(importlib.abc.MetaPathFinder):
+class _AfterTorchImport:
+    # A finder by protocol (``find_spec``): subclassing importlib.abc.MetaPathFinder would
+    # import importlib.abc, which costs more than the rest of this module.
     """Finds nothing itself; on the first import of ``torch`` it removes itself from
     ``sys.meta_path``, asks the remaining finders for torch's spec and chains the registration
     after the spec's loader executes the module."""

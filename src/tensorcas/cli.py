@@ -8,22 +8,47 @@ usage error, or a store error, printed as one line without a traceback.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from . import maintenance as m
 from ._cli_text import escape, prose, table, terminal_width
 from .errors import StoreError, TensorNotFoundError
-from .maintenance._common import format_nbytes, record_to_json
+
+if TYPE_CHECKING:
+    from . import maintenance as m
+else:
+
+    class _Library:
+        """``tensorcas.maintenance``, imported when a command first uses it: ``--help`` and
+        ``--version`` import none of the library."""
+
+        def __getattr__(self, name: str) -> Any:
+            from . import maintenance
+
+            return getattr(maintenance, name)
+
+    m = _Library()
+
+
+def format_nbytes(n: int) -> str:
+    from .maintenance._common import format_nbytes
+
+    return format_nbytes(n)
+
+
+def record_to_json(record: Any) -> dict[str, Any]:
+    from .maintenance._common import record_to_json
+
+    return record_to_json(record)
+
 
 EXIT_OK = 0
 EXIT_FOUND = 1
@@ -59,8 +84,8 @@ class _Out:
         self.width: int | None = terminal_width() if self.tty else None
 
     def emit(self, lines: Sequence[str]) -> None:
-        for line in lines:
-            click.echo(line)
+        if lines:
+            click.echo("\n".join(lines))
 
     def say(self, text: str) -> None:
         """One line of prose, wrapped at spaces on a terminal."""
@@ -176,6 +201,8 @@ def ls_command(store: str, prefix: str, as_json: bool) -> None:
 
 def _no_match(store: str, prefix: str) -> str:
     """What to say when PREFIX selects nothing: the closest names and prefixes, if any."""
+    import difflib
+
     names = [r.name for r in m.ls(store)]
     if not names:
         return f"store {store} holds no tensors; nothing matches {prefix!r}"
