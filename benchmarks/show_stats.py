@@ -6,7 +6,9 @@
 Contenders, each in a fresh process on the same stored tensor (read from the page cache):
 
 * ``show``: ``tensorcas.show(store, name)``: statistics (min, max, mean, std, NaN/Inf/zero
-  counts) and a 10-bin histogram, streamed from the blob in bounded memory;
+  counts) and a 10-bin histogram, streamed from the blob in bounded memory (two passes: the
+  histogram's bins need the range);
+* ``show --bins 0``: the statistics alone (one pass);
 * ``read + aminmax/mean/std``: ``ContentStoreReader(store).read_tensor(name)`` (an eager read),
   then ``torch.aminmax``, ``mean`` and ``std`` on it.
 
@@ -42,6 +44,8 @@ base = rss()
 start = time.perf_counter()
 if which == "show":
     tensorcas.show(store, name, progress=sample)
+elif which == "stats":
+    tensorcas.show(store, name, bins=0, progress=sample)
 else:
     t = tensorcas.ContentStoreReader(store).read_tensor(name)
     sample()
@@ -77,11 +81,15 @@ def main() -> None:
             """
         )
         subprocess.run([sys.executable, "-c", make], check=True, env=_env())
-        contenders = {"show": "show", "read + aminmax/mean/std": "plain"}
+        contenders = {
+            "show": "show",
+            "show --bins 0": "stats",
+            "read + aminmax/mean/std": "plain",
+        }
         results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
         names = list(contenders)
         for r in range(args.rounds):
-            for name in names[r % 2 :] + names[: r % 2]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 out = subprocess.run(
                     [sys.executable, "-c", _PROBE, store, "x", contenders[name]],
                     check=True,
@@ -90,7 +98,7 @@ def main() -> None:
                     env=_env(),
                 )
                 results[name].append(json.loads(out.stdout))
-    plain = statistics.median(r["seconds"] for r in results[names[1]])
+    plain = statistics.median(r["seconds"] for r in results[names[-1]])
     print(f"{args.mib} MiB float32 tensor, {args.rounds} rounds (medians)")
     print(f"{'contender':<26} {'seconds':>8} {'x plain':>8} {'RSS growth':>11}")
     for name in names:

@@ -14,13 +14,14 @@ a float64 (complex128) copy of the piece with explicit masks.
 from __future__ import annotations
 
 import math
-import warnings
+import os
 from collections.abc import Callable, Iterator
 
 import torch
 
 from .. import format as fmt
 from ..errors import CorruptObjectError
+from ..hashing import cpu_storage_view
 from ..store import Store
 from ._common import CHUNK_ELEMENTS, Progress
 from ._walk import iter_chunks, to_wide
@@ -28,9 +29,14 @@ from ._walk import iter_chunks, to_wide
 #: Blobs up to this size are simply read whole (one read, bounded by this size).
 WHOLE_READ_BYTES = 64 << 20
 
+#: Bytes of elements per piece.  Large pieces keep torch's reductions efficient (each call is one
+#: parallel region, and many small ones are slow when the cores are busy); the float64 copies
+#: that non-finite, integer and complex pieces need are made ``CHUNK_ELEMENTS`` at a time.
+PIECE_BYTES = 32 << 20
+
 #: A piece is read straight from the blob when the bytes it spans are at most this many times its
 #: own; otherwise (a transposed view) the blob is memory-mapped instead.
-MAX_SPAN_RATIO = 4
+MAX_SPAN_RATIO = 2
 
 #: Dtypes whose reductions torch runs natively (float16/bfloat16 pieces are widened to float32).
 _NATIVE_FLOATS = (torch.float32, torch.float64)
@@ -40,41 +46,57 @@ Pieces = Callable[[], Iterator[torch.Tensor]]
 
 
 def element_pieces(store: Store, record: fmt.TensorRecord) -> Pieces:
-    """A function that yields the view's elements in row-major order as 1-D pieces of at most
-    about ``CHUNK_ELEMENTS`` elements; each call walks the tensor again from the start."""
+    """A function that yields the view's elements in row-major order as 1-D pieces of about
+    ``PIECE_BYTES``; each call walks the tensor again from the start.  A piece is valid until the
+    next one is asked for (streamed pieces share one buffer)."""
     if record.numel == 0:
         return lambda: iter(())
+    size = fmt.itemsize(record.dtype)
+    per_piece = max(1, PIECE_BYTES // size)
     digest = record.blob
-    loose = store.backend.stat(fmt.blob_key(digest)) is not None
-    first = next(_pieces(record.offset, record.shape, record.stride, CHUNK_ELEMENTS))
+    path = store.blob_path(digest)
+    first = next(_pieces(record.offset, record.shape, record.stride, per_piece))
     spread = _span(first[1], first[2]) > MAX_SPAN_RATIO * max(math.prod(first[1]), 1)
-    if record.nbytes <= WHOLE_READ_BYTES or not loose or spread:
+    if record.nbytes <= WHOLE_READ_BYTES or path is None or spread:
         from ..reader import ContentStoreReader
 
         mmap = record.nbytes > WHOLE_READ_BYTES
         tensor = ContentStoreReader(store.backend, cache=False, mmap=mmap).read_tensor(record.name)
         tensor = tensor.detach()
-        return lambda: iter_chunks(tensor)
+        return lambda: iter_chunks(tensor, per_piece)
     store.check_blob(digest, record.nbytes, name=record.name)
     dtype = fmt.torch_dtype(record.dtype)
-    size = fmt.itemsize(record.dtype)
-    key = fmt.blob_key(digest)
+
+    def damaged() -> CorruptObjectError:
+        return CorruptObjectError(
+            f"tensor {record.name!r}: its blob {digest} was cut short or removed while being "
+            f"read; run 'tensorcas verify {store.location}'"
+        )
 
     def walk() -> Iterator[torch.Tensor]:
-        for offset, shape, stride in _pieces(
-            record.offset, record.shape, record.stride, CHUNK_ELEMENTS
-        ):
-            span = _span(shape, stride)
-            data = store.backend.read_range(key, offset * size, span * size)
-            if data is None or len(data) != span * size:
-                raise CorruptObjectError(
-                    f"tensor {record.name!r}: its blob {digest} was cut short or removed while "
-                    f"being read; run 'tensorcas verify {store.location}'"
-                )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a read-only buffer: the piece is never written
-                raw = torch.frombuffer(data, dtype=torch.uint8)
-            yield raw.view(dtype).as_strided(shape, stride, 0).reshape(-1)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError:
+            raise damaged() from None
+        try:
+            buffer: torch.Tensor | None = None
+            for offset, shape, stride in _pieces(
+                record.offset, record.shape, record.stride, per_piece
+            ):
+                nbytes = _span(shape, stride) * size
+                if buffer is None or buffer.numel() < nbytes:
+                    buffer = torch.empty(nbytes, dtype=torch.uint8)
+                view = cpu_storage_view(buffer.untyped_storage())[:nbytes]
+                done = 0
+                while done < nbytes:
+                    got = os.preadv(fd, [view[done:]], offset * size + done)
+                    if got <= 0:
+                        raise damaged()
+                    done += got
+                yield buffer[:nbytes].view(dtype).as_strided(shape, stride, 0).reshape(-1)
+        finally:
+            os.close(fd)
 
     return walk
 
@@ -130,15 +152,17 @@ class Walk:
             lo, hi = float(lo_t), float(hi_t)
             if math.isfinite(lo) and math.isfinite(hi):  # no NaN (it propagates), no infinity
                 n = chunk.numel()
-                # The mean from a double-precision sum; the spread from torch's variance (in the
-                # piece's precision, ample for a standard deviation shown to six digits).
-                mean = float(chunk.sum(dtype=torch.float64)) / n
-                var = float(torch.var(chunk, correction=0))
+                # torch's whole-tensor reductions (var accumulates in double precision; the sum
+                # behind the mean is pairwise): the results are rounded to the piece's precision,
+                # ample for six digits.  (var_mean, one call, takes a slower general path.)
+                mean = float(chunk.mean())
+                var = float(chunk.var(correction=0))
                 self.zeros += n - int(torch.count_nonzero(chunk))
                 self.finite += n
                 self._combine(n, mean, var * n, lo, hi)
                 return
-        self._add_wide(chunk)
+        for start in range(0, chunk.numel(), CHUNK_ELEMENTS):
+            self._add_wide(chunk[start : start + CHUNK_ELEMENTS])
 
     def _add_wide(self, chunk: torch.Tensor) -> None:
         wide = to_wide(chunk)
@@ -200,16 +224,17 @@ def histogram_counts(
     """Counts of the finite values (magnitudes for complex) in ``bins`` equal bins over [lo, hi]."""
     counts = torch.zeros(bins, dtype=torch.float64)
     for chunk in pieces():
-        if chunk.dtype in _HALF_FLOATS:
-            values = chunk.float()
-        elif chunk.dtype in _NATIVE_FLOATS:
-            values = chunk  # histc ignores NaN and values outside [lo, hi], infinities included
+        if chunk.dtype in _HALF_FLOATS + _NATIVE_FLOATS:
+            # histc ignores NaN and values outside [lo, hi], infinities included
+            values = chunk.float() if chunk.dtype in _HALF_FLOATS else chunk
+            counts += torch.histc(values, bins=bins, min=lo, max=hi).to(torch.float64)
         else:
-            wide = to_wide(chunk)
-            values = wide[wide.isfinite()]
-            if values.is_complex():
-                values = values.abs()
-        counts += torch.histc(values, bins=bins, min=lo, max=hi).to(torch.float64)
+            for start in range(0, chunk.numel(), CHUNK_ELEMENTS):
+                wide = to_wide(chunk[start : start + CHUNK_ELEMENTS])
+                finite = wide[wide.isfinite()]
+                if finite.is_complex():
+                    finite = finite.abs()
+                counts += torch.histc(finite, bins=bins, min=lo, max=hi).to(torch.float64)
         advance(chunk.numel())
     return [int(c) for c in counts.tolist()]
 
