@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._torch_hook import register_when_torch_is_imported
 from .errors import (
+    BlobLostError,
     BlobNotFoundError,
     CorruptObjectError,
     FormatError,
@@ -90,6 +91,7 @@ def __dir__() -> list[str]:
 register_when_torch_is_imported()
 
 __all__ = [
+    "BlobLostError",
     "BlobNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",

@@ -68,6 +68,7 @@ Examples:
   tensorcas verify dumps/run1 --json
   tensorcas export dumps/run1 model.safetensors model/ --strip-prefix
   tensorcas import dumps/run1 model.safetensors --prefix imported
+  tensorcas repro minifier_launcher.py run
 
 \b
 Exit codes: 0 ok; 1 differences (diff) or damage (verify) found;
@@ -179,12 +180,28 @@ _json_option = click.option(
 @cli.command("ls")
 @click.argument("store")
 @click.argument("prefix", default="")
+@click.option(
+    "--roots", "roots", is_flag=True, help="List storage roots (write_storage) instead of tensors."
+)
 @_json_option
-def ls_command(store: str, prefix: str, as_json: bool) -> None:
+def ls_command(store: str, prefix: str, roots: bool, as_json: bool) -> None:
     """List tensors under PREFIX (all by default) in writing order: dtype, shape, size, name.
 
     PREFIX 'model' matches 'model' and 'model/...'; 'model/' matches only names below it.
+    With --roots, list the storages kept without a name (written with write_storage, as
+    PyTorch's repro tooling does): digest, size and the foreign digests they are known by.
     """
+    if roots:
+        found = m.list_roots(store)
+        if as_json:
+            _echo_json(
+                [{"blob": r.blob, "nbytes": r.nbytes, "aliases": list(r.aliases)} for r in found]
+            )
+            return
+        listed = [("size", "blob", "aliases")]
+        listed += [(format_nbytes(r.nbytes), r.blob, " ".join(r.aliases)) for r in found]
+        _console().table(listed, right=(True, False, False))
+        return
     records = m.ls(store, prefix)
     if not records and prefix:
         raise TensorNotFoundError(_no_match(store, prefix))
@@ -347,12 +364,24 @@ def du_command(store: str, top: int, as_json: bool) -> None:
                 + " (kept by gc: their packs are open or mostly in use)",
             )
         )
+    if usage.roots:
+        rows.append(
+            (
+                "storage roots",
+                format_nbytes(usage.root_bytes),
+                _count(usage.roots, "blob") + " kept without a name (tensorcas ls --roots)",
+            )
+        )
     rows += [
         ("logs", format_nbytes(usage.log_bytes), ""),
         ("dedupe ratio", f"{usage.dedupe_ratio:.2f}x", ""),
     ]
     if usage.missing_blobs:
         rows.append(("missing blobs", str(usage.missing_blobs), "run 'tensorcas verify'"))
+    if usage.unreadable:
+        rows.append(
+            ("unreadable", str(usage.unreadable), "not regular files; run 'tensorcas verify'")
+        )
     out.table(rows, right=(False, True, False))
     if usage.largest:
         out.say("largest tensors:")
@@ -445,19 +474,34 @@ def _diff_line(e: m.TensorDiff) -> str:
 
 @cli.command("rm")
 @click.argument("store")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    metavar="DIGEST",
+    help="Also stop keeping this storage root (see 'ls --roots'); repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def rm_command(store: str, names: tuple[str, ...], dry_run: bool) -> None:
+def rm_command(store: str, names: tuple[str, ...], roots: tuple[str, ...], dry_run: bool) -> None:
     """Remove tensors by NAME; a NAME ending in '/' removes everything below it.
 
-    Nothing is removed unless every NAME matches.  Bytes are freed later by 'tensorcas gc'.
+    Nothing is removed unless every NAME and root matches.  Bytes are freed later by
+    'tensorcas gc'.
     """
-    report = m.rm(store, names, dry_run=dry_run)
+    if not names and not roots:
+        raise click.UsageError("give at least one NAME, or --root DIGEST")
+    report = m.rm(store, names, roots=roots, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     out = _console()
     for name in report.removed:
         out.say(f"{verb} {name}")
-    out.say(f"{verb} {_count(len(report.removed), 'tensor')}")
+    for digest in report.removed_roots:
+        out.say(f"{verb} root {digest}")
+    out.say(
+        f"{verb} {_count(len(report.removed), 'tensor')}"
+        + (f", {_count(len(report.removed_roots), 'root')}" if roots else "")
+    )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)\Z")
@@ -599,6 +643,10 @@ def import_command(store: str, source: str, prefix: str) -> None:
     """Import SOURCE into STORE (created if new): a safetensors file, or a directory written by
     PyTorch's torch.utils._content_store.
 
+    Each storage of such a directory (a repro save_dir holds only storages) is kept as a
+    storage root under its PyTorch digest, so the repro script reads it from STORE with
+    'tensorcas repro SCRIPT --save-dir STORE'.
+
     That directory format is pickle-based: its files are read with
     torch.load(weights_only=True), which refuses arbitrary objects, and only by this command.
     tensorcas stores themselves are never unpickled.
@@ -606,9 +654,33 @@ def import_command(store: str, source: str, prefix: str) -> None:
     with _progress("importing") as progress:
         report = m.import_store(store, source, prefix, progress=progress)
     _console().say(
-        f"imported {_count(len(report.names), 'tensor')}, {format_nbytes(report.nbytes)}, "
-        f"from {report.kind} {report.source}"
+        f"imported {_count(len(report.names), 'tensor')}"
+        + (
+            f" and {_count(report.storages, 'storage')}"
+            if report.kind == "torch-content-store"
+            else ""
+        )
+        + f", {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
     )
+
+
+# -- repro --------------------------------------------------------------------------------------
+
+
+@cli.command(
+    "repro", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def repro_command(script: str, args: tuple[str, ...]) -> None:
+    """Run a PyTorch repro script (repro.py, minifier_launcher.py) as 'python SCRIPT ARGS...'
+    would, with PyTorch's content store replaced by tensorcas, so its save_dir is a tensorcas
+    store.  ARGS go to the script: 'tensorcas repro minifier_launcher.py run --save-dir DIR'.
+    The exit status is the script's.
+    """
+    from .torch_compat import run_script
+
+    run_script(script, args)
 
 
 def main(argv: list[str] | None = None) -> None:

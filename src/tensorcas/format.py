@@ -334,6 +334,40 @@ class PackedBlob:
     offset: int
 
 
+@dataclass(frozen=True)
+class RootEntry:
+    """One line of a log making a blob a *root*: kept by gc although no name references it
+    (``write_storage``), until a newer ``unroot`` entry of the same blob.  ``aliases`` are other
+    digests the same bytes are known by (PyTorch's SHA-1 or fast hash, as ``torch:<hex>``)."""
+
+    blob: str
+    nbytes: int
+    time_ns: int
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnrootEntry:
+    """One line of a log saying a blob is no longer a root (removed on purpose)."""
+
+    blob: str
+    time_ns: int
+
+
+#: A foreign digest kept as an alias: ``<scheme>:<hex>``, e.g. ``torch:<sha1 hex>``.
+_ALIAS_RE = re.compile(r"[a-z][a-z0-9]{0,15}:[0-9a-f]{1,128}\Z")
+MAX_ALIASES = 16
+
+
+def validate_alias(alias: object) -> str:
+    """An alias (``torch:<hex>``) checked for form; ``InvalidDigestError`` otherwise."""
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        raise InvalidDigestError(
+            f"invalid digest alias {alias!r}: expected '<scheme>:<lowercase hex>', such as 'torch:<sha1 hex>'"
+        )
+    return alias
+
+
 def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
     """The smallest blob size (bytes) that holds every element of the view."""
     size = itemsize(dtype)
@@ -450,6 +484,28 @@ def encode_seal(pack_id: str) -> bytes:
     return _frame_body(f'{{"op":"seal","pack":"{pack_id}"}}'.encode("ascii"))
 
 
+def encode_root(entry: RootEntry) -> bytes:
+    if not _DIGEST_RE.match(entry.blob):
+        raise InvalidDigestError(f"{entry.blob!r} is not a blake3: digest")
+    for alias in entry.aliases:
+        validate_alias(alias)
+    if len(entry.aliases) > MAX_ALIASES:
+        raise FormatError(f"at most {MAX_ALIASES} aliases per root, not {len(entry.aliases)}")
+    return _frame(
+        {
+            "op": "root",
+            "t": entry.time_ns,
+            "blob": entry.blob,
+            "nbytes": entry.nbytes,
+            "aliases": list(entry.aliases),
+        }
+    )
+
+
+def encode_unroot(digest: str, time_ns: int) -> bytes:
+    return _frame({"op": "unroot", "t": time_ns, "blob": format_digest(parse_digest(digest))})
+
+
 def encode_delete(name: str, time_ns: int) -> bytes:
     return _frame({"op": "del", "t": time_ns, "name": validate_name(name)})
 
@@ -458,6 +514,8 @@ _PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", 
 _DEL_KEYS = frozenset(("op", "t", "name"))
 _BLOB_KEYS = frozenset(("op", "blob", "nbytes", "pack", "offset"))
 _SEAL_KEYS = frozenset(("op", "pack"))
+_ROOT_KEYS = frozenset(("op", "t", "blob", "nbytes", "aliases"))
+_UNROOT_KEYS = frozenset(("op", "t", "blob"))
 _HEADER_KEYS = frozenset(("format", "version", "writer"))
 
 
@@ -469,10 +527,12 @@ def decode_header(line: bytes, where: str) -> None:
         raise FormatError(f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas")
 
 
-def decode_entry(line: bytes, where: str) -> LogEntry | PackedBlob | SealedPack:
+def decode_entry(
+    line: bytes, where: str
+) -> LogEntry | PackedBlob | SealedPack | RootEntry | UnrootEntry:
     """Parse and fully validate one log line (without its newline)."""
     entry = scan_entry(line, where)
-    if isinstance(entry, (PackedBlob, SealedPack)):
+    if not isinstance(entry, tuple):
         return entry
     name, time_ns, fields = entry
     return LogEntry(name, time_ns, None if fields is None else record_from_fields(name, fields, where))
@@ -519,7 +579,13 @@ def _ints(group: bytes | None) -> tuple[int, ...]:
 
 def scan_entry(
     line: bytes, where: str
-) -> PackedBlob | SealedPack | tuple[str, int, dict[str, Any] | bytes | None]:
+) -> (
+    PackedBlob
+    | SealedPack
+    | RootEntry
+    | UnrootEntry
+    | tuple[str, int, dict[str, Any] | bytes | None]
+):
     """Parse one log line and validate what ordering needs: a blob or seal entry whole, a put or
     delete entry's name and time.  A put's other fields are returned unchecked (a dict, or the
     line itself when only its start was read) for :func:`record_from_fields` to check when the
@@ -553,6 +619,8 @@ def scan_entry(
         if obj.keys() != _SEAL_KEYS or not isinstance(obj["pack"], str) or not _WRITER_ID_RE.match(obj["pack"]):
             raise CorruptObjectError(f"{where}: not a seal entry")
         return SealedPack(obj["pack"])
+    if op in ("root", "unroot"):
+        return _scan_root(obj, op, where)
     keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
     if keys is None or obj.keys() != keys:
         raise CorruptObjectError(f"{where}: not a put or delete entry (keys {sorted(obj)[:12]})")
@@ -565,6 +633,32 @@ def scan_entry(
     except InvalidNameError as exc:
         raise CorruptObjectError(f"{where}: {exc}") from None
     return name, t, (obj if op == "put" else None)
+
+
+def _scan_root(obj: dict[str, Any], op: str, where: str) -> RootEntry | UnrootEntry:
+    if obj.keys() != (_ROOT_KEYS if op == "root" else _UNROOT_KEYS):
+        raise CorruptObjectError(f"{where}: not a {op} entry (keys {sorted(obj)[:12]})")
+    t, blob = obj["t"], obj["blob"]
+    if type(t) is not int or not 0 <= t <= MAX_INT:
+        raise CorruptObjectError(f"{where}: time {t!r} is not a non-negative integer")
+    if not isinstance(blob, str) or not _DIGEST_RE.match(blob):
+        raise CorruptObjectError(f"{where}: blob {blob!r} is not a blake3 digest")
+    if op == "unroot":
+        return UnrootEntry(blob, t)
+    nbytes, aliases = obj["nbytes"], obj["aliases"]
+    if type(nbytes) is not int or not 0 <= nbytes <= MAX_INT:
+        raise CorruptObjectError(
+            f"{where}: nbytes is {nbytes!r}; expected an integer in [0, 2**63)"
+        )
+    if (
+        not isinstance(aliases, list)
+        or len(aliases) > MAX_ALIASES
+        or not all(isinstance(a, str) and _ALIAS_RE.match(a) for a in aliases)
+    ):
+        raise CorruptObjectError(
+            f"{where}: aliases must be a list of at most {MAX_ALIASES} '<scheme>:<hex>' strings"
+        )
+    return RootEntry(blob, nbytes, t, tuple(aliases))
 
 
 def record_from_fields(name: str, fields: dict[str, Any] | bytes, where: str) -> TensorRecord:

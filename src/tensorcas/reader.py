@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
-from typing import cast
+from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 
 from . import format as fmt
-from .errors import CorruptObjectError, StoreError
+from .errors import BlobLostError, BlobNotFoundError, CorruptObjectError, InvalidDigestError, StoreError
 from .hashing import cpu_storage_view, hash_buffer
 from .store import PACK_THRESHOLD, Location, Store, who
 from .tensors import record_to_tensor
@@ -17,6 +19,48 @@ DeviceLike = torch.device | str | int | None
 
 #: Blobs at least this large have their size checked before memory is allocated for them.
 _CHECK_BEFORE_ALLOCATING = 1 << 20
+
+
+#: PyTorch's tensor metadata tuple: (dtype, storage hash, storage offset, shape, stride, extra).
+TorchMetadata = tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, bool]]
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(fmt.TensorRecord))
+
+
+class TensorMetadata(fmt.TensorRecord):
+    """A :class:`TensorRecord` that also unpacks, indexes and compares like the tuple PyTorch's
+    ``read_tensor_metadata`` returns: ``(dtype, hash, storage_offset, shape, stride, metadata)``.
+
+    Code written for ``torch.utils._content_store`` (``dtype, h, *_ = reader.read_tensor_metadata(n)``,
+    or PyTorch's repro ``analyze`` comparing it with ``compute_tensor_metadata`` item by item)
+    keeps working.  ``hash`` is the blob's ``blake3:`` digest; ``metadata`` is always ``{}``, since
+    lazy conjugate and negative bits are resolved when a tensor is written.
+    """
+
+    def as_tuple(self) -> TorchMetadata:
+        return (self.torch_dtype, self.blob, self.offset, self.shape, self.stride, {})
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.as_tuple())
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.as_tuple()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple):
+            return self.as_tuple() == other
+        if isinstance(other, fmt.TensorRecord):
+            return all(getattr(self, f) == getattr(other, f) for f in _RECORD_FIELDS)
+        return NotImplemented
+
+    __hash__ = fmt.TensorRecord.__hash__
+
+    @classmethod
+    def of(cls, record: fmt.TensorRecord) -> TensorMetadata:
+        return cls(**{f: getattr(record, f) for f in _RECORD_FIELDS})
 
 
 class ContentStoreReader:
@@ -55,9 +99,21 @@ class ContentStoreReader:
     def __contains__(self, name: str) -> bool:
         return name in self.store
 
-    def read_tensor_metadata(self, name: str) -> fmt.TensorRecord:
-        """The validated record of ``name``: dtype, shape, stride, offset, blob and its size."""
-        return self.store.get_record(name)
+    def refresh(self) -> None:
+        """Read what writers appended since this reader opened (or last refreshed).
+
+        A reader answers from the records it has read: those there when it opened, plus, read
+        again on demand, any name it did not know yet (and every name on ``list_tensors``).  A
+        name rewritten since then keeps its earlier value until ``refresh()`` (PyTorch's store
+        reads the file each time); the reasons are in docs/pytorch.md."""
+        self.store.refresh()
+
+    def read_tensor_metadata(self, name: str) -> TensorMetadata:
+        """The validated record of ``name``: dtype, shape, stride, offset, blob and its size.
+
+        It also unpacks like PyTorch's ``(dtype, hash, storage_offset, shape, stride, metadata)``
+        (see :class:`TensorMetadata`)."""
+        return TensorMetadata.of(self.store.get_record(name))
 
     def read_tensor(self, name: str, *, device: DeviceLike = None) -> torch.Tensor:
         """The tensor stored under ``name``, on ``device`` (CPU by default)."""
@@ -66,11 +122,62 @@ class ContentStoreReader:
         return record_to_tensor(record, storage)
 
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
-        """The blob stored under ``digest`` as an ``UntypedStorage``."""
-        digest = fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
+        """The blob stored under ``digest`` as an ``UntypedStorage``.
+
+        ``digest`` is ``blake3:<hex>`` or its bare 64 hex digits, or a foreign digest the bytes
+        were written with (``write_storage(..., alias=...)``, ``tensorcas import`` of a PyTorch
+        store): PyTorch's ``hash_storage`` hex, bare or as ``torch:<hex>``.  An unknown foreign
+        digest is a missing blob (``BlobNotFoundError``)."""
+        digest = self._resolve_digest(digest)
         info = self.store.blob_info(digest)
-        nbytes = info.size if info is not None else 0
-        return self._storage(digest, nbytes, _device(device), None)
+        if info is None:
+            raise self._missing(digest)
+        return self._storage(digest, info.size, _device(device), None)
+
+    def _missing(self, digest: str) -> BlobNotFoundError:
+        """The error for a blob that is not there: *lost* if the store says it holds it (a pack,
+        a tensor or a storage root names it), else simply not in this store.  Only on this
+        error path are the records searched."""
+        packs = sorted({fmt.pack_key(p.pack) for p in self.store.packed_places(digest)})
+        users = [r.name for r in self.store.records() if r.blob == digest]
+        if packs:
+            why = f"the logs place it in {', '.join(packs)}, which is missing or cut short"
+        elif users:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            why = f"tensor {users[0]!r}{more} use(s) it, but its file is missing"
+        elif digest in self.store.roots():
+            why = "it was written with write_storage (a storage root), but its file is missing"
+        else:
+            return BlobNotFoundError(
+                f"blob {digest} is not in store {self.location}; list what it holds with "
+                f"'tensorcas ls {self.location}' (a digest from another store is not found here)"
+            )
+        return BlobLostError(
+            f"blob {digest} is lost from store {self.location}: {why}; "
+            f"run 'tensorcas verify {self.location}'"
+        )
+
+    def _resolve_digest(self, digest: str) -> str:
+        try:
+            return fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
+        except InvalidDigestError:
+            if not isinstance(digest, str) or digest.startswith(fmt.DIGEST_ALGORITHM + ":"):
+                raise
+            alias = digest if ":" in digest else f"torch:{digest}"
+            try:
+                fmt.validate_alias(alias)
+            except InvalidDigestError:
+                raise InvalidDigestError(
+                    f"{digest!r} is not a digest; expected 'blake3:' followed by 64 lowercase hex digits, "
+                    "or a foreign digest such as PyTorch's hex 'hash_storage'"
+                ) from None
+            found = self.store.resolve_alias(alias)
+            if found is None:
+                raise BlobNotFoundError(
+                    f"blob {digest} is not in store {self.location}: no storage was written under that "
+                    "digest (foreign digests are kept by write_storage(alias=...) and 'tensorcas import')"
+                ) from None
+            return found
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
         key = (digest, str(device))
@@ -86,8 +193,9 @@ class ContentStoreReader:
                 storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
             except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
                 raise StoreError(
-                    f"{who(name)}blob {digest} cannot be read onto device {device}: {str(exc) or type(exc).__name__}; "
-                    "read it onto the CPU (device=None) or use a torch build with that device"
+                    f"{who(name)}blob {digest} cannot be read onto device {device}: "
+                    f"{str(exc) or type(exc).__name__}; read it onto the CPU (device=None) or use a "
+                    "torch build with that device"
                 ) from exc
         if self._cache is not None:
             self._cache[key] = storage

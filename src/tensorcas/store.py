@@ -25,9 +25,10 @@ from typing import Any
 
 from . import format as fmt
 from .backends.base import Appender, Backend, ObjectInfo
-from .backends.local import LocalBackend
+from .backends.local import LocalBackend, UnsafeFileError
 from .backends.memory import MemoryBackend
 from .errors import (
+    BlobLostError,
     BlobNotFoundError,
     CorruptObjectError,
     FormatError,
@@ -121,6 +122,10 @@ class _Index:
     pending: list[tuple[bytes, str, int]] = field(default_factory=list)
     #: Ids of packs whose writers said they will never append to them again.
     sealed: set[str] = field(default_factory=set)
+    #: Each blob's newest root or unroot entry (``None``: unrooted), like ``entries`` for names.
+    roots: dict[str, tuple[_Position, fmt.RootEntry | None]] = field(default_factory=dict)
+    #: Each alias's newest root entry's blob.
+    aliases: dict[str, tuple[_Position, str]] = field(default_factory=dict)
 
 
 class Store:
@@ -272,10 +277,10 @@ class Store:
 
         Replaces a stored blob of the wrong size (damaged); otherwise never overwrites.
         """
+        if self.keep_blob(digest, nbytes):
+            return
         key = fmt.blob_key(digest)
         info = self.backend.stat(key)
-        if info is not None and info.size == nbytes and self.backend.touch(key):
-            return
         with self.backend.stage(key.rpartition("/")[0]) as staged:
             for chunk in chunks:
                 staged.write(chunk)
@@ -313,6 +318,7 @@ class Store:
         """The bytes of a blob the logs place in a pack: the first place that holds all of them
         (reading the logs again before giving up, since gc may have moved the blob)."""
         places: list[PackedBlob] = []
+        gone = True  # no pack that should hold the blob exists at all
         for attempt in range(2):
             with self._lock:
                 if attempt:
@@ -320,13 +326,15 @@ class Store:
                 places = list(self._packed_index().get(digest, ()))
             for packed in places:
                 if packed.nbytes != nbytes:
+                    gone = False
                     continue  # not the blob the record describes
                 data = self.backend.read_range(fmt.pack_key(packed.pack), packed.offset, nbytes)
                 if data is not None and len(data) == nbytes:
                     return data
+                gone = gone and data is None
         if not places:
             self._check_blob_size(digest, None, nbytes, name)  # raises: missing
-        raise CorruptObjectError(
+        raise (BlobLostError if gone else CorruptObjectError)(
             f"{who(name)}blob {digest} of {nbytes} bytes is lost: "
             f"{', '.join(fmt.pack_key(p.pack) for p in places)} is missing, cut short or holds another size; "
             f"run 'tensorcas verify {self.location}'"
@@ -375,7 +383,7 @@ class Store:
         if info is None:
             if name is None:
                 raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
-            raise CorruptObjectError(
+            raise BlobLostError(
                 f"tensor {name!r}: its blob {digest} is missing from store {self.location}; "
                 "the store is damaged or was copied incompletely (run 'tensorcas verify')"
             )
@@ -423,6 +431,17 @@ class Store:
             for key in sorted(self.backend.list("logs")):
                 if fmt.is_log_key(key):
                     self._read_log(key)
+                else:
+                    self._check_log_shaped(key)
+
+    def _check_log_shaped(self, key: str) -> None:
+        """A key below a directory that has a log's name: a log that is a directory, which
+        cannot be read and may have held records (damage, like an unreadable log)."""
+        top = "/".join(key.split("/", 2)[:2])
+        if top != key and fmt.is_log_key(top) and (top, 0) not in self._index.problems:
+            self._index.problems[(top, 0)] = Problem(
+                top, "is a directory, not a log file; its records cannot be read"
+            )
 
     def _read_log(self, key: str) -> None:
         """Apply what was appended to one log since it was last read, a bounded window at a time
@@ -431,7 +450,14 @@ class Store:
         state = index.logs.setdefault(key, _LogState())
         if state.rejected:
             return
-        info = self.backend.stat(key)
+        try:
+            info = self.backend.stat(key)
+        except UnsafeFileError as exc:
+            # A log that cannot be read (a symlink, a FIFO...) may hold records: its blobs would
+            # look unused, so it is damage that stops gc, never a log to skip quietly.
+            index.problems[(key, 0)] = _problem(key, exc)
+            return
+        index.problems.pop((key, 0), None)
         size = 0 if info is None else info.size
         while size > state.offset:
             data = self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW)) or b""
@@ -497,7 +523,21 @@ class Store:
                 self._add_packed(entry)
             elif isinstance(entry, fmt.SealedPack):
                 index.sealed.add(entry.pack)
+            elif isinstance(entry, (fmt.RootEntry, fmt.UnrootEntry)):
+                self._add_root(entry, (entry.time_ns, key, number))
         state.lines += len(lines)
+
+    def _add_root(self, entry: fmt.RootEntry | fmt.UnrootEntry, position: _Position) -> None:
+        roots = self._index.roots
+        current = roots.get(entry.blob)
+        if current is None or current[0] < position:
+            roots[entry.blob] = (position, entry if isinstance(entry, fmt.RootEntry) else None)
+        if isinstance(entry, fmt.RootEntry):
+            aliases = self._index.aliases
+            for alias in entry.aliases:
+                known = aliases.get(alias)
+                if known is None or known[0] < position:
+                    aliases[alias] = (position, entry.blob)
 
     def _add_packed(self, entry: PackedBlob) -> None:
         places = self._index.packed.setdefault(entry.blob, [])
@@ -602,6 +642,43 @@ class Store:
             return False
         return True
 
+    def roots(self) -> dict[str, fmt.RootEntry]:
+        """The current storage roots (blobs kept without a name), by digest, oldest first."""
+        with self._lock:
+            self.refresh()
+            live = [(pos, entry) for pos, entry in self._index.roots.values() if entry is not None]
+        live.sort(key=lambda pair: pair[0])
+        return {entry.blob: entry for _, entry in live}
+
+    def resolve_alias(self, alias: str) -> str | None:
+        """The blake3 digest of the bytes known by the foreign digest ``alias`` (``torch:<hex>``)."""
+        fmt.validate_alias(alias)
+        with self._lock:
+            found = self._index.aliases.get(alias)
+            if found is None:
+                self.refresh()
+                found = self._index.aliases.get(alias)
+        return None if found is None else found[1]
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob a current record or a current root uses: what gc must keep.  Records are
+        validated on the way (damage lands in :meth:`problems`)."""
+        with self._lock:
+            blobs = {record.blob for record in self.records()}
+            blobs.update(
+                digest for digest, (_, entry) in self._index.roots.items() if entry is not None
+            )
+        return blobs
+
+    def blob_present(self, digest: str, nbytes: int) -> bool:
+        """Whether a copy of the blob is stored whole right now (loose, or in a pack that exists
+        and is long enough; the logs are read again before saying no)."""
+        info = self.backend.stat(fmt.blob_key(digest))
+        if info is not None and info.size == nbytes:
+            return True
+        found = self._find_packed(digest)
+        return found is not None and found[0].nbytes == nbytes
+
     def log_keys(self) -> list[str]:
         return sorted(k for k in self.backend.list("logs") if fmt.is_log_key(k))
 
@@ -667,6 +744,30 @@ class LogWriter:
             self._append(fmt.encode_packed(packed))
         self.store.note_packed(packed)
         return packed
+
+    def root(
+        self,
+        digest: str,
+        nbytes: int,
+        aliases: tuple[str, ...] = (),
+        packed_data: bytes | None = None,
+    ) -> None:
+        """Append a root entry for a stored blob; with ``packed_data``, first pack those bytes
+        (the blob) and publish their location in the same log write."""
+        with self._lock:
+            line = fmt.encode_root(fmt.RootEntry(digest, nbytes, self._time(), aliases))
+            packed = None
+            if packed_data is not None:
+                packed = self._pack_bytes(digest, packed_data)
+                line = fmt.encode_packed(packed) + line
+            self._append(line)
+        if packed is not None:
+            self.store.note_packed(packed)
+
+    def unroot(self, digest: str) -> None:
+        """Append an unroot entry: gc may collect the blob once nothing else uses it."""
+        with self._lock:
+            self._append(fmt.encode_unroot(digest, self._time()))
 
     def delete(self, name: str) -> None:
         """Append a delete entry; ``TensorNotFoundError`` if the name is absent or deleted.  The

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 
 import torch
 
 from . import format as fmt
 from .background import BackgroundQueue, snapshot
-from .errors import StoreError
+from .errors import BlobNotFoundError, StoreError
 from .hashing import (
     check_storage,
     hash_and_copy_small,
@@ -17,8 +18,21 @@ from .hashing import (
     hash_storage,
     iter_storage_chunks,
 )
+from .reader import TorchMetadata
 from .store import PACK_THRESHOLD, Location, LogWriter, Store
 from .tensors import check_tensor
+
+
+def _alias_form(alias: str) -> str:
+    """``torch:<hex>`` for a bare hex digest (PyTorch's ``hash_storage``), else as given."""
+    return alias if ":" in alias else f"torch:{alias}"
+
+
+def _changed_meanwhile(digest: str, location: str) -> StoreError:
+    return StoreError(
+        f"blob {digest} was collected by a concurrent gc of {location} while this write was pending, "
+        "and the tensor's bytes changed since; write the tensor again"
+    )
 
 
 def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
@@ -47,18 +61,18 @@ class ContentStoreWriter:
             the first failure; ``close()`` flushes.  In this mode ``write_tensor`` returns ``None``.
         max_pending_bytes: in background mode, the most bytes of copies waiting to be written;
             a storage larger than this is written at once, without a copy.
-        stable_hash: accepted for compatibility with ``torch.utils._content_store``; digests are
-            always stable.
+        stable_hash: accepted (also positionally, as PyTorch's ``ContentStoreWriter(loc, True)``)
+            for compatibility with ``torch.utils._content_store``; digests are always stable.
     """
 
     def __init__(
         self,
         loc: Location,
+        stable_hash: bool = True,
         *,
         durable: bool = False,
         background: bool = False,
         max_pending_bytes: int = 1 << 30,
-        stable_hash: bool = True,
     ) -> None:
         del stable_hash
         self.store = Store.open(loc, create=True, durable=durable)
@@ -74,21 +88,77 @@ class ContentStoreWriter:
     def location(self) -> str:
         return self.store.location
 
-    def write_storage(self, storage: torch.UntypedStorage) -> str:
-        """Store a storage's bytes (if not stored yet) and return their ``blake3:`` digest.
+    def write_storage(self, storage: torch.UntypedStorage, *, alias: str | None = None) -> str:
+        """Store a storage's bytes (if not stored yet) as a *root* and return their ``blake3:``
+        digest.
+
+        A root is kept by gc although no tensor name references it (PyTorch's repro tooling
+        saves its inputs this way and names them only in a generated script), until it is
+        removed on purpose with :meth:`remove_root` or ``tensorcas rm --root``.  ``alias`` is
+        another digest the same bytes are known by, such as PyTorch's ``hash_storage`` hex
+        digest: readers then find the bytes under it too (``read_storage(alias)``).
 
         Always synchronous (the digest is the result); in background mode it first waits for
         pending writes, so records keep their order."""
         self._check_open()
+        aliases = () if alias is None else (fmt.validate_alias(_alias_form(alias)),)
         self.flush()
-        digest, small = self._put_storage(storage, None)
-        if small is not None:
-            self._log.put_packed(digest, small)
+        digest, small, new = self._put_storage(storage, None)
+        self._log.root(digest, storage.nbytes(), aliases, small if new else None)
+        if not new:
+            self._ensure_stored(
+                digest,
+                storage.nbytes(),
+                (lambda: small) if small is not None else (lambda: storage),
+            )
         return digest
 
-    def _put_storage(self, storage: torch.UntypedStorage, name: str | None) -> tuple[str, bytes | None]:
-        """Hash the storage and store it if it is new.  A new small storage is returned as bytes
-        instead: it goes into this writer's pack, in the same log write as its record."""
+    def remove_root(self, digest: str) -> None:
+        """Stop keeping a blob written with :meth:`write_storage`: gc may then collect it once no
+        tensor uses it.  ``TensorNotFoundError`` if it is not a root."""
+        self._check_open()
+        digest = fmt.format_digest(fmt.parse_digest(digest))
+        self.flush()
+        if digest not in self.store.roots():
+            raise BlobNotFoundError(
+                f"blob {digest} is not a storage root of store {self.location}; list them with 'tensorcas ls --roots'"
+            )
+        self._log.unroot(digest)
+
+    def _ensure_stored(
+        self, digest: str, nbytes: int, source: Callable[[], torch.UntypedStorage | bytes]
+    ) -> None:
+        """After a record that uses a blob stored before is appended: check the blob is still
+        there, and store it again if a concurrent gc collected it meanwhile.
+
+        gc moves a blob aside, reads the logs again, and deletes the blob only if no record uses
+        it then; a record appended after that second read is seen here, as the blob missing.
+        So a write that returns has its blob, for any grace period, without trusting clocks.
+        """
+        if self.store.blob_present(digest, nbytes):
+            return
+        data = source()
+        if isinstance(data, bytes):
+            if hash_buffer(data) != digest:
+                raise _changed_meanwhile(digest, self.location)
+            self._log.put_packed(digest, data)
+            return
+        if hash_storage(data) != digest:
+            raise _changed_meanwhile(digest, self.location)
+        if nbytes < PACK_THRESHOLD:
+            self._log.put_packed(
+                digest, b"".join(bytes(chunk) for chunk in iter_storage_chunks(data))
+            )
+        else:
+            self.store.put_blob(digest, iter_storage_chunks(data), nbytes)
+
+    def _put_storage(
+        self, storage: torch.UntypedStorage, name: str | None
+    ) -> tuple[str, bytes | None, bool]:
+        """Hash the storage and store it if it is new: ``(digest, small, new)``.
+
+        A small storage is returned as bytes (``small``) and not stored yet: if it is ``new`` it
+        goes into this writer's pack, in the same log write as its record."""
         check_storage(storage)
         nbytes = storage.nbytes()
         self._read_index_once()
@@ -98,9 +168,7 @@ class ContentStoreWriter:
             else:
                 data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
                 digest = hash_buffer(data)
-            if self.store.keep_packed(digest, nbytes):
-                return digest, None
-            return digest, data
+            return digest, data, not self.store.keep_packed(digest, nbytes)
         if storage.device.type == "cpu" or self._probably_stored(storage, name):
             # Hash first: if the bytes are unchanged, nothing is written at all.
             digest = hash_storage(storage)
@@ -109,7 +177,7 @@ class ContentStoreWriter:
             # A device storage that is probably new: copy it to the host once, hashing and
             # writing each chunk.
             digest = self.store.put_blob_streaming(iter_storage_chunks(storage), nbytes)
-        return digest, None
+        return digest, None, False
 
     def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
         """Whether a device storage's bytes were likely stored before (the same storage was
@@ -166,13 +234,20 @@ class ContentStoreWriter:
             digest = hash_storage(storage)
             record = self._record(name, tensor, digest)
             if self.store.keep_blob(digest, nbytes):
-                self._queue.submit(0, lambda: self._log.put(record))
+
+                def put_record() -> None:
+                    self._log.put(record)
+                    self._ensure_stored(digest, nbytes, lambda: storage)
+
+                self._queue.submit(0, put_record)
                 return
             copy = snapshot(tensor)  # the bytes just hashed: the job need not hash them again
 
             def store_copy() -> None:
-                self.store.put_blob(digest, iter_storage_chunks(copy().untyped_storage()), nbytes)
+                source = copy().untyped_storage()
+                self.store.put_blob(digest, iter_storage_chunks(source), nbytes)
                 self._log.put(record)
+                self._ensure_stored(digest, nbytes, lambda: source)
 
             self._queue.submit(nbytes, store_copy)
             return
@@ -183,6 +258,8 @@ class ContentStoreWriter:
         self._read_index_once()
         known = self.store.keep_packed(record.blob, record.nbytes)
         self._log.put(record, None if known else data)
+        if known:
+            self._ensure_stored(record.blob, record.nbytes, lambda: data)
 
     def _read_index_once(self) -> None:
         if not self._index_read:
@@ -190,9 +267,14 @@ class ContentStoreWriter:
             self._index_read = True
 
     def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
-        digest, small = self._put_storage(tensor.untyped_storage(), name)
+        storage = tensor.untyped_storage()
+        digest, small, new = self._put_storage(storage, name)
         record = self._record(name, tensor, digest)
-        self._log.put(record, small)
+        self._log.put(record, small if new else None)
+        if not new:
+            self._ensure_stored(
+                digest, record.nbytes, (lambda: small) if small is not None else (lambda: storage)
+            )
         return record
 
     def _record(self, name: str, tensor: torch.Tensor, digest: str) -> fmt.TensorRecord:
@@ -205,6 +287,25 @@ class ContentStoreWriter:
             tensor.requires_grad,
             digest,
             tensor.untyped_storage().nbytes(),
+        )
+
+    def compute_tensor_metadata(self, t: torch.Tensor, h: str | None = None) -> TorchMetadata:
+        """What ``read_tensor_metadata`` would return for ``t`` written now, as PyTorch's tuple
+        ``(dtype, hash, storage_offset, shape, stride, metadata)``; writes nothing.
+
+        ``h`` is the storage's digest if the caller has it.  Lazy conjugate and negative views
+        are resolved first (as ``write_tensor`` stores them), so ``metadata`` is ``{}``.
+        """
+        tensor = check_tensor("<metadata>", t)
+        if h is None:
+            h = hash_storage(tensor.untyped_storage())
+        return (
+            tensor.dtype,
+            h,
+            int(tensor.storage_offset()),
+            tuple(tensor.shape),
+            tuple(tensor.stride()),
+            {},
         )
 
     def flush(self) -> None:
@@ -225,13 +326,18 @@ class ContentStoreWriter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(f"this writer for {self.location} is closed; open a new ContentStoreWriter")
+            raise StoreError(
+                f"this writer for {self.location} is closed; open a new ContentStoreWriter"
+            )
 
     def __enter__(self) -> ContentStoreWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

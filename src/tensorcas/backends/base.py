@@ -102,13 +102,36 @@ class Backend(ABC):
     def delete(self, key: str) -> bool:
         """Remove the object; ``False`` if it was absent."""
 
-    @abstractmethod
     def delete_if_stale(self, key: str, older_than: float) -> bool:
         """Remove the object only if it was not touched after ``older_than`` (a Unix time).
 
         Atomic against a concurrent ``touch``: an object touched at any moment before this returns
         is either kept, or was removed before the touch (and the toucher sees it absent).
         """
+        trash = self.quarantine(key, older_than)
+        if trash is None:
+            return False
+        self.purge(trash)
+        return True
+
+    @abstractmethod
+    def quarantine(self, key: str, older_than: float) -> str | None:
+        """Move the object aside if it was not touched after ``older_than``: from then on it is
+        absent to every other call, until :meth:`restore` puts it back or :meth:`purge` deletes
+        it.  Returns the key of the moved-aside object (a temporary), or ``None`` if the object
+        is absent or was touched after ``older_than`` (it then stays where it is).
+
+        Atomic against a concurrent ``touch`` like :meth:`delete_if_stale`.  gc moves aside,
+        reads the logs again, then restores what a record uses by then and purges the rest.
+        """
+
+    @abstractmethod
+    def restore(self, trash: str) -> None:
+        """Put a moved-aside object back under its key (unless an object is there again)."""
+
+    @abstractmethod
+    def purge(self, trash: str) -> None:
+        """Delete a moved-aside object for good (nothing if it is gone already)."""
 
     @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:

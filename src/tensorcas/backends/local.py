@@ -32,8 +32,19 @@ TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".gc-"
 # O_NONBLOCK: opening a FIFO planted in a store must not wait for a writer (it is then refused as
 # not a regular file); on regular files the flag changes nothing.
-_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_READ = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+)
+_O_CREATE = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 class UnsafeFileError(StoreError):
@@ -52,7 +63,9 @@ def os_errors(action: str, path: str) -> Iterator[None]:
 
 
 class LocalBackend(Backend):
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False, read_only: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, durable: bool = False, read_only: bool = False
+    ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.location = self.root
         self.durable = durable
@@ -81,7 +94,9 @@ class LocalBackend(Backend):
             except FileNotFoundError:
                 return False
             if not stat_module.S_ISDIR(st.st_mode):
-                raise UnsafeFileError(f"{path} is not a directory (a symlink?); tensorcas does not follow it")
+                raise UnsafeFileError(
+                    f"{path} is not a directory (a symlink?); tensorcas does not follow it"
+                )
         self._checked_dirs.add(directory)
         return True
 
@@ -96,7 +111,9 @@ class LocalBackend(Backend):
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafeFileError(f"{path} is a symlink; tensorcas does not follow links in a store") from None
+                raise UnsafeFileError(
+                    f"{path} is a symlink; tensorcas does not follow links in a store"
+                ) from None
             raise
         if not stat_module.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -186,7 +203,9 @@ class LocalBackend(Backend):
             except FileNotFoundError:
                 return None
             if not stat_module.S_ISREG(st.st_mode):
-                raise UnsafeFileError(f"{path} is not a regular file (a symlink?); tensorcas does not follow it")
+                raise UnsafeFileError(
+                    f"{path} is not a regular file (a symlink?); tensorcas does not follow it"
+                )
             return ObjectInfo(st.st_size, st.st_mtime)
 
     def local_path(self, key: str) -> str | None:
@@ -208,7 +227,9 @@ class LocalBackend(Backend):
                         child = f"{key}/{entry.name}"
                         if entry.is_dir(follow_symlinks=False):
                             stack.append((entry.path, child))
-                        elif entry.is_file(follow_symlinks=False):
+                        else:
+                            # Symlinks and special files too: reading them is refused, so that
+                            # the store sees (and reports) them rather than skipping them quietly.
                             yield child
 
     def temporaries(self) -> Iterator[tuple[str, float]]:
@@ -263,50 +284,81 @@ class LocalBackend(Backend):
                 _fsync_dir(os.path.dirname(path))
             return True
 
-    def delete_if_stale(self, key: str, older_than: float) -> bool:
+    def quarantine(self, key: str, older_than: float) -> str | None:
         """Move the object aside, then look at its mtime: a toucher either touched it before the
         move (the mtime is fresh, so it is moved back) or after (the touch fails and the toucher
         writes the blob again)."""
         self._writable()
         path = self._path(key)
         directory, _, base = path.rpartition(os.sep)
-        trash = os.path.join(directory, f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}")
+        trash_base = f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}"
+        trash = os.path.join(directory, trash_base)
         with os_errors("collecting", path):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                return False
-            if st.st_mtime > older_than:
-                return False
+                return None
+            if st.st_mtime > older_than or not stat_module.S_ISREG(st.st_mode):
+                return None
             try:
                 os.rename(path, trash)
             except FileNotFoundError:
-                return False
+                return None
             if os.lstat(trash).st_mtime > older_than:
-                try:
-                    os.link(trash, path)
-                except FileExistsError:
-                    pass  # rewritten meanwhile by a writer: the trash copy is redundant
-                os.unlink(trash)
-                return False
-            os.unlink(trash)
+                self._link_back(trash, path)
+                return None
+        return f"{key.rpartition('/')[0]}/{trash_base}"
+
+    def restore(self, trash: str) -> None:
+        directory, _, base = trash.rpartition("/")
+        if not base.startswith(TRASH_PREFIX):
+            raise ValueError(f"{trash} is not a moved-aside object")
+        original = os.path.join(self._path(directory), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
+        with os_errors("restoring", original):
+            self._link_back(self._path(trash), original)
+
+    def _link_back(self, trash: str, original: str) -> None:
+        """Link a moved-aside regular file back to its name (unless something is there again),
+        then remove the trash name.  Anything else under a trash name is only removed: gc never
+        makes a planted symlink or special file visible under a store's name."""
+        try:
+            st = os.lstat(trash)
+        except FileNotFoundError:
+            return  # restored or purged by another gc
+        if stat_module.S_ISREG(st.st_mode):
+            try:
+                os.link(trash, original)
+            except FileExistsError:
+                pass  # written again meanwhile: the trash copy is redundant
             if self.durable:
-                _fsync_dir(directory)
-            return True
+                _fsync_dir(os.path.dirname(original))
+        try:
+            os.unlink(trash)
+        except FileNotFoundError:
+            pass
+
+    def purge(self, trash: str) -> None:
+        path = self._path(trash)
+        with os_errors("collecting", path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            if self.durable:
+                _fsync_dir(os.path.dirname(path))
 
     def delete_temporary(self, key: str) -> bool:
         base = key.rpartition("/")[2]
         if not base.startswith((TMP_PREFIX, TRASH_PREFIX)):
             raise ValueError(f"{key} is not a temporary")
         if base.startswith(TRASH_PREFIX):
-            # A gc was interrupted between moving a blob aside and deciding its fate.  A writer
-            # may have referenced it meanwhile, so put it back; the next gc decides again.
-            original = os.path.join(self._path(key.rpartition("/")[0]), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
-            with os_errors("restoring", original):
-                try:
-                    os.link(self._path(key), original)
-                except FileExistsError:
-                    pass
+            # A gc was interrupted between moving an object aside and deciding its fate.  A
+            # writer may have referenced it meanwhile, so put it back; the next gc decides again.
+            self._writable()
+            if not os.path.lexists(self._path(key)):
+                return False
+            self.restore(key)
+            return True
         return self.delete(key)
 
     def open_append(self, key: str) -> Appender:
@@ -372,7 +424,9 @@ class _LocalStaged(Staged):
                 os.fsync(self._fd)
             size = os.fstat(self._fd).st_size
             if size != self._written:
-                raise OSError(errno.EIO, f"temporary file holds {size} bytes, {self._written} were written")
+                raise OSError(
+                    errno.EIO, f"temporary file holds {size} bytes, {self._written} were written"
+                )
             os.close(self._fd)
             self._fd = None
             if overwrite:
@@ -385,7 +439,12 @@ class _LocalStaged(Staged):
                 except FileExistsError:
                     published = False
                 except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    if exc.errno not in (
+                        errno.EPERM,
+                        errno.ENOTSUP,
+                        errno.EOPNOTSUPP,
+                        errno.EMLINK,
+                    ):
                         raise
                     published = _rename_if_absent(self._tmp, final)
             if published and self._backend.durable:
@@ -443,5 +502,3 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-

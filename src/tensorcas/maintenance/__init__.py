@@ -14,7 +14,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from .listing import ls
+from .listing import list_roots, ls
 
 if TYPE_CHECKING:
     from .diff import DiffResult, Target, TensorDiff, diff, parse_target
@@ -111,6 +111,7 @@ __all__ = [
     "export_safetensors",
     "gc",
     "import_store",
+    "list_roots",
     "ls",
     "parse_target",
     "rm",

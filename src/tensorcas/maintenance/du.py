@@ -2,10 +2,11 @@
 
 Deduplication is the point of a content-addressed store, so the numbers that matter are the two
 sides of it: *logical* bytes (what every current tensor's own elements cover, as if each were saved
-on its own) and *stored* bytes (the blobs on disk).  Blobs that no current record references are
-counted apart, split the way ``gc`` decides (the same rule, ``_collect.pack_is_collectible``):
-what gc frees once the grace period has passed (unused loose blobs, and packs it rewrites), and
-unused small blobs that stay inside packs (packs still open, or mostly in use).
+on its own) and *stored* bytes (the blobs on disk).  Storage roots (``write_storage``) count as
+referenced.  Blobs that no current record or root references are counted apart, split the way
+``gc`` decides (the same rule, ``_collect.pack_is_collectible``): what gc frees once the grace
+period has passed (unused loose blobs, and packs it rewrites), and unused small blobs that stay
+inside packs (packs still open, or mostly in use).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import format as fmt
+from ..backends.local import UnsafeFileError
 from ..store import Location, Store
 from ._collect import pack_is_collectible, pack_use
 from ._common import open_store
@@ -38,7 +40,10 @@ class DiskUsage:
     freeable_bytes: int = 0  # (a rewritten pack frees its size less the blobs copied out)
     packed_unused_blobs: int = 0  # unused small blobs gc leaves in packs (open or mostly in use)
     packed_unused_bytes: int = 0
+    roots: int = 0  # storage roots (write_storage): kept by gc without a name
+    root_bytes: int = 0
     missing_blobs: int = 0  # referenced but absent: run verify
+    unreadable: int = 0  # blob or pack entries that are not regular files: run verify
     log_bytes: int = 0
     largest: list[fmt.TensorRecord] = field(default_factory=list)
 
@@ -74,11 +79,19 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
         usage.logical_bytes += record.view_nbytes
         used[record.blob] = record.nbytes
     usage.largest = sorted(records, key=lambda r: r.view_nbytes, reverse=True)[: max(top, 0)]
+    for digest, root in store.roots().items():
+        usage.roots += 1
+        usage.root_bytes += root.nbytes
+        used.setdefault(digest, root.nbytes)  # referenced: gc keeps it
 
     referenced = set(used)
     present: set[str] = set()
     for digest in store.loose_blobs():
-        info = store.backend.stat(fmt.blob_key(digest))
+        try:
+            info = store.backend.stat(fmt.blob_key(digest))
+        except UnsafeFileError:  # a symlink or special file: verify reports it
+            usage.unreadable += 1
+            continue
         if info is None:  # collected meanwhile
             continue
         present.add(digest)
@@ -90,7 +103,11 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
     loose = set(present)
     sealed = store.sealed_packs()
     for key, pack_blobs in store.packs().items():
-        info = store.backend.stat(key)
+        try:
+            info = store.backend.stat(key)
+        except UnsafeFileError:
+            usage.unreadable += 1
+            continue
         if info is None:
             continue
         usage.packs += 1

@@ -70,6 +70,15 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
         report.findings.append(Finding(kind, f"{problem.where}: {problem.message}", severity=problem.severity))
 
     stored = set(store.blobs())
+    for digest in store.roots():
+        if digest not in stored and digest not in users:
+            report.findings.append(
+                Finding(
+                    "missing-blob",
+                    f"blob {digest} is missing; it is a storage root (write_storage)",
+                    digest,
+                )
+            )
     for digest, records in users.items():
         names = tuple(r.name for r in records)
         if digest not in stored:
