@@ -10,7 +10,13 @@ from typing import Any, cast
 import torch
 
 from . import format as fmt
-from .errors import BlobLostError, BlobNotFoundError, CorruptObjectError, InvalidDigestError, StoreError
+from .errors import (
+    BlobLostError,
+    BlobNotFoundError,
+    CorruptObjectError,
+    InvalidDigestError,
+    StoreError,
+)
 from .hashing import cpu_storage_view, hash_buffer
 from .store import PACK_THRESHOLD, Location, Store, who
 from .tensors import record_to_tensor
