@@ -19,6 +19,8 @@ from ._torch_hook import register_when_torch_is_imported
 from .errors import (
     BlobLostError,
     BlobNotFoundError,
+    CheckpointError,
+    CheckpointNotFoundError,
     CorruptObjectError,
     FormatError,
     InvalidDigestError,
@@ -32,6 +34,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .dcp import load_state_dict, save_state_dict
     from .format import TensorRecord
     from .hashing import hash_storage
     from .maintenance.diff import DiffResult, diff
@@ -72,6 +75,8 @@ _LAZY = {
     "ContentStoreReader": ".reader",
     "ContentStoreWriter": ".writer",
     "load_tensor_reader": ".ops",
+    "load_state_dict": ".dcp",
+    "save_state_dict": ".dcp",
 }
 
 
@@ -93,6 +98,8 @@ register_when_torch_is_imported()
 __all__ = [
     "BlobLostError",
     "BlobNotFoundError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",
     "CorruptObjectError",
@@ -115,9 +122,11 @@ __all__ = [
     "gc",
     "hash_storage",
     "import_store",
+    "load_state_dict",
     "load_tensor_reader",
     "ls",
     "rm",
+    "save_state_dict",
     "show",
     "verify",
 ]

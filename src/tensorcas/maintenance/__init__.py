@@ -17,6 +17,16 @@ from typing import TYPE_CHECKING, Any
 from .listing import list_roots, ls
 
 if TYPE_CHECKING:
+    from .checkpoints import (
+        CheckpointExport,
+        CheckpointInfo,
+        CheckpointList,
+        IncompleteSave,
+        RemoveReport,
+        export_checkpoint,
+        list_checkpoints,
+        remove_checkpoints,
+    )
     from .diff import DiffResult, Target, TensorDiff, diff, parse_target
     from .du import DiskUsage, du
     from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
@@ -33,6 +43,19 @@ if TYPE_CHECKING:
 
 #: Names imported on first use, and the module each lives in.
 _LAZY = {
+    **dict.fromkeys(
+        (
+            "CheckpointExport",
+            "CheckpointInfo",
+            "CheckpointList",
+            "IncompleteSave",
+            "RemoveReport",
+            "export_checkpoint",
+            "list_checkpoints",
+            "remove_checkpoints",
+        ),
+        ".checkpoints",
+    ),
     **dict.fromkeys(("DiskUsage", "du"), ".du"),
     **dict.fromkeys(
         ("DEFAULT_GRACE_SECONDS", "DamagedStoreError", "GcReport", "RmReport", "gc", "rm"), ".gc"
@@ -90,6 +113,9 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "CheckpointExport",
+    "CheckpointInfo",
+    "CheckpointList",
     "DamagedStoreError",
     "DiffResult",
     "DiskUsage",
@@ -100,6 +126,8 @@ __all__ = [
     "Histogram",
     "ImportReport",
     "ImportSourceError",
+    "IncompleteSave",
+    "RemoveReport",
     "RmReport",
     "Target",
     "TensorDiff",
@@ -108,12 +136,15 @@ __all__ = [
     "VerifyReport",
     "diff",
     "du",
+    "export_checkpoint",
     "export_safetensors",
     "gc",
     "import_store",
+    "list_checkpoints",
     "list_roots",
     "ls",
     "parse_target",
+    "remove_checkpoints",
     "rm",
     "show",
     "verify",
