@@ -187,7 +187,9 @@ def settle(cfg: Config) -> None:
         SYNC_SECONDS[0] += time.perf_counter() - t0
 
 
-def run_cases(cfg: Config, res: Results, workload: str, cases: list[Case], reps: int | None = None) -> None:
+def run_cases(
+    cfg: Config, res: Results, workload: str, cases: list[Case], reps: int | None = None
+) -> None:
     reps = reps or cfg.reps
     samples = res.samples.setdefault(workload, {})
     for case in cases:
@@ -222,14 +224,26 @@ def run_cases(cfg: Config, res: Results, workload: str, cases: list[Case], reps:
 
 
 def speed_row(
-    res: Results, workload: str, what: str, ours: str, ref: str, goal_min: float | None, ref_label: str | None = None
+    res: Results,
+    workload: str,
+    what: str,
+    ours: str,
+    ref: str,
+    goal_min: float | None,
+    ref_label: str | None = None,
 ) -> None:
     """Ours relative to ``ref`` as a speed: ref time / our time (above 1: we are faster)."""
     _ratio_row(res, workload, what, ours, ref, goal_min, ref_label, speed=True)
 
 
 def time_row(
-    res: Results, workload: str, what: str, ours: str, ref: str, goal_max: float | None, ref_label: str | None = None
+    res: Results,
+    workload: str,
+    what: str,
+    ours: str,
+    ref: str,
+    goal_max: float | None,
+    ref_label: str | None = None,
 ) -> None:
     """Ours relative to ``ref`` as a time: our time / ref time (below 1: we take less)."""
     _ratio_row(res, workload, what, ours, ref, goal_max, ref_label, speed=False)
@@ -355,7 +369,9 @@ def wl_write(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     def target(kind: str) -> str:
         return os.path.join(d, kind)
 
-    def case(name: str, fn: Callable[[str], None], reps: int | None = None, nbytes: int | None = None) -> Case:
+    def case(
+        name: str, fn: Callable[[str], None], reps: int | None = None, nbytes: int | None = None
+    ) -> Case:
         return Case(
             name,
             lambda rep: fn(fresh(target(name))) or None,
@@ -375,7 +391,12 @@ def wl_write(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
         case("torch-cs-sha1", lambda p: torch_cs_write_all(p, large, stable=True)),
         case("torch.save", lambda p: torch.save(large, p)),
         case("tensorcas-4", lambda p: tc_write_all(p, sub), nbytes=sub_bytes),
-        case("torch-cs-default-4", lambda p: torch_cs_write_all(p, sub, stable=False), reps=cfg.slow_reps, nbytes=sub_bytes),
+        case(
+            "torch-cs-default-4",
+            lambda p: torch_cs_write_all(p, sub, stable=False),
+            reps=cfg.slow_reps,
+            nbytes=sub_bytes,
+        ),
     ]
     if has_background():
         cases.insert(2, case("tensorcas-bg", lambda p: tc_write_all(p, large, background=True)))
@@ -387,11 +408,21 @@ def wl_write(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     speed_row(res, wl, what, "tensorcas-bg", "raw-write", 0.8, "raw write()")
     for peer in ("torch-cs-sha1", "torch.save", "safetensors"):
         speed_row(res, wl, what, "tensorcas", peer, None)
-    speed_row(res, wl, f"fresh write, 4 x {cfg.large_bytes // MiB} MiB", "tensorcas-4", "torch-cs-default-4", None, "PyTorch store (default)")
+    speed_row(
+        res,
+        wl,
+        f"fresh write, 4 x {cfg.large_bytes // MiB} MiB",
+        "tensorcas-4",
+        "torch-cs-default-4",
+        None,
+        "PyTorch store (default)",
+    )
     rm(d)
 
 
-def populate(cfg: Config, d: str, large: dict[str, torch.Tensor], views: dict[str, memoryview]) -> dict[str, str]:
+def populate(
+    cfg: Config, d: str, large: dict[str, torch.Tensor], views: dict[str, memoryview]
+) -> dict[str, str]:
     """One populated store or file per contender, for the rewrite and partial workloads."""
     paths = {
         "raw-write": os.path.join(d, "raw"),
@@ -425,13 +456,26 @@ def wl_rewrite(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> Non
     cases = [
         Case("hash-only (blake3)", lambda rep: blake3_all(vlist)),
         Case("tensorcas", lambda rep: tc_write_all(paths["tensorcas"], large), writes=True),
-        Case("torch-cs-sha1", lambda rep: torch_cs_write_all(paths["torch-cs-sha1"], large, True), writes=True),
+        Case(
+            "torch-cs-sha1",
+            lambda rep: torch_cs_write_all(paths["torch-cs-sha1"], large, True),
+            writes=True,
+        ),
         Case("torch.save", lambda rep: torch.save(large, paths["torch.save"]), writes=True),
     ]
     if "tensorcas-bg" in paths:
-        cases.insert(2, Case("tensorcas-bg", lambda rep: tc_write_all(paths["tensorcas-bg"], large, True), writes=True))
+        cases.insert(
+            2,
+            Case(
+                "tensorcas-bg",
+                lambda rep: tc_write_all(paths["tensorcas-bg"], large, True),
+                writes=True,
+            ),
+        )
     if "safetensors" in paths:
-        cases.append(Case("safetensors", lambda rep: st_save_file(large, paths["safetensors"]), writes=True))
+        cases.append(
+            Case("safetensors", lambda rep: st_save_file(large, paths["safetensors"]), writes=True)
+        )
     run_cases(cfg, res, wl, cases)
     what = "unchanged rewrite, same store"
     time_row(res, wl, what, "tensorcas", "hash-only (blake3)", 1.25, "hashing-alone")
@@ -449,7 +493,10 @@ def wl_partial(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> Non
     names = list(large)
     changed = [names[i] for i in CHANGED if i < len(names)]
     res.nbytes[wl] = sum(large[n].nbytes for n in changed)
-    res.note(wl, f"{len(changed)} of {len(names)} tensors changed ({100 * len(changed) / len(names):.1f}% of the bytes)")
+    res.note(
+        wl,
+        f"{len(changed)} of {len(names)} tensors changed ({100 * len(changed) / len(names):.1f}% of the bytes)",
+    )
     # A different change per repetition, so that every repetition writes new content.
     variants: list[dict[str, torch.Tensor]] = []
     for rep in range(cfg.reps):
@@ -467,17 +514,36 @@ def wl_partial(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> Non
     cases = [
         Case("hash-all+write-changed", limit, writes=True),
         Case("tensorcas", lambda rep: tc_write_all(paths["tensorcas"], variants[rep]), writes=True),
-        Case("torch-cs-sha1", lambda rep: torch_cs_write_all(paths["torch-cs-sha1"], variants[rep], True), writes=True),
+        Case(
+            "torch-cs-sha1",
+            lambda rep: torch_cs_write_all(paths["torch-cs-sha1"], variants[rep], True),
+            writes=True,
+        ),
         Case("torch.save", lambda rep: torch.save(variants[rep], paths["torch.save"]), writes=True),
     ]
     if "tensorcas-bg" in paths:
-        cases.insert(2, Case("tensorcas-bg", lambda rep: tc_write_all(paths["tensorcas-bg"], variants[rep], True), writes=True))
+        cases.insert(
+            2,
+            Case(
+                "tensorcas-bg",
+                lambda rep: tc_write_all(paths["tensorcas-bg"], variants[rep], True),
+                writes=True,
+            ),
+        )
     if "safetensors" in paths:
-        cases.append(Case("safetensors", lambda rep: st_save_file(variants[rep], paths["safetensors"]), writes=True))
+        cases.append(
+            Case(
+                "safetensors",
+                lambda rep: st_save_file(variants[rep], paths["safetensors"]),
+                writes=True,
+            )
+        )
     run_cases(cfg, res, wl, cases)
     what = f"{len(changed)}/{len(names)} tensors changed"
     time_row(res, wl, what, "tensorcas", "hash-all+write-changed", None, "hash-all+write-changed")
-    time_row(res, wl, what, "tensorcas-bg", "hash-all+write-changed", None, "hash-all+write-changed")
+    time_row(
+        res, wl, what, "tensorcas-bg", "hash-all+write-changed", None, "hash-all+write-changed"
+    )
     for peer in ("torch-cs-sha1", "torch.save", "safetensors"):
         speed_row(res, wl, what, "tensorcas", peer, None)
     rm(d)
@@ -532,7 +598,9 @@ def wl_read(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     if safetensors is not None:
         # safetensors' default load_file maps the file (lazy); its "pread" backend reads it.
         if "backend" in inspect.signature(st_load_file).parameters:
-            cases.append(Case("safetensors (pread)", lambda rep: st_load_file(stf, backend="pread") and None))
+            cases.append(
+                Case("safetensors (pread)", lambda rep: st_load_file(stf, backend="pread") and None)
+            )
         else:
             cases.append(Case("safetensors (mmap)", lambda rep: st_load_file(stf) and None))
     # One untimed pass so that every file is equally in the page cache.
@@ -555,7 +623,10 @@ def wl_hash(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     res.nbytes[wl] = sum(v.nbytes for v in views)
     subset = storages[:4]
     sub_bytes = sum(s.nbytes() for s in subset)
-    res.note(wl, "torch-cs-default and tensorcas-4 hash the first 4 tensors only (the compiled path is ~30 MB/s)")
+    res.note(
+        wl,
+        "torch-cs-default and tensorcas-4 hash the first 4 tensors only (the compiled path is ~30 MB/s)",
+    )
     warm = torch_cs_warmup([64, subset[0].nbytes() // 4])
     if warm > 0.5:
         res.note(wl, f"torch-cs-default warm-up (torch.compile, excluded): {warm:.1f} s")
@@ -567,7 +638,10 @@ def wl_hash(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     cases = [
         Case("blake3-lib", lambda rep: blake3_all(views)),
         Case("tensorcas", lambda rep: tc_hash(storages)),
-        Case("torch-cs-sha1", lambda rep: [torch_cs.hash_storage(s, stable_hash=True) for s in storages] and None),
+        Case(
+            "torch-cs-sha1",
+            lambda rep: [torch_cs.hash_storage(s, stable_hash=True) for s in storages] and None,
+        ),
         Case("tensorcas-4", lambda rep: tc_hash(subset), nbytes=sub_bytes),
         Case(
             "torch-cs-default-4",
@@ -580,8 +654,18 @@ def wl_hash(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     what = f"hash_storage, {len(storages)} x {cfg.large_bytes // MiB} MiB"
     speed_row(res, wl, what, "tensorcas", "blake3-lib", 0.9, "BLAKE3 library")
     speed_row(res, wl, what, "tensorcas", "torch-cs-sha1", 4.0, "PyTorch SHA-1 path")
-    speed_row(res, wl, what + " (the ceiling)", "blake3-lib", "torch-cs-sha1", None, "PyTorch SHA-1 path")
-    speed_row(res, wl, f"hash_storage, 4 x {cfg.large_bytes // MiB} MiB", "tensorcas-4", "torch-cs-default-4", None, "PyTorch default path")
+    speed_row(
+        res, wl, what + " (the ceiling)", "blake3-lib", "torch-cs-sha1", None, "PyTorch SHA-1 path"
+    )
+    speed_row(
+        res,
+        wl,
+        f"hash_storage, 4 x {cfg.large_bytes // MiB} MiB",
+        "tensorcas-4",
+        "torch-cs-default-4",
+        None,
+        "PyTorch default path",
+    )
 
 
 def wl_small(cfg: Config, res: Results) -> None:
@@ -591,7 +675,10 @@ def wl_small(cfg: Config, res: Results) -> None:
     views = {n: byte_view(t) for n, t in tensors.items()}
     res.nbytes[wl] = sum(v.nbytes for v in views.values())
     sub = dict(list(tensors.items())[: max(100, len(tensors) // 10)])
-    res.note(wl, f"torch-cs-default and tensorcas-sub use the first {len(sub)} tensors only (the compiled hash is slow)")
+    res.note(
+        wl,
+        f"torch-cs-default and tensorcas-sub use the first {len(sub)} tensors only (the compiled hash is slow)",
+    )
     warm = torch_cs_warmup([64, 100, 300, 700, 1024])
     if warm > 0.5:
         res.note(wl, f"torch-cs-default warm-up (torch.compile, excluded): {warm:.1f} s")
@@ -599,7 +686,9 @@ def wl_small(cfg: Config, res: Results) -> None:
     def target(kind: str) -> str:
         return os.path.join(d, kind)
 
-    def tc(rep: int, background: bool, which: dict[str, torch.Tensor] = tensors) -> dict[str, float]:
+    def tc(
+        rep: int, background: bool, which: dict[str, torch.Tensor] = tensors
+    ) -> dict[str, float]:
         p = fresh(target("tc-bg" if background else "tc"))
         t0 = time.perf_counter()
         tc_write_all(p, which, background)
@@ -631,7 +720,9 @@ def wl_small(cfg: Config, res: Results) -> None:
         t2 = time.perf_counter()
         return {"write": t1 - t0, "read": t2 - t1}
 
-    def one_file(rep: int, save: Callable[[str], None], load: Callable[[str], object]) -> dict[str, float]:
+    def one_file(
+        rep: int, save: Callable[[str], None], load: Callable[[str], object]
+    ) -> dict[str, float]:
         p = target("file")
         rm(p)
         os.makedirs(d, exist_ok=True)
@@ -647,22 +738,44 @@ def wl_small(cfg: Config, res: Results) -> None:
         Case("raw-files", raw, writes=True),
         Case("torch-cs-sha1", lambda rep: cs(rep, True), writes=True, reps=cfg.slow_reps),
         Case("tensorcas-sub", lambda rep: tc(rep, False, sub), writes=True),
-        Case("torch-cs-default-sub", lambda rep: cs(rep, False, sub), writes=True, reps=cfg.slow_reps),
-        Case("torch.save (one file)", lambda rep: one_file(rep, lambda p: torch.save(tensors, p), lambda p: torch.load(p, weights_only=True)), writes=True),
+        Case(
+            "torch-cs-default-sub", lambda rep: cs(rep, False, sub), writes=True, reps=cfg.slow_reps
+        ),
+        Case(
+            "torch.save (one file)",
+            lambda rep: one_file(
+                rep, lambda p: torch.save(tensors, p), lambda p: torch.load(p, weights_only=True)
+            ),
+            writes=True,
+        ),
     ]
     if has_background():
         cases.insert(1, Case("tensorcas-bg", lambda rep: tc(rep, True), writes=True))
     if safetensors is not None:
-        cases.append(Case("safetensors (one file)", lambda rep: one_file(rep, lambda p: st_save_file(tensors, p), st_load_file), writes=True))
+        cases.append(
+            Case(
+                "safetensors (one file)",
+                lambda rep: one_file(rep, lambda p: st_save_file(tensors, p), st_load_file),
+                writes=True,
+            )
+        )
     for c in cases:
         c.teardown = lambda rep: rm(d)
     run_cases(cfg, res, wl, cases)
     what = f"{cfg.n_small:,} small tensors, write + read back"
     speed_row(res, wl, what, "tensorcas", "torch-cs-sha1", 10.0, "PyTorch store (stable_hash=True)")
     speed_row(
-        res, wl, f"{len(sub):,} small tensors, write + read back", "tensorcas-sub", "torch-cs-default-sub", 10.0, "PyTorch store (default)"
+        res,
+        wl,
+        f"{len(sub):,} small tensors, write + read back",
+        "tensorcas-sub",
+        "torch-cs-default-sub",
+        10.0,
+        "PyTorch store (default)",
     )
-    speed_row(res, wl, what, "tensorcas-bg", "torch-cs-sha1", 10.0, "PyTorch store (stable_hash=True)")
+    speed_row(
+        res, wl, what, "tensorcas-bg", "torch-cs-sha1", 10.0, "PyTorch store (stable_hash=True)"
+    )
     speed_row(res, wl, what, "tensorcas", "raw-files", None, "one raw file per tensor")
     speed_row(res, wl, what, "tensorcas", "torch.save (one file)", None)
     speed_row(res, wl, what, "tensorcas", "safetensors (one file)", None)
@@ -699,19 +812,61 @@ def wl_many(cfg: Config, res: Results) -> None:
     # The background writer is measured on small tensors in "small"; here it would double the time.
     cases = [Case("tensorcas", lambda rep: tc(rep, False), teardown=lambda rep: rm(d), writes=True)]
     run_cases(cfg, res, wl, cases, reps=min(cfg.reps, 3))
-    res.note(wl, "phases are timed separately; an os.sync() between write and listing is excluded from both")
+    res.note(
+        wl,
+        "phases are timed separately; an os.sync() between write and listing is excluded from both",
+    )
     for who in ("tensorcas", "tensorcas-bg"):
         if not res.has(wl, f"{who}:write"):
             continue
         w = res.med(wl, f"{who}:write")
         rate = n / w
-        res.rows.append(Row(wl, f"{n:,} small tensors, write", who, w, None, None, rate, f"{rate:,.0f} tensors/s", ">= 20,000/s", rate >= 20_000))
+        res.rows.append(
+            Row(
+                wl,
+                f"{n:,} small tensors, write",
+                who,
+                w,
+                None,
+                None,
+                rate,
+                f"{rate:,.0f} tensors/s",
+                ">= 20,000/s",
+                rate >= 20_000,
+            )
+        )
         lst = res.med(wl, f"{who}:open+list")
-        res.rows.append(Row(wl, f"list {n:,} names, fresh reader", who, lst, None, None, lst, f"{lst:.3f} s", "< 1 s", lst < 1.0))
+        res.rows.append(
+            Row(
+                wl,
+                f"list {n:,} names, fresh reader",
+                who,
+                lst,
+                None,
+                None,
+                lst,
+                f"{lst:.3f} s",
+                "< 1 s",
+                lst < 1.0,
+            )
+        )
         if not res.has(wl, f"{who}:read"):
             continue
         rd = res.med(wl, f"{who}:read")
-        res.rows.append(Row(wl, f"{n:,} small tensors, read back", who, rd, None, None, n / rd, f"{n / rd:,.0f} tensors/s", "(info)", None))
+        res.rows.append(
+            Row(
+                wl,
+                f"{n:,} small tensors, read back",
+                who,
+                rd,
+                None,
+                None,
+                n / rd,
+                f"{n / rd:,.0f} tensors/s",
+                "(info)",
+                None,
+            )
+        )
     rm(d)
 
 
@@ -749,7 +904,11 @@ def wl_lazy(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
         Case(f"tc-lazy-{k}-large", lambda rep: tc(True, names[:k]), inner=inner),
         Case("tc-lazy-all", lambda rep: tc(True, names), inner=inner),
         Case("tc-eager-1-large", lambda rep: tc(False, names[:1]), inner=max(1, inner // 4)),
-        Case("torch.load-mmap-1-large", lambda rep: torch.load(pt, mmap=True, weights_only=True)[names[0]] is None, inner=inner),
+        Case(
+            "torch.load-mmap-1-large",
+            lambda rep: torch.load(pt, mmap=True, weights_only=True)[names[0]] is None,
+            inner=inner,
+        ),
         Case("torch.load-1-large", lambda rep: torch.load(pt, weights_only=True)[names[0]] is None),
     ]
     if safetensors is not None:
@@ -759,11 +918,37 @@ def wl_lazy(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     run_cases(cfg, res, wl, cases)
     res.note(wl, "each sample opens a fresh reader; a lazy read does not touch the tensor's bytes")
     one = f"open + read 1 tensor of {cfg.large_bytes // MiB} MiB"
-    time_row(res, wl, f"lazy: 1 x {cfg.large_bytes // MiB} MiB vs 1 x 1 KiB", "tc-lazy-1-large", "tc-lazy-1-small", 2.0, "1 KiB lazy read")
-    time_row(res, wl, f"lazy: {k} records vs 1 record", f"tc-lazy-{k}-large", "tc-lazy-1-large", None, "1-record lazy read")
-    time_row(res, wl, f"lazy: all {len(names)} records vs 1 record", "tc-lazy-all", "tc-lazy-1-large", None, "1-record lazy read")
+    time_row(
+        res,
+        wl,
+        f"lazy: 1 x {cfg.large_bytes // MiB} MiB vs 1 x 1 KiB",
+        "tc-lazy-1-large",
+        "tc-lazy-1-small",
+        2.0,
+        "1 KiB lazy read",
+    )
+    time_row(
+        res,
+        wl,
+        f"lazy: {k} records vs 1 record",
+        f"tc-lazy-{k}-large",
+        "tc-lazy-1-large",
+        None,
+        "1-record lazy read",
+    )
+    time_row(
+        res,
+        wl,
+        f"lazy: all {len(names)} records vs 1 record",
+        "tc-lazy-all",
+        "tc-lazy-1-large",
+        None,
+        "1-record lazy read",
+    )
     speed_row(res, wl, one, "tc-lazy-1-large", "tc-eager-1-large", None, "eager read")
-    speed_row(res, wl, one, "tc-lazy-1-large", "torch.load-mmap-1-large", None, "torch.load(mmap=True)")
+    speed_row(
+        res, wl, one, "tc-lazy-1-large", "torch.load-mmap-1-large", None, "torch.load(mmap=True)"
+    )
     speed_row(res, wl, one, "tc-lazy-1-large", "torch.load-1-large", None, "torch.load")
     speed_row(res, wl, one, "tc-lazy-1-large", "safetensors-1-large", None, "safetensors safe_open")
     rm(d)
@@ -784,7 +969,10 @@ def wl_rss(cfg: Config, res: Results) -> None:
         fresh(d)
         os.makedirs(d, exist_ok=True)
         proc = subprocess.run(
-            [sys.executable, probe, name, str(cfg.rss_bytes), d], capture_output=True, text=True, check=False
+            [sys.executable, probe, name, str(cfg.rss_bytes), d],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         rm(d)
         settle(cfg)
@@ -794,7 +982,11 @@ def wl_rss(cfg: Config, res: Results) -> None:
         found[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         res.samples.setdefault(wl, {})[name] = [found[name]["peak_increase"]]
         res.samples[wl][f"{name}:seconds"] = [found[name]["seconds"]]
-        print(f"  [rss] {name}: +{found[name]['peak_increase'] / MiB:.1f} MiB", file=sys.stderr, flush=True)
+        print(
+            f"  [rss] {name}: +{found[name]['peak_increase'] / MiB:.1f} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
     res.extra["rss"] = found
     size = cfg.rss_bytes
     for name, f in found.items():
@@ -838,7 +1030,9 @@ def fmt_value(v: float | None, unit: str) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -853,7 +1047,9 @@ def report(res: Results) -> str:
             continue
         for name, xs in by_name.items():
             m = statistics.median(xs)
-            nbytes = res.case_nbytes.get(wl, {}).get(name, res.nbytes.get(wl) if wl in GBPS_WORKLOADS else None)
+            nbytes = res.case_nbytes.get(wl, {}).get(
+                name, res.nbytes.get(wl) if wl in GBPS_WORKLOADS else None
+            )
             gbps = f"{nbytes / m / 1e9:.2f}" if nbytes and ":" not in name and m > 0 else ""
             spread = f"{fmt_time(min(xs))} .. {fmt_time(max(xs))}"
             rows.append([wl, name, fmt_time(m), spread, str(len(xs)), gbps])
@@ -874,7 +1070,20 @@ def report(res: Results) -> str:
                 verdict,
             ]
         )
-    parts.append(table(["workload", "measure", "tensorcas (median)", "reference (median)", "ratio", "goal", "result"], rows))
+    parts.append(
+        table(
+            [
+                "workload",
+                "measure",
+                "tensorcas (median)",
+                "reference (median)",
+                "ratio",
+                "goal",
+                "result",
+            ],
+            rows,
+        )
+    )
     for wl, notes in res.notes.items():
         for n in notes:
             parts.append(f"note [{wl}]: {n}")
@@ -888,7 +1097,9 @@ def machine_info(out: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "torch": torch.__version__,
         "blake3": getattr(blake3, "__version__", "?"),
-        "safetensors": getattr(safetensors, "__version__", None) if safetensors is not None else None,
+        "safetensors": getattr(safetensors, "__version__", None)
+        if safetensors is not None
+        else None,
         "tensorcas": tensorcas.__version__,
         "background_writer": has_background(),
     }
@@ -907,7 +1118,9 @@ def machine_info(out: str) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        src = subprocess.run(["df", "--output=source,fstype", out], capture_output=True, text=True, check=False)
+        src = subprocess.run(
+            ["df", "--output=source,fstype", out], capture_output=True, text=True, check=False
+        )
         info["filesystem"] = " ".join(src.stdout.split()[2:])
         dev = os.path.basename(info["filesystem"].split()[0]) if info["filesystem"] else ""
         rota = f"/sys/block/{dev}/queue/rotational"
@@ -917,9 +1130,21 @@ def machine_info(out: str) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "src"], capture_output=True, text=True, check=False)
-        info["commit"] = rev.stdout.strip() + ("+uncommitted-src-changes" if dirty.stdout.strip() else "")
+        rev = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", REPO, "status", "--porcelain", "src"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        info["commit"] = rev.stdout.strip() + (
+            "+uncommitted-src-changes" if dirty.stdout.strip() else ""
+        )
     except OSError:
         pass
     return info
@@ -929,12 +1154,24 @@ def machine_info(out: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes and 3 repetitions (about 2 minutes)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small sizes and 3 repetitions (about 2 minutes)"
+    )
     ap.add_argument("--only", default="", help=f"comma-separated workloads: {','.join(WORKLOADS)}")
-    ap.add_argument("--reps", type=int, default=0, help="repetitions per contender (default 5, 3 with --quick)")
-    ap.add_argument("--json", metavar="PATH", help="save every sample, ratio and the machine description")
-    ap.add_argument("--out", default=os.path.join(REPO, "bench-out"), help="scratch directory (same filesystem as the repo)")
+    ap.add_argument(
+        "--reps", type=int, default=0, help="repetitions per contender (default 5, 3 with --quick)"
+    )
+    ap.add_argument(
+        "--json", metavar="PATH", help="save every sample, ratio and the machine description"
+    )
+    ap.add_argument(
+        "--out",
+        default=os.path.join(REPO, "bench-out"),
+        help="scratch directory (same filesystem as the repo)",
+    )
     ap.add_argument("--no-sync", action="store_true", help="do not os.sync() between timed writes")
     args = ap.parse_args(argv)
     only = [w for w in args.only.split(",") if w] or list(WORKLOADS)

@@ -17,7 +17,7 @@ import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter, maintenance
 from tensorcas import format as fmt
 from tensorcas.backends.memory import MemoryBackend
-from tensorcas.maintenance._common import iter_chunks
+from tensorcas.maintenance._walk import iter_chunks
 from tensorcas.maintenance.gc import TEMPORARY_MIN_AGE_SECONDS
 from tensorcas.store import PACK_THRESHOLD, Location, Store
 

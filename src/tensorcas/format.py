@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import torch
 
 from .errors import CorruptObjectError, FormatError, InvalidDigestError, InvalidNameError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_NAME = "tensorcas"
 FORMAT_VERSION = 1
@@ -38,43 +40,83 @@ _CHECKSUM_LEN = 16
 # ---------------------------------------------------------------------------------------------
 # dtypes: a stable string per dtype, and an allow-list.  Only dtypes with a fixed item size whose
 # bytes are the whole value are storable; quantized dtypes carry scale/zero-point outside the bytes.
-_DTYPE_NAMES = (
-    "bool",
-    "uint8",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "bfloat16",
-    "float32",
-    "float64",
-    "complex32",
-    "complex64",
-    "complex128",
-    "float8_e4m3fn",
-    "float8_e4m3fnuz",
-    "float8_e5m2",
-    "float8_e5m2fnuz",
-    "float8_e8m0fnu",
-    "float4_e2m1fn_x2",
-)
-DTYPES: dict[str, torch.dtype] = {
-    name: getattr(torch, name) for name in _DTYPE_NAMES if isinstance(getattr(torch, name, None), torch.dtype)
+#
+# The table is static (name: item size, kind) so that reading records, listing and verifying never
+# import torch; the ``torch.dtype`` objects are looked up on first use (``DTYPES``, ``DTYPE_NAMES``).
+_DTYPE_INFO: dict[str, tuple[int, str]] = {
+    "bool": (1, "bool"),
+    "uint8": (1, "int"),
+    "int8": (1, "int"),
+    "int16": (2, "int"),
+    "int32": (4, "int"),
+    "int64": (8, "int"),
+    "uint16": (2, "int"),
+    "uint32": (4, "int"),
+    "uint64": (8, "int"),
+    "float16": (2, "float"),
+    "bfloat16": (2, "float"),
+    "float32": (4, "float"),
+    "float64": (8, "float"),
+    "complex32": (4, "complex"),
+    "complex64": (8, "complex"),
+    "complex128": (16, "complex"),
+    "float8_e4m3fn": (1, "float"),
+    "float8_e4m3fnuz": (1, "float"),
+    "float8_e5m2": (1, "float"),
+    "float8_e5m2fnuz": (1, "float"),
+    "float8_e8m0fnu": (1, "float"),
+    "float4_e2m1fn_x2": (1, "float"),
 }
-DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+_DTYPE_NAMES = tuple(_DTYPE_INFO)
+_torch_tables: tuple[dict[str, torch.dtype], dict[torch.dtype, str]] | None = None
+
+
+def _tables() -> tuple[dict[str, torch.dtype], dict[torch.dtype, str]]:
+    """``DTYPES`` and ``DTYPE_NAMES``, built (importing torch) on first use."""
+    global _torch_tables
+    if _torch_tables is None:
+        import torch
+
+        by_name = {
+            name: getattr(torch, name)
+            for name in _DTYPE_NAMES
+            if isinstance(getattr(torch, name, None), torch.dtype)
+        }
+        _torch_tables = by_name, {dtype: name for name, dtype in by_name.items()}
+    return _torch_tables
+
+
+def __getattr__(name: str) -> Any:
+    # ``DTYPES`` (stable name -> torch.dtype, for the dtypes this torch has) and ``DTYPE_NAMES``
+    # (the reverse) are built on first access, so that importing this module does not import torch.
+    if name == "DTYPES":
+        return _tables()[0]
+    if name == "DTYPE_NAMES":
+        return _tables()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dtype_name(dtype: torch.dtype) -> str | None:
     """The stable name of ``dtype``, or ``None`` if it cannot be stored."""
-    return DTYPE_NAMES.get(dtype)
+    return _tables()[1].get(dtype)
+
+
+def torch_dtype(dtype_name_: str) -> torch.dtype:
+    """The ``torch.dtype`` of a stored dtype name (imports torch)."""
+    found = _tables()[0].get(dtype_name_)
+    if found is None:
+        raise FormatError(
+            f"dtype {dtype_name_!r} is not available in this version of torch; upgrade torch to read it"
+        )
+    return found
 
 
 def itemsize(dtype_name_: str) -> int:
-    return DTYPES[dtype_name_].itemsize
+    return _DTYPE_INFO[dtype_name_][0]
+
+
+def is_floating_or_complex(dtype_name_: str) -> bool:
+    return _DTYPE_INFO[dtype_name_][1] in ("float", "complex")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +300,7 @@ class TensorRecord:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return torch_dtype(self.dtype)
 
     @property
     def numel(self) -> int:
@@ -349,7 +391,7 @@ def make_record(
     name was validated by the caller, so only the view's bounds are checked again (cheaply)."""
     record = TensorRecord(
         name=name,
-        dtype=DTYPE_NAMES[dtype],
+        dtype=_tables()[1][dtype],
         shape=tuple(shape),
         stride=tuple(stride),
         offset=offset,
@@ -367,7 +409,7 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     where = f"record of tensor {record.name!r}"
     if check_name:
         validate_name(record.name)
-    if not isinstance(record.dtype, str) or record.dtype not in DTYPES:
+    if not isinstance(record.dtype, str) or record.dtype not in _DTYPE_INFO:
         raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
     for field, value in (("shape", record.shape), ("stride", record.stride)):
         if not isinstance(value, tuple) or len(value) > MAX_NDIM:
@@ -382,8 +424,7 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
             raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
         raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
-    torch_dtype = DTYPES[record.dtype]
-    if record.requires_grad and not (torch_dtype.is_floating_point or torch_dtype.is_complex):
+    if record.requires_grad and not is_floating_or_complex(record.dtype):
         raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
     if not isinstance(record.blob, str) or not _DIGEST_RE.match(record.blob):
         raise CorruptObjectError(f"{where}: blob {record.blob!r} is not a blake3 digest")

@@ -10,7 +10,13 @@ from typing import Any, cast
 import torch
 
 from . import format as fmt
-from .errors import BlobLostError, BlobNotFoundError, CorruptObjectError, InvalidDigestError
+from .errors import (
+    BlobLostError,
+    BlobNotFoundError,
+    CorruptObjectError,
+    InvalidDigestError,
+    StoreError,
+)
 from .hashing import cpu_storage_view, hash_buffer
 from .store import PACK_THRESHOLD, Location, Store, who
 from .tensors import record_to_tensor
@@ -189,7 +195,14 @@ class ContentStoreReader:
                 return cached
         storage = self._load(digest, nbytes, name)
         if device.type != "cpu":
-            storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            try:
+                storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
+                raise StoreError(
+                    f"{who(name)}blob {digest} cannot be read onto device {device}: "
+                    f"{str(exc) or type(exc).__name__}; read it onto the CPU (device=None) or use a "
+                    "torch build with that device"
+                ) from exc
         if self._cache is not None:
             self._cache[key] = storage
         return storage

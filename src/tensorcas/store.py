@@ -152,9 +152,16 @@ class Store:
         read_only: bool = False,
         strict: bool = False,
     ) -> Store:
-        """Open the store at ``loc``; with ``create=True`` make it if it does not exist."""
+        """Open the store at ``loc``; with ``create=True`` make it if it does not exist.
+
+        ``memory://`` is a new, empty store every time (also when opened to read).
+        """
+        if not isinstance(loc, Backend) and os.fspath(loc) == "memory://":
+            create = True
         backend = open_backend(loc, durable=durable, read_only=read_only)
         if isinstance(backend, LocalBackend) and not os.path.isdir(backend.root):
+            if os.path.lexists(backend.root):
+                raise StoreNotFoundError(_not_a_directory(backend.root))
             if not create:
                 raise StoreNotFoundError(
                     f"no tensorcas store at {backend.root}: the directory does not exist "
@@ -167,6 +174,12 @@ class Store:
         meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
             if not create:
+                if isinstance(backend, LocalBackend) and _is_torch_content_store(backend.root):
+                    raise StoreNotFoundError(
+                        f"{backend.root} is a directory written by PyTorch's torch.utils._content_store, "
+                        f"not a tensorcas store; convert it with 'tensorcas import NEW_STORE {backend.root}' "
+                        "(tensorcas diff also reads it as it is)"
+                    )
                 raise StoreNotFoundError(
                     f"no tensorcas store at {backend.location}: {fmt.META_KEY} is missing "
                     "(write to it with ContentStoreWriter to create one)"
@@ -860,3 +873,22 @@ def _has_foreign_content(root: str) -> bool:
         return any(not entry.startswith(".") and entry not in _OWN_ENTRIES for entry in os.listdir(root))
     except OSError:
         return False
+
+
+def _not_a_directory(path: str) -> str:
+    """What to say when a store is expected at ``path`` but a file (or other non-directory) is there."""
+    if os.path.islink(path):
+        what = "a symbolic link to something that is not a directory"
+    elif os.path.isfile(path):
+        what = "a file"
+    else:
+        what = "not a directory"
+    hint = ""
+    if path.endswith(".safetensors"):
+        hint = f"; to read it, import it into a store ('tensorcas import STORE {path}') or compare with 'tensorcas diff'"
+    return f"no tensorcas store at {path}: it is {what}, and a store is a directory{hint}"
+
+
+def _is_torch_content_store(root: str) -> bool:
+    """Whether ``root`` looks like a directory PyTorch's ``torch.utils._content_store`` wrote."""
+    return any(os.path.isdir(os.path.join(root, d)) for d in ("tensors", "storages"))

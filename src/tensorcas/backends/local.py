@@ -248,7 +248,11 @@ class LocalBackend(Backend):
                         if recurse:
                             stack.append((entry.path, child, True))
                     elif entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                        yield child, entry.stat(follow_symlinks=False).st_mtime
+                        try:
+                            mtime = entry.stat(follow_symlinks=False).st_mtime
+                        except FileNotFoundError:
+                            continue  # published or removed meanwhile by the write it belonged to
+                        yield child, mtime
 
     # -- writes ------------------------------------------------------------------------------
 

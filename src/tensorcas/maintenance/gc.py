@@ -38,7 +38,7 @@ from ..backends.local import TRASH_PREFIX as _TRASH_PREFIX
 from ..errors import BlobNotFoundError, StoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
-from ..writer import ContentStoreWriter
+from ._collect import pack_is_collectible
 from ._common import Progress, open_store
 
 #: The default grace period: blobs and temporaries touched within it are never collected.
@@ -116,6 +116,8 @@ def rm(
     if dry_run or not (report.removed or report.removed_roots):
         return report
     # The store was opened read-only to check the names; the writer opens it for writing.
+    from ..writer import ContentStoreWriter  # imports torch: only when something is removed
+
     with ContentStoreWriter(loc.backend if isinstance(loc, Store) else loc) as writer:
         for name in report.removed:
             writer.delete_tensor(name)
@@ -354,8 +356,9 @@ def _collect_packs(
                 elif packed.blob not in loose:
                     unused[packed.blob] = packed.nbytes
             live_bytes = sum(p.nbytes for p in live.values())
-            worth_it = info.size > live_bytes and 2 * (info.size - live_bytes) >= info.size
-            if not (key in sealed and info.mtime <= cutoff and worth_it):
+            if not pack_is_collectible(
+                sealed=key in sealed, size=info.size, live_bytes=live_bytes, mtime=info.mtime, cutoff=cutoff
+            ):
                 report.packed_unreferenced_blobs += len(unused)
                 report.packed_unreferenced_bytes += sum(unused.values())
                 continue
