@@ -25,14 +25,28 @@ from benchlib.harness import REPO, MiB, make_small
 
 import tensorcas
 
-OPS = ("write", "rewrite", "read", "read-verify", "hash", "small", "many-write", "many-list", "many-read")
+OPS = (
+    "write",
+    "rewrite",
+    "read",
+    "read-verify",
+    "hash",
+    "small",
+    "many-write",
+    "many-list",
+    "many-read",
+)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("op", choices=OPS)
     ap.add_argument("--quick", action="store_true", help="4 MiB tensors instead of 32 MiB")
-    ap.add_argument("--n", type=int, default=0, help="number of small tensors (small: 5,000; many-*: 100,000)")
+    ap.add_argument(
+        "--n", type=int, default=0, help="number of small tensors (small: 5,000; many-*: 100,000)"
+    )
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--sort", default="tottime", choices=("tottime", "cumulative"))
     ap.add_argument("--out", default=os.path.join(REPO, "bench-out"))
@@ -44,7 +58,9 @@ def main() -> int:
 
     def large() -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(1234)
-        return {f"layer{i:02d}.weight": torch.rand(large_bytes // 4, generator=gen) for i in range(32)}
+        return {
+            f"layer{i:02d}.weight": torch.rand(large_bytes // 4, generator=gen) for i in range(32)
+        }
 
     prof = cProfile.Profile()
     try:
@@ -55,7 +71,9 @@ def main() -> int:
             if args.op in ("write", "rewrite"):
                 prof.runcall(TENSORCAS.write, store, tensors)
             elif args.op == "hash":
-                prof.runcall(lambda: [tensorcas.hash_storage(t.untyped_storage()) for t in tensors.values()])
+                prof.runcall(
+                    lambda: [tensorcas.hash_storage(t.untyped_storage()) for t in tensors.values()]
+                )
             else:
                 verify = args.op == "read-verify"
                 r0 = tensorcas.ContentStoreReader(store)  # page cache warm

@@ -118,7 +118,8 @@ def main() -> None:
                 "peak_after": peak_after,
                 "peak_increase": increase,
                 "method": method,
-                "has_background": "background" in inspect.signature(tensorcas.ContentStoreWriter).parameters,
+                "has_background": "background"
+                in inspect.signature(tensorcas.ContentStoreWriter).parameters,
             }
         )
     )

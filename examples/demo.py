@@ -2,12 +2,14 @@
 back, replay it inside a compiled graph, and verify the store.
 
 Run it with ``bash scripts/demo.sh`` (which sets up .venv first), or
-``python examples/demo.py [STORE_DIR]``.
+``python examples/demo.py [STORE_DIR]`` (default ``demo-store``).  STORE_DIR must be new, empty, or
+a store this demo wrote before (which is then rewritten); anything else is refused untouched.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -17,9 +19,62 @@ import torch
 import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter, load_tensor_reader
 
+DEFAULT_STORE = "demo-store"
+
+#: Every tensor the demo writes is under one of these.
+_DEMO_PREFIXES = ("step0/", "step1/")
+
+#: What a tensorcas store holds (docs/FORMAT.md): the marker, blobs/xx/<62 hex>, logs, packs, and
+#: hidden temporaries of interrupted writes.
+_STORE_FILE = re.compile(
+    r"(?:tensorcas\.json|blobs/[0-9a-f]{2}/[0-9a-f]{62}|logs/[0-9a-z][0-9a-z._-]*\.log"
+    r"|packs/[0-9a-z][0-9a-z._-]*\.pack|(?:(?:blobs/[0-9a-f]{2}|logs|packs)/)?\.(?:tmp|gc)-[^/]*)"
+)
+
+_STORE_DIR = re.compile(r"blobs|blobs/[0-9a-f]{2}|logs|packs")
+
+
+class NotTheDemosError(Exception):
+    """The directory holds something the demo did not write; nothing was deleted."""
+
+
+def check_replaceable(store: str) -> None:
+    """Raise :class:`NotTheDemosError` unless ``store`` is absent, an empty directory, or a store
+    holding only what this demo writes (so deleting it loses nothing of anyone's)."""
+    if not os.path.lexists(store):
+        return
+    if os.path.islink(store) or not os.path.isdir(store):
+        raise NotTheDemosError(f"{store} exists and is not a directory")
+    if not os.listdir(store):
+        return
+    for dirpath, dirs, files in os.walk(store):
+        for entry in files + dirs:
+            path = os.path.join(dirpath, entry)
+            rel = os.path.relpath(path, store).replace(os.sep, "/")
+            is_dir = entry in dirs and not os.path.islink(path)
+            if not (_STORE_DIR if is_dir else _STORE_FILE).fullmatch(rel):
+                raise NotTheDemosError(f"{store} holds {rel}, which is not part of a tensorcas store")
+    try:
+        names = ContentStoreReader(store).list_tensors()
+    except tensorcas.StoreError as exc:
+        raise NotTheDemosError(f"{store} is not a store this demo can read ({exc})") from None
+    foreign = [n for n in names if not n.startswith(_DEMO_PREFIXES)]
+    if foreign:
+        raise NotTheDemosError(f"{store} holds tensors this demo did not write (such as {foreign[0]!r})")
+
 
 def main(store: str) -> None:
-    shutil.rmtree(store, ignore_errors=True)
+    try:
+        check_replaceable(store)
+    except NotTheDemosError as exc:
+        print(
+            f"demo: {exc}; nothing was deleted. Give a new or empty directory, "
+            f"e.g. python examples/demo.py {DEFAULT_STORE}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if os.path.isdir(store):
+        shutil.rmtree(store)  # a store this demo wrote before: start again from nothing
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
     batch = torch.randn(32, 256)
@@ -84,4 +139,4 @@ def main(store: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "demo-store")
+    main(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_STORE)

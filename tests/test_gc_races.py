@@ -357,7 +357,7 @@ def test_cli_lists_and_removes_roots(loc):
     listed = runner.invoke(cli, ["ls", loc, "--roots"])
     assert listed.exit_code == 0 and digest in listed.output and "torch:abc" in listed.output
     usage = runner.invoke(cli, ["du", loc])
-    assert "storage roots" in usage.output and "1 blob(s)" in usage.output
+    assert "storage roots" in usage.output and "1 blob kept without a name" in usage.output
     assert runner.invoke(cli, ["rm", loc]).exit_code == 2
     removed = runner.invoke(cli, ["rm", loc, "--root", digest])
     assert removed.exit_code == 0 and f"removed root {digest}" in removed.output

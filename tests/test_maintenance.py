@@ -17,7 +17,7 @@ import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter, maintenance
 from tensorcas import format as fmt
 from tensorcas.backends.memory import MemoryBackend
-from tensorcas.maintenance._common import iter_chunks
+from tensorcas.maintenance._walk import iter_chunks
 from tensorcas.maintenance.gc import TEMPORARY_MIN_AGE_SECONDS
 from tensorcas.store import PACK_THRESHOLD, Location, Store
 
@@ -87,8 +87,10 @@ def test_show_statistics_of_floats_with_nan_inf_and_zeros(loc):
     t = ContentStoreReader(loc).read_tensor("t")
     st = tensorcas.show(loc, "t").stats
     assert st is not None
-    assert st.mean == pytest.approx(t.double().mean().item())
-    assert st.std == pytest.approx(t.double().std().item())
+    # float32 pieces are reduced in float32, as tensor.mean() is: exact to ~1e-6 of the spread.
+    spread = t.double().std().item()
+    assert st.mean == pytest.approx(t.double().mean().item(), abs=1e-5 * spread)
+    assert st.std == pytest.approx(spread, rel=1e-5)
     assert st.min == pytest.approx(t.min().item()) and st.max == pytest.approx(t.max().item())
 
 

@@ -39,7 +39,8 @@ def test_readme_command_line_session_prints_what_it_shows(tmp_path):
     exactly the lines shown (paths aside), and `echo $?` shows its exit code."""
     text = (ROOT / "README.md").read_text()
     session = re.search(r"```console\n(.*?)```", text, re.S).group(1)
-    subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), "run"], cwd=tmp_path, check=True,
+    # The demo with no argument, as scripts/demo.sh runs it: the session uses the store it writes.
+    subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")], cwd=tmp_path, check=True,
                    capture_output=True, timeout=300)
     steps: list[tuple[str, list[str]]] = []
     for line in session.splitlines():

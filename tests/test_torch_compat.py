@@ -387,7 +387,7 @@ def test_import_of_pytorch_repro_store_keeps_every_storage_by_its_sha1(tmp_path)
     result = CliRunner().invoke(cli, ["import", cas, pt])
     assert result.exit_code == 0, result.output
     n = len(os.listdir(os.path.join(pt, "storages")))
-    assert f"imported 0 tensor(s) and {n} storage(s)" in result.output
+    assert f"imported 0 tensors and {n} storages" in result.output
 
     reader = tensorcas.ContentStoreReader(cas)
     for t in inputs:

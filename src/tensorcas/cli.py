@@ -9,26 +9,52 @@ usage error, or a store error, printed as one line without a traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
-from . import maintenance as m
-from .errors import StoreError
-from .maintenance._common import format_nbytes, record_to_json
+from ._cli_text import escape, prose, table, terminal_width
+from .errors import StoreError, TensorNotFoundError
 from .record_cli import bisect_command, make_repro_command, plot_diff, plot_option, plot_show
+
+if TYPE_CHECKING:
+    from . import maintenance as m
+else:
+
+    class _Library:
+        """``tensorcas.maintenance``, imported when a command first uses it: ``--help`` and
+        ``--version`` import none of the library."""
+
+        def __getattr__(self, name: str) -> Any:
+            from . import maintenance
+
+            return getattr(maintenance, name)
+
+    m = _Library()
+
+
+def format_nbytes(n: int) -> str:
+    from .maintenance._common import format_nbytes
+
+    return format_nbytes(n)
+
+
+def record_to_json(record: Any) -> dict[str, Any]:
+    from .maintenance._common import record_to_json
+
+    return record_to_json(record)
+
 
 EXIT_OK = 0
 EXIT_FOUND = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 _EPILOG = """\b
 Examples:
@@ -37,6 +63,7 @@ Examples:
   tensorcas du dumps/run1
   tensorcas diff dumps/run1 dumps/run2 --rtol 1e-4
   tensorcas diff dumps/run1:step1/ dumps/run1:step2/
+  tensorcas diff dumps/run1:model/ model.safetensors
   tensorcas rm dumps/run1 scratch/ old/weight
   tensorcas gc dumps/run1 --dry-run
   tensorcas verify dumps/run1 --json
@@ -47,27 +74,28 @@ Examples:
 
 \b
 Exit codes: 0 ok; 1 differences (diff, bisect) or damage (verify) found;
-2 usage error, or store error (one line on stderr).
+2 usage error, or store error (one line on stderr); 130 interrupted.
 """
 
 
 class _Out:
-    """Rich output on a terminal; plain text without trailing padding when piped."""
+    """Text output: laid out for the terminal's width on a terminal, one complete line per row
+    when piped.  Every string is escaped (``_cli_text.escape``) before it is written."""
 
     def __init__(self) -> None:
         self.tty = sys.stdout.isatty()
-        if self.tty:
-            self.console = Console(highlight=False)
-        else:
-            self.console = Console(highlight=False, width=100_000, no_color=True, soft_wrap=True)
+        self.width: int | None = terminal_width() if self.tty else None
 
-    def print(self, renderable: Any) -> None:
-        if self.tty:
-            self.console.print(renderable)
-            return
-        with self.console.capture() as captured:
-            self.console.print(renderable)
-        click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+    def emit(self, lines: Sequence[str]) -> None:
+        if lines:
+            click.echo("\n".join(lines))
+
+    def say(self, text: str) -> None:
+        """One line of prose, wrapped at spaces on a terminal."""
+        self.emit(prose(text, width=self.width))
+
+    def table(self, rows: Sequence[Sequence[str]], right: Sequence[bool], indent: str = "") -> None:
+        self.emit(table(rows, right=right, width=self.width, indent=indent))
 
 
 def _console() -> _Out:
@@ -75,17 +103,21 @@ def _console() -> _Out:
 
 
 def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, allow_nan=False, default=str))
+    # ensure_ascii: every non-ASCII character is a \u escape, so no control character of any
+    # kind reaches a terminal from a name.
+    click.echo(json.dumps(obj, indent=2, allow_nan=False, default=str, ensure_ascii=True))
 
 
 @contextmanager
 def _progress(
     description: str, *, nbytes: bool = False
 ) -> Iterator[Callable[[int, int | None], None] | None]:
-    """A rich progress bar, only when stdout is a terminal; yields the library's callback."""
-    if not sys.stdout.isatty():
+    """A progress bar on stderr, only when stderr is a terminal; yields the library's callback.
+    Standard output stays free of it, whatever it is connected to."""
+    if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -97,7 +129,12 @@ def _progress(
 
     amount = DownloadColumn() if nbytes else MofNCompleteColumn()
     with Progress(
-        TextColumn(description), BarColumn(), amount, TimeElapsedColumn(), transient=True
+        TextColumn(description),
+        BarColumn(),
+        amount,
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
     ) as bar:
         task = bar.add_task(description, total=None)
 
@@ -114,12 +151,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except StoreError as exc:
-            click.echo(f"tensorcas: error: {exc}", err=True)
+            # Escaped: a message may quote a name or path holding control characters or newlines.
+            click.echo(f"tensorcas: error: {escape(str(exc))}", err=True)
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             # Not 1, which means "differences or damage found".  Everything written is whole.
             click.echo("tensorcas: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +166,8 @@ def cli() -> None:
     """Inspect and maintain tensorcas stores: content-addressed stores of PyTorch tensors.
 
     STORE is a store directory.  Read-only commands (ls, show, du, diff, verify) never write to
-    it and accept --json.
+    it and accept --json.  Text output escapes control, format and separator characters in names
+    as \\xNN / \\uNNNN (see docs/cli.md).
     """
 
 
@@ -161,28 +200,41 @@ def ls_command(store: str, prefix: str, roots: bool, as_json: bool) -> None:
                 [{"blob": r.blob, "nbytes": r.nbytes, "aliases": list(r.aliases)} for r in found]
             )
             return
-        table = Table(box=None, show_header=True, pad_edge=False)
-        for column, justify in (("size", "right"), ("blob", "left"), ("aliases", "left")):
-            table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        for root in found:
-            table.add_row(format_nbytes(root.nbytes), root.blob, " ".join(root.aliases))
-        _console().print(table)
+        listed = [("size", "blob", "aliases")]
+        listed += [(format_nbytes(r.nbytes), r.blob, " ".join(r.aliases)) for r in found]
+        _console().table(listed, right=(True, False, False))
         return
     records = m.ls(store, prefix)
+    if not records and prefix:
+        raise TensorNotFoundError(_no_match(store, prefix))
     if as_json:
         _echo_json([record_to_json(r) for r in records])
         return
-    table = Table(box=None, show_header=True, pad_edge=False)
-    for column, justify in (
-        ("dtype", "left"),
-        ("shape", "left"),
-        ("size", "right"),
-        ("name", "left"),
-    ):
-        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for r in records:
-        table.add_row(r.dtype, _shape(r.shape), format_nbytes(r.view_nbytes), escape(r.name))
-    _console().print(table)
+    if not records:
+        click.echo(f"tensorcas: store {escape(store)} holds no tensors", err=True)
+        return
+    rows = [("dtype", "shape", "size", "name")]
+    rows += [(r.dtype, _shape(r.shape), format_nbytes(r.view_nbytes), r.name) for r in records]
+    _console().table(rows, right=(False, False, True, False))
+
+
+def _no_match(store: str, prefix: str) -> str:
+    """What to say when PREFIX selects nothing: the closest names and prefixes, if any."""
+    import difflib
+
+    names = [r.name for r in m.ls(store)]
+    if not names:
+        return f"store {store} holds no tensors; nothing matches {prefix!r}"
+    candidates = set(names)
+    for name in names:
+        parts = name.split("/")
+        candidates.update("/".join(parts[:i]) + "/" for i in range(1, len(parts)))
+    close = difflib.get_close_matches(prefix, sorted(candidates), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"no tensor named {prefix!r} or below it in store {store}{hint} "
+        f"(list every name with 'tensorcas ls {store}')"
+    )
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -216,14 +268,16 @@ def _shape(shape: tuple[int, ...]) -> str:
 def show_command(store: str, name: str, values: int, bins: int, plot: str | None, as_json: bool) -> None:
     """Show one tensor: its record, statistics (min, max, mean, std, NaN/Inf/zero counts) and a
     histogram.  Statistics are over finite elements; complex tensors are described by |z|."""
-    summary = m.show(store, name, values=values, bins=bins)
+    with _progress("reading") as progress:
+        summary = m.show(store, name, values=values, bins=bins, progress=progress)
     plot_show(store, name, plot, bins)
     if as_json:
         _echo_json(summary.to_json())
         return
     out = _console()
     r = summary.record
-    out.print(f"[bold]{escape(r.name)}[/bold]")
+    title = escape(r.name)
+    click.echo(click.style(title, bold=True) if out.tty else title)
     rows = [
         ("dtype", r.dtype),
         ("shape", _shape(r.shape)),
@@ -231,7 +285,8 @@ def show_command(store: str, name: str, values: int, bins: int, plot: str | None
         ("offset", str(r.offset)),
         ("requires_grad", str(r.requires_grad).lower()),
         ("size", f"{format_nbytes(r.view_nbytes)} ({r.numel} elements)"),
-        ("blob", f"{r.blob} ({format_nbytes(r.nbytes)})"),
+        ("blob", r.blob),
+        ("blob size", f"{format_nbytes(r.nbytes)} ({r.nbytes} bytes)"),
     ]
     s = summary.stats
     if s is not None:
@@ -244,23 +299,20 @@ def show_command(store: str, name: str, values: int, bins: int, plot: str | None
         ]
         if s.of != "values":
             rows.append(("statistics of", s.of))
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="dim", no_wrap=True)
-    table.add_column(no_wrap=True)
-    for key, value in rows:
-        table.add_row(key, escape(value))
-    out.print(table)
+    out.table(rows, right=(False, False))
     if summary.histogram is not None:
-        out.print("histogram (finite values):")
-        for line in summary.histogram.lines():
-            out.print("  " + escape(line))
+        out.say("histogram (finite values):")
+        bar = 40
+        if out.width is not None:  # the bar gives way, so that no line wraps
+            longest = max((len(str(c)) for c in summary.histogram.counts), default=1)
+            bar = max(8, min(40, out.width - 2 - 29 - 1 - 1 - longest))
+        out.emit(["  " + escape(line) for line in summary.histogram.lines(bar)])
     if summary.values is not None:
-        out.print(
-            f"first {len(summary.values)} values: "
-            + escape(", ".join(_num(v) for v in summary.values))
+        out.say(
+            f"first {len(summary.values)} values: " + ", ".join(_num(v) for v in summary.values)
         )
     for note in summary.notes:
-        out.print(f"note: {escape(note)}")
+        out.say(f"note: {note}")
 
 
 def _num(value: Any) -> str:
@@ -292,45 +344,64 @@ def du_command(store: str, top: int, as_json: bool) -> None:
         _echo_json(usage.to_json())
         return
     out = _console()
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="dim", no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    table.add_column(no_wrap=True)
-    table.add_row("tensors", str(usage.names), "")
-    table.add_row("logical", format_nbytes(usage.logical_bytes), f"{usage.logical_bytes} bytes")
-    table.add_row(
-        "stored (referenced)",
-        format_nbytes(usage.referenced_bytes),
-        f"{usage.referenced_blobs} blobs",
-    )
-    table.add_row(
-        "unreferenced",
-        format_nbytes(usage.unreferenced_bytes),
-        f"{usage.unreferenced_blobs} blobs (gc frees these)",
-    )
-    if usage.roots:
-        table.add_row(
-            "storage roots",
-            format_nbytes(usage.root_bytes),
-            f"{usage.roots} blob(s) kept without a name (tensorcas ls --roots)",
-        )
-    table.add_row("logs", format_nbytes(usage.log_bytes), "")
-    table.add_row("dedupe ratio", f"{usage.dedupe_ratio:.2f}x", "")
-    if usage.missing_blobs:
-        table.add_row("missing blobs", str(usage.missing_blobs), "run 'tensorcas verify'")
-    if usage.unreadable:
-        table.add_row("unreadable", str(usage.unreadable), "not regular files; run 'tensorcas verify'")
-    out.print(table)
-    if usage.largest:
-        out.print("largest tensors:")
-        big = Table(box=None, show_header=False, pad_edge=False)
-        for justify in ("right", "left", "left", "left"):
-            big.add_column(justify=justify, no_wrap=True)
-        for r in usage.largest:
-            big.add_row(
-                "  " + format_nbytes(r.view_nbytes), r.dtype, _shape(r.shape), escape(r.name)
+    rows = [
+        ("tensors", str(usage.names), ""),
+        ("logical", format_nbytes(usage.logical_bytes), f"{usage.logical_bytes} bytes"),
+        (
+            "stored (referenced)",
+            format_nbytes(usage.referenced_bytes),
+            _count(usage.referenced_blobs, "blob"),
+        ),
+        (
+            "freed by gc",
+            format_nbytes(usage.freeable_bytes),
+            _count(usage.freeable_blobs, "unused blob")
+            + (" (once older than gc's grace period)" if usage.freeable_blobs else ""),
+        ),
+    ]
+    if usage.packed_unused_blobs:
+        rows.append(
+            (
+                "unused inside packs",
+                format_nbytes(usage.packed_unused_bytes),
+                _count(usage.packed_unused_blobs, "blob")
+                + " (kept by gc: their packs are open or mostly in use)",
             )
-        out.print(big)
+        )
+    if usage.roots:
+        rows.append(
+            (
+                "storage roots",
+                format_nbytes(usage.root_bytes),
+                _count(usage.roots, "blob") + " kept without a name (tensorcas ls --roots)",
+            )
+        )
+    rows += [
+        ("logs", format_nbytes(usage.log_bytes), ""),
+        ("dedupe ratio", f"{usage.dedupe_ratio:.2f}x", ""),
+    ]
+    if usage.missing_blobs:
+        rows.append(("missing blobs", str(usage.missing_blobs), "run 'tensorcas verify'"))
+    if usage.unreadable:
+        rows.append(
+            ("unreadable", str(usage.unreadable), "not regular files; run 'tensorcas verify'")
+        )
+    out.table(rows, right=(False, True, False))
+    if usage.largest:
+        out.say("largest tensors:")
+        out.table(
+            [
+                (format_nbytes(r.view_nbytes), r.dtype, _shape(r.shape), r.name)
+                for r in usage.largest
+            ],
+            right=(True, False, False, False),
+            indent="  ",
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 blob``, ``2 blobs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # -- diff ---------------------------------------------------------------------------------------
@@ -362,8 +433,9 @@ def diff_command(
     """Compare tensors of the same name in A and B; exit 1 if any differ or are missing.
 
     A and B are STORE or STORE:PREFIX (split at the last ':' unless the whole argument is an
-    existing directory).  Names are matched below the prefixes, so 'runs/a:step1/' against
-    'runs/a:step2/' pairs step1/x with step2/x.  A pair is close when
+    existing path).  Either may also be a safetensors file or a directory written by PyTorch's
+    torch.utils._content_store, read in place.  Names are matched below the prefixes, so
+    'runs/a:step1/' against 'runs/a:step2/' pairs step1/x with step2/x.  A pair is close when
     |a - b| <= atol + rtol * |b| everywhere.  Results follow A's writing order, so the first
     difference listed is the first one written.
     """
@@ -377,15 +449,15 @@ def diff_command(
         for e in result.entries:
             if e.ok and not show_all:
                 continue
-            out.print(escape(_diff_line(e)))
+            out.say(_diff_line(e))
         counts = ", ".join(
             f"{result.count(s)} {s}"
             for s in ("identical", "close", "different", "only-in-a", "only-in-b")
         )
         first = result.first_difference
-        out.print(f"{len(result.entries)} compared: {counts}")
+        out.say(f"{len(result.entries)} compared: {counts}")
         if first is not None:
-            out.print(escape(f"first difference: {first.key}"))
+            out.say(f"first difference: {first.key}")
     click.get_current_context().exit(EXIT_OK if result.ok else EXIT_FOUND)
 
 
@@ -431,12 +503,12 @@ def rm_command(store: str, names: tuple[str, ...], roots: tuple[str, ...], dry_r
     verb = "would remove" if dry_run else "removed"
     out = _console()
     for name in report.removed:
-        out.print(escape(f"{verb} {name}"))
+        out.say(f"{verb} {name}")
     for digest in report.removed_roots:
-        out.print(f"{verb} root {digest}")
-    out.print(
-        f"{verb} {len(report.removed)} tensor(s)"
-        + (f", {len(report.removed_roots)} root(s)" if roots else "")
+        out.say(f"{verb} root {digest}")
+    out.say(
+        f"{verb} {_count(len(report.removed), 'tensor')}"
+        + (f", {_count(len(report.removed_roots), 'root')}" if roots else "")
     )
 
 
@@ -488,18 +560,19 @@ def gc_command(store: str, dry_run: bool, grace: float, force: bool) -> None:
         report = m.gc(store, grace_seconds=grace, dry_run=dry_run, force=force, progress=progress)
     verb = "would remove" if dry_run else "removed"
     text = (
-        f"{verb} {len(report.removed_blobs)} blob(s), {len(report.removed_packs)} pack(s) "
-        f"and {len(report.removed_temporaries)} temporary file(s), "
-        f"{format_nbytes(report.bytes_freed)}; {report.referenced} blob(s) in use, "
+        f"{verb} {_count(len(report.removed_blobs), 'blob')}, "
+        f"{_count(len(report.removed_packs), 'pack')} "
+        f"and {_count(len(report.removed_temporaries), 'temporary file')}, "
+        f"{format_nbytes(report.bytes_freed)}; {_count(report.referenced, 'blob')} in use, "
         f"{report.kept_recent} unused but newer than the grace period"
     )
     if report.packed_unreferenced_blobs:
         text += (
-            f"; {report.packed_unreferenced_blobs} unused small blob(s) "
+            f"; {_count(report.packed_unreferenced_blobs, 'unused small blob')} "
             f"({format_nbytes(report.packed_unreferenced_bytes)}) stay in packs still open, "
             "recent or mostly in use"
         )
-    _console().print(text)
+    _console().say(text)
 
 
 # -- verify -------------------------------------------------------------------------------------
@@ -528,11 +601,11 @@ def verify_command(store: str, as_json: bool) -> None:
     else:
         out = _console()
         for finding in report.findings:
-            out.print(escape(f"{finding.severity}: {finding.kind}: {finding.message}"))
-        state = "healthy" if report.ok else f"DAMAGED ({len(report.errors)} problem(s))"
-        out.print(
-            f"{report.location}: {state}; {report.blobs_checked} blob(s), "
-            f"{format_nbytes(report.bytes_checked)}, {report.records_checked} tensor(s) checked"
+            out.say(f"{finding.severity}: {finding.kind}: {finding.message}")
+        state = "healthy" if report.ok else f"DAMAGED ({_count(len(report.errors), 'problem')})"
+        out.say(
+            f"{report.location}: {state}; {_count(report.blobs_checked, 'blob')}, "
+            f"{format_nbytes(report.bytes_checked)}, {_count(report.records_checked, 'tensor')} checked"
         )
     click.get_current_context().exit(EXIT_OK if report.ok else EXIT_FOUND)
 
@@ -554,18 +627,20 @@ def export_command(store: str, out: str, prefix: str, strip_prefix: bool, overwr
     Tensors sharing storage are written as separate contiguous copies (safetensors cannot hold
     shared views); they are listed in a note.
     """
+    if os.path.exists(out) and not overwrite:
+        raise m.ExportError(
+            f"{os.path.abspath(out)} exists; choose another file, or add --overwrite to replace it"
+        )
     with _progress("exporting") as progress:
         report = m.export_safetensors(
             store, out, prefix, strip_prefix=strip_prefix, overwrite=overwrite, progress=progress
         )
     console = _console()
-    console.print(
-        escape(
-            f"exported {report.tensors} tensor(s), {format_nbytes(report.nbytes)}, to {report.out}"
-        )
+    console.say(
+        f"exported {_count(report.tensors, 'tensor')}, {format_nbytes(report.nbytes)}, to {report.out}"
     )
     for note in report.notes:
-        console.print(escape(f"note: {note}"))
+        console.say(f"note: {note}")
 
 
 @cli.command("import")
@@ -586,12 +661,14 @@ def import_command(store: str, source: str, prefix: str) -> None:
     """
     with _progress("importing") as progress:
         report = m.import_store(store, source, prefix, progress=progress)
-    _console().print(
-        escape(
-            f"imported {len(report.names)} tensor(s)"
-            + (f" and {report.storages} storage(s)" if report.kind == "torch-content-store" else "")
-            + f", {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
+    _console().say(
+        f"imported {_count(len(report.names), 'tensor')}"
+        + (
+            f" and {_count(report.storages, 'storage')}"
+            if report.kind == "torch-content-store"
+            else ""
         )
+        + f", {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
     )
 
 
@@ -613,26 +690,27 @@ def checkpoints_ls(store: str, as_json: bool) -> None:
     if as_json:
         _echo_json(listing.to_json())
         return
-    table = Table(box=None, show_header=True, pad_edge=False)
-    for column in ("logical", "new", "shared", "exclusive", "tensors", "name"):
-        table.add_column(column, justify="left" if column == "name" else "right", no_wrap=True)
+    rows: list[tuple[str, ...]] = [("logical", "new", "shared", "exclusive", "tensors", "name")]
     for c in listing.checkpoints:
         sizes = (c.logical_bytes, c.new_bytes, c.shared_bytes, c.exclusive_bytes)
         note = f"  (damaged: {c.problem})" if c.problem else ""
-        table.add_row(*map(format_nbytes, sizes), str(c.tensors), escape(c.name + note))
-    for s in listing.incomplete:
-        table.add_row(
-            format_nbytes(s.logical_bytes),
-            "",
-            "",
-            "",
-            str(s.chunk_names),
-            escape(f"{s.name}  (incomplete save)"),
+        rows.append((*map(format_nbytes, sizes), str(c.tensors), c.name + note))
+    for inc in listing.incomplete:
+        rows.append(
+            (
+                format_nbytes(inc.logical_bytes),
+                "",
+                "",
+                "",
+                str(inc.chunk_names),
+                f"{inc.name}  (incomplete save)",
+            )
         )
     out = _console()
-    out.print(table)
-    out.print(
-        f"{len(listing.checkpoints)} checkpoint(s): {format_nbytes(listing.logical_bytes)} logical, {format_nbytes(listing.stored_bytes)} stored"
+    out.table(rows, right=(True, True, True, True, True, False))
+    out.say(
+        f"{_count(len(listing.checkpoints), 'checkpoint')}: "
+        f"{format_nbytes(listing.logical_bytes)} logical, {format_nbytes(listing.stored_bytes)} stored"
     )
 
 
@@ -652,9 +730,10 @@ def checkpoints_rm(
         raise click.UsageError("name the checkpoints to remove, or give --keep-last N")
     report = m.remove_checkpoints(store, names, keep_last=keep_last, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
+    out = _console()
     for name in report.removed:
-        _console().print(escape(f"{verb} {name}"))
-    _console().print(f"{verb} {len(report.removed)} checkpoint(s), {report.names} name(s)")
+        out.say(f"{verb} {name}")
+    out.say(f"{verb} {_count(len(report.removed), 'checkpoint')}, {_count(report.names, 'name')}")
 
 
 @checkpoints_group.command("export")
@@ -666,7 +745,10 @@ def checkpoints_export(store: str, name: str, out: str, overwrite: bool) -> None
     """Write checkpoint NAME to OUT as a safetensors file: whole tensors by flattened key
     (model.layers.0.weight); non-tensor values in its metadata as JSON."""
     r = m.export_checkpoint(store, name, out, overwrite=overwrite)
-    _console().print(escape(f"exported {r.tensors} tensor(s), {format_nbytes(r.nbytes)}, and {r.values} value(s) to {r.out}"))
+    _console().say(
+        f"exported {_count(r.tensors, 'tensor')}, {format_nbytes(r.nbytes)}, "
+        f"and {_count(r.values, 'value')} to {r.out}"
+    )
 
 
 # -- repro --------------------------------------------------------------------------------------

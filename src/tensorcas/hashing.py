@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import blake3
-import torch
 
 from .errors import UnsupportedTensorError
 from .format import format_digest
+
+if TYPE_CHECKING:
+    import torch
 
 #: Buffers at least this large are hashed with all cores; below it threads cost more than they save.
 PARALLEL_THRESHOLD = 1 << 20
@@ -60,6 +63,8 @@ def iter_storage_chunks(storage: torch.UntypedStorage, chunk_bytes: int = DEVICE
     if storage.device.type == "cpu":
         yield cpu_storage_view(storage)
         return
+    import torch
+
     nbytes = storage.nbytes()
     if nbytes == 0:
         return
@@ -74,6 +79,8 @@ def iter_storage_chunks(storage: torch.UntypedStorage, chunk_bytes: int = DEVICE
 
 
 def check_storage(storage: object) -> None:
+    import torch
+
     if not isinstance(storage, torch.UntypedStorage):
         raise UnsupportedTensorError(
             f"expected a torch.UntypedStorage, got {type(storage).__name__}; pass tensor.untyped_storage()"
@@ -97,6 +104,8 @@ def hash_storage(storage: torch.UntypedStorage, *, stable_hash: bool = True) -> 
 
 
 def _is_small_cpu(storage: torch.UntypedStorage) -> bool:
+    import torch
+
     return type(storage) is torch.UntypedStorage and storage.device.type == "cpu" and storage.nbytes() < PARALLEL_THRESHOLD
 
 

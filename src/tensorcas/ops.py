@@ -15,12 +15,17 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ReaderContextError
-from .reader import ContentStoreReader
 from .store import Location
+
+if TYPE_CHECKING:
+    # Imported when a context is opened: this module is imported right after torch itself (see
+    # ``_torch_hook``), possibly while the reader module is still being imported.
+    from .reader import ContentStoreReader
 
 _current: contextvars.ContextVar[ContentStoreReader | None] = contextvars.ContextVar(
     "tensorcas_load_tensor_reader", default=None
@@ -30,6 +35,8 @@ _current: contextvars.ContextVar[ContentStoreReader | None] = contextvars.Contex
 @contextmanager
 def load_tensor_reader(loc: Location, *, verify: bool = False) -> Iterator[ContentStoreReader]:
     """Make ``torch.ops.tensorcas.load_tensor`` read from the store at ``loc`` in this block."""
+    from .reader import ContentStoreReader
+
     reader = ContentStoreReader(loc, cache=False, verify=verify)
     token = _current.set(reader)
     try:

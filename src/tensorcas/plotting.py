@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import PlotUnavailableError, StoreError
-from .maintenance._common import check_walkable, iter_chunks, to_wide
+from .maintenance._common import check_walkable
+from .maintenance._walk import iter_chunks, to_wide
 from .maintenance.bisect import BisectResult
 from .reader import ContentStoreReader
 from .store import Location

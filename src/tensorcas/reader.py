@@ -10,8 +10,8 @@ from typing import Any, cast
 import torch
 
 from . import format as fmt
-from .blobs import PACK_THRESHOLD, Check
-from .errors import BlobLostError, BlobNotFoundError, InvalidDigestError
+from .blobs import PACK_THRESHOLD, Check, tensor_context
+from .errors import BlobLostError, BlobNotFoundError, InvalidDigestError, StoreError
 from .hashing import cpu_storage_view, hash_buffer
 from .store import Location, Store
 from .tensors import record_to_tensor
@@ -190,7 +190,14 @@ class ContentStoreReader:
                 return cached
         storage = self._load(digest, nbytes, name)
         if device.type != "cpu":
-            storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            try:
+                storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
+                raise StoreError(
+                    f"{tensor_context(name)}blob {digest} cannot be read onto device {device}: "
+                    f"{str(exc) or type(exc).__name__}; read it onto the CPU (device=None) or use a "
+                    "torch build with that device"
+                ) from exc
         if self._cache is not None:
             self._cache[key] = storage
         return storage

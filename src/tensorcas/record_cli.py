@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import StoreError
-from .maintenance.diff import DiffResult, parse_target
+
+if TYPE_CHECKING:
+    from .maintenance.diff import DiffResult
 
 EXIT_OK = 0
 EXIT_FOUND = 1
@@ -173,6 +175,8 @@ def plot_diff(a: str, b: str, result: DiffResult, plot: str | None) -> None:
     if chosen is None:
         click.echo("no plot: no pair of tensors differs", err=True)
         return
+    from .maintenance.diff import parse_target
+
     ta, tb = parse_target(a), parse_target(b)
     plot_error_heatmap(ta.loc, chosen.name_a, tb.loc, chosen.name_b, plot)
     click.echo(f"wrote {plot} ({chosen.key})", err=True)

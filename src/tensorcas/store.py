@@ -76,16 +76,34 @@ class Store:
         read_only: bool = False,
         strict: bool = False,
     ) -> Store:
-        """Open the store at ``loc``; with ``create=True`` make it if it does not exist."""
-        backend = open_backend(loc, durable=durable, read_only=read_only)
+        """Open the store at ``loc``; with ``create=True`` make it if it does not exist.
+
+        ``memory://`` is a new, empty store every time (also when opened to read).
+        """
+        fresh_memory = not isinstance(loc, Backend) and os.fspath(loc) == "memory://"
+        create = create or fresh_memory  # made here, then wrapped read-only if asked
+        backend = open_backend(loc, durable=durable, read_only=read_only and not fresh_memory)
+        root = _local_root(backend)
+        if root is not None and not os.path.isdir(root):
+            if os.path.lexists(root):
+                raise StoreNotFoundError(_not_a_directory(root))
+            if not create:
+                raise StoreNotFoundError(
+                    f"no tensorcas store at {root}: the directory does not exist "
+                    "(write to it with ContentStoreWriter to create one)"
+                )
         meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
             if not create:
-                empty = next(iter(backend.list("")), None) is None
+                if root is not None and _is_torch_content_store(root):
+                    raise StoreNotFoundError(
+                        f"{root} is a directory written by PyTorch's torch.utils._content_store, "
+                        f"not a tensorcas store; convert it with 'tensorcas import NEW_STORE {root}' "
+                        "(tensorcas diff also reads it as it is)"
+                    )
                 raise StoreNotFoundError(
-                    f"no tensorcas store at {backend.location}: {fmt.META_KEY} is missing"
-                    + (" (nothing is there)" if empty else "")
-                    + "; write to it with ContentStoreWriter to create one"
+                    f"no tensorcas store at {backend.location}: {fmt.META_KEY} is missing "
+                    "(write to it with ContentStoreWriter to create one)"
                 )
             if _has_foreign_content(backend):
                 raise FormatError(
@@ -97,6 +115,8 @@ class Store:
             if meta is None:
                 raise StoreError(f"store marker vanished while creating {backend.location}")
         fmt.validate_meta(meta, backend.location)
+        if fresh_memory and read_only:
+            backend = read_only_backend(backend)
         return cls(backend, strict=strict)
 
     @property
@@ -142,15 +162,40 @@ class Store:
         return True
 
 
+def _local_root(backend: Backend) -> str | None:
+    """The directory a store is in, where its backend has files (``LocalPaths``), else ``None``."""
+    paths = local_paths(backend)
+    root = paths.local_path("") if paths is not None else None
+    return None if root is None else root.rstrip(os.sep) or os.sep
+
+
 def _has_foreign_content(backend: Backend) -> bool:
     """Whether the location holds something no tensorcas store does.  A store's own entries do
     not count: another process may be creating the store at this very moment.  Where the store
     is a directory, its entries are looked at directly (an empty directory is something too)."""
-    paths = local_paths(backend)
-    root = paths.local_path("") if paths is not None else None
+    root = _local_root(backend)
     if root is None:
         return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
     try:
         return any(not entry.startswith(".") and entry not in fmt.TOP_LEVEL for entry in os.listdir(root))
     except OSError:
         return False
+
+
+def _not_a_directory(path: str) -> str:
+    """What to say when a store is expected at ``path`` but a file (or other non-directory) is there."""
+    if os.path.islink(path):
+        what = "a symbolic link to something that is not a directory"
+    elif os.path.isfile(path):
+        what = "a file"
+    else:
+        what = "not a directory"
+    hint = ""
+    if path.endswith(".safetensors"):
+        hint = f"; to read it, import it into a store ('tensorcas import STORE {path}') or compare with 'tensorcas diff'"
+    return f"no tensorcas store at {path}: it is {what}, and a store is a directory{hint}"
+
+
+def _is_torch_content_store(root: str) -> bool:
+    """Whether ``root`` looks like a directory PyTorch's ``torch.utils._content_store`` wrote."""
+    return any(os.path.isdir(os.path.join(root, d)) for d in ("tensors", "storages"))

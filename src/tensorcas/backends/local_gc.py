@@ -31,7 +31,10 @@ class LocalCollecting(Grace, Staging):
         aside (``.gc-*``), anywhere in the store."""
         for key, entry in self._walk(""):
             if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # published or removed meanwhile by the write it belonged to
                 yield Leftover(key, st.st_mtime, st.st_size, restores=entry.name.startswith(TRASH_PREFIX))
 
     # -- writes ------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ below are re-exported so that ``from tensorcas import format as fmt`` gives the 
 
 from __future__ import annotations
 
-from .dtypes import DTYPE_NAMES, DTYPES, dtype_name, itemsize
+from typing import Any
+
+from . import dtypes as _dtypes
+from .dtypes import dtype_name, is_floating_or_complex, itemsize, torch_dtype
 from .entries import (
     BLOB_LINE_START,
     LOG_FORMAT_NAME,
@@ -122,6 +125,7 @@ __all__ = [
     "format_digest",
     "is_alias",
     "is_digest",
+    "is_floating_or_complex",
     "is_id",
     "is_log_key",
     "is_pack_key",
@@ -135,9 +139,17 @@ __all__ = [
     "record_from_fields",
     "required_nbytes",
     "scan_entry",
+    "torch_dtype",
     "validate_alias",
     "validate_meta",
     "validate_name",
     "validate_prefix",
     "validate_record",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``DTYPES`` and ``DTYPE_NAMES`` import torch: built on first access (see ``dtypes``).
+    if name in ("DTYPES", "DTYPE_NAMES", "_DTYPE_INFO"):
+        return getattr(_dtypes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,13 +9,15 @@ integers so that nothing overflows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptObjectError, UnsupportedTensorError
-from .dtypes import DTYPE_NAMES, DTYPES, itemsize
+from .dtypes import is_floating_or_complex, is_known, itemsize, tables, torch_dtype
 from .layout import DIGEST_RE
 from .names import validate_name
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_NDIM = 64
 MAX_INT = (1 << 63) - 1
@@ -45,7 +47,7 @@ class TensorRecord:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return torch_dtype(self.dtype)
 
     @property
     def numel(self) -> int:
@@ -83,7 +85,7 @@ def make_record(
     name was validated by the caller, so only the view's bounds are checked again (cheaply)."""
     record = TensorRecord(
         name=name,
-        dtype=DTYPE_NAMES[dtype],
+        dtype=tables()[1][dtype],
         shape=tuple(shape),
         stride=tuple(stride),
         offset=offset,
@@ -104,7 +106,7 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     where = f"record of tensor {record.name!r}"
     if check_name:
         validate_name(record.name)
-    if not isinstance(record.dtype, str) or record.dtype not in DTYPES:
+    if not is_known(record.dtype):
         raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
     for field, value in (("shape", record.shape), ("stride", record.stride)):
         if not isinstance(value, tuple) or len(value) > MAX_NDIM:
@@ -119,8 +121,7 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
             raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
         raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
-    torch_dtype = DTYPES[record.dtype]
-    if record.requires_grad and not (torch_dtype.is_floating_point or torch_dtype.is_complex):
+    if record.requires_grad and not is_floating_or_complex(record.dtype):
         raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
     if not isinstance(record.blob, str) or not DIGEST_RE.match(record.blob):
         raise CorruptObjectError(f"{where}: blob {record.blob!r} is not a blake3 digest")

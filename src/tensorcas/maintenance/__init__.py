@@ -1,34 +1,115 @@
 """Whole-store operations: verify, ls, show, du, diff, rm, gc, and import/export.
 
 Each is one library function that the command line calls; none needs the command line.
+Importing this package does not import torch: ``ls``, ``du``, ``rm``, ``gc`` and ``verify`` work
+on records and bytes; ``show``, ``diff`` and import/export import it when they look at values.
+Each function's module is imported on first use of one of its names, so that a command starts
+with only what it needs.
 """
 
 from __future__ import annotations
 
-from .checkpoints import (
-    CheckpointExport,
-    CheckpointInfo,
-    CheckpointList,
-    IncompleteSave,
-    RemoveReport,
-    export_checkpoint,
-    list_checkpoints,
-    remove_checkpoints,
-)
-from .diff import DiffResult, Target, TensorDiff, diff, parse_target
-from .du import DiskUsage, du
-from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from .listing import list_roots, ls
-from .show import Histogram, TensorStats, TensorSummary, show
-from .transfer import (
-    ExportError,
-    ExportReport,
-    ImportReport,
-    ImportSourceError,
-    export_safetensors,
-    import_store,
-)
-from .verify import Finding, VerifyReport, verify
+
+if TYPE_CHECKING:
+    from .checkpoints import (
+        CheckpointExport,
+        CheckpointInfo,
+        CheckpointList,
+        IncompleteSave,
+        RemoveReport,
+        export_checkpoint,
+        list_checkpoints,
+        remove_checkpoints,
+    )
+    from .diff import DiffResult, Target, TensorDiff, diff, parse_target
+    from .du import DiskUsage, du
+    from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
+    from .show import Histogram, TensorStats, TensorSummary, show
+    from .transfer import (
+        ExportError,
+        ExportReport,
+        ImportReport,
+        ImportSourceError,
+        export_safetensors,
+        import_store,
+    )
+    from .verify import Finding, VerifyReport, verify
+
+#: Names imported on first use, and the module each lives in.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "CheckpointExport",
+            "CheckpointInfo",
+            "CheckpointList",
+            "IncompleteSave",
+            "RemoveReport",
+            "export_checkpoint",
+            "list_checkpoints",
+            "remove_checkpoints",
+        ),
+        ".checkpoints",
+    ),
+    **dict.fromkeys(("DiskUsage", "du"), ".du"),
+    **dict.fromkeys(
+        ("DEFAULT_GRACE_SECONDS", "DamagedStoreError", "GcReport", "RmReport", "gc", "rm"), ".gc"
+    ),
+    **dict.fromkeys(("Finding", "VerifyReport", "verify"), ".verify"),
+    **dict.fromkeys(("DiffResult", "Target", "TensorDiff", "diff", "parse_target"), ".diff"),
+    **dict.fromkeys(("Histogram", "TensorStats", "TensorSummary", "show"), ".show"),
+    **dict.fromkeys(
+        (
+            "ExportError",
+            "ExportReport",
+            "ImportReport",
+            "ImportSourceError",
+            "export_safetensors",
+            "import_store",
+        ),
+        ".transfer",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+_SHADOWED = frozenset({"diff", "du", "gc", "show", "verify"})
+
+
+class _Package(types.ModuleType):
+    """This package, where the functions ``diff``, ``du``, ``gc``, ``show`` and ``verify`` keep
+    their names.
+
+    Importing a submodule makes it an attribute of its package, and these are also the names of
+    the functions those submodules define, which this package exports.  So the import system's
+    assignment of the submodule is ignored for those names: ``maintenance.gc`` is always the
+    function (as it was when this package imported every submodule eagerly)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            vars(self).pop(name, None)  # resolved by __getattr__ on next use
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",

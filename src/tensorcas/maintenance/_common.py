@@ -1,16 +1,18 @@
-"""Small pieces the maintenance functions share: opening a store, walking a tensor in bounded
-chunks, and turning records into JSON-ready dictionaries."""
+"""Small pieces the maintenance functions share: opening a store, refusing views too large to
+walk, and turning records into JSON-ready dictionaries.  Nothing here imports torch (``ls``, ``du``,
+``gc`` and ``verify`` never need it); walking a tensor's elements is in ``_walk``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import torch
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import format as fmt
 from ..errors import StoreError
 from ..store import Location, Store
+
+if TYPE_CHECKING:
+    import torch
 
 #: Elements per chunk when a whole tensor is walked (statistics, comparison): bounds the memory of
 #: the float64 copies to a few tens of MiB whatever the tensor's size.
@@ -35,10 +37,20 @@ MIN_REFUSED_ELEMENTS = 1 << 31
 
 def check_walkable(record: fmt.TensorRecord) -> None:
     """Raise :class:`StoreError` for a view too expanded to walk element by element."""
-    blob_elements = max(1, record.nbytes // fmt.itemsize(record.dtype))
-    if record.numel > MIN_REFUSED_ELEMENTS and record.numel > MAX_EXPANSION * blob_elements:
+    check_expansion(record.name, record.numel, record.nbytes, fmt.itemsize(record.dtype))
+
+
+def check_walkable_tensor(name: str, tensor: torch.Tensor) -> None:
+    """:func:`check_walkable` for a tensor read from another format (a view of its storage)."""
+    storage_nbytes = tensor.untyped_storage().nbytes()
+    check_expansion(name, tensor.numel(), storage_nbytes, tensor.element_size())
+
+
+def check_expansion(name: str, numel: int, nbytes: int, itemsize: int) -> None:
+    blob_elements = max(1, nbytes // max(itemsize, 1))
+    if numel > MIN_REFUSED_ELEMENTS and numel > MAX_EXPANSION * blob_elements:
         raise StoreError(
-            f"tensor {record.name!r} has {record.numel} elements over a blob of {record.nbytes} bytes "
+            f"tensor {name!r} has {numel} elements over a blob of {nbytes} bytes "
             f"(an expanded view); it is too large to walk element by element. Read it with "
             f"ContentStoreReader and look at a slice"
         )
@@ -57,44 +69,6 @@ def record_to_json(record: fmt.TensorRecord) -> dict[str, Any]:
         "blob_nbytes": record.nbytes,
         "nbytes": record.view_nbytes,
     }
-
-
-def iter_chunks(tensor: torch.Tensor, max_elements: int = CHUNK_ELEMENTS) -> Iterator[torch.Tensor]:
-    """The elements of ``tensor`` in row-major order, as 1-D pieces of at most ``max_elements``
-    (unless one innermost row is longer).
-
-    Pieces are cut along leading dimensions, so a non-contiguous view is copied a piece at a time
-    instead of whole; two tensors of one shape are cut at the same places, which lets callers
-    compare them piece by piece.
-    """
-    if tensor.dim() == 0:
-        yield tensor.reshape(1)
-        return
-    numel = tensor.numel()
-    if numel == 0:
-        return
-    if numel <= max_elements:
-        yield tensor.reshape(-1)
-        return
-    if tensor.dim() == 1:
-        for start in range(0, numel, max_elements):
-            yield tensor[start : start + max_elements]
-        return
-    per_row = numel // tensor.shape[0]
-    step = max_elements // per_row
-    if step == 0:  # one row is already too large: walk each row on its own
-        for row in tensor:
-            yield from iter_chunks(row, max_elements)
-        return
-    for start in range(0, tensor.shape[0], step):
-        yield tensor[start : start + step].reshape(-1)
-
-
-def to_wide(chunk: torch.Tensor) -> torch.Tensor:
-    """A chunk as float64 (complex128 for complex dtypes), for exact-enough arithmetic."""
-    if chunk.dtype.is_complex:
-        return chunk.to(torch.complex128)
-    return chunk.to(torch.float64)
 
 
 def unravel(flat: int, shape: tuple[int, ...]) -> list[int]:

@@ -26,7 +26,8 @@ from .. import format as fmt
 from ..errors import RecordingError
 from ..reader import ContentStoreReader
 from ..recording.log import Entry, read_order
-from ._common import Progress, check_walkable, iter_chunks, to_wide, unravel
+from ._common import Progress, check_walkable, unravel
+from ._walk import iter_chunks, to_wide
 from .diff import Target, parse_target
 
 #: ``torch.testing.assert_close``'s default (rtol, atol) per dtype; every other dtype is exact.

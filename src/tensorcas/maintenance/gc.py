@@ -39,7 +39,7 @@ from ..blobs import Packed, Reachable
 from ..errors import BlobNotFoundError, DamagedStoreError, StoreError, TensorNotFoundError
 from ..hashing import hash_buffer
 from ..store import Location, Store
-from ..writer import ContentStoreWriter
+from ._collect import pack_is_collectible
 from ._common import Progress, open_store
 
 #: The default grace period: blobs and temporaries touched within it are never collected.
@@ -108,6 +108,8 @@ def rm(
     if dry_run or not (report.removed or report.removed_roots):
         return report
     # The store was opened read-only to check the names; the writer opens it for writing.
+    from ..writer import ContentStoreWriter  # imports torch: only when something is removed
+
     with ContentStoreWriter(loc.backend if isinstance(loc, Store) else loc) as writer:
         for name in report.removed:
             writer.delete_tensor(name)
@@ -339,8 +341,9 @@ def _collect_packs(
                 elif place.blob not in reachable.loose:
                     unused[place.blob] = place.nbytes
             live_bytes = sum(p.nbytes for p in live.values())
-            worth_it = info.size > live_bytes and 2 * (info.size - live_bytes) >= info.size
-            if not (pack.sealed and info.mtime <= cutoff and worth_it):
+            if not pack_is_collectible(
+                sealed=pack.sealed, size=info.size, live_bytes=live_bytes, mtime=info.mtime, cutoff=cutoff
+            ):
                 report.packed_unreferenced_blobs += len(unused)
                 report.packed_unreferenced_bytes += sum(unused.values())
                 continue

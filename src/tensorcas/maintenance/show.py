@@ -1,9 +1,9 @@
 """``show``: one tensor's record, statistics, a histogram and (optionally) its first values.
 
 Meant for looking inside debugging dumps: is this activation all zeros, where did the NaNs come
-from, how wide is the range.  The tensor is walked in chunks converted to float64 (complex128 for
-complex dtypes), so memory stays bounded whatever its size, and its blob is memory-mapped where the
-store is local, so only the bytes looked at are read.
+from, how wide is the range.  The tensor is walked in pieces of about two million elements, read
+straight from its blob (see ``_stats``), so memory stays bounded whatever its size; a ``progress``
+callback follows the walk.  torch is imported only when values are looked at.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from .. import format as fmt
-from ..reader import ContentStoreReader
 from ..store import Location, Store
-from ._common import check_walkable, iter_chunks, open_store, record_to_json, to_wide
+from ._common import Progress, check_walkable, open_store, record_to_json
 
 #: Dtypes torch cannot convert to float64 element by element (packed sub-byte formats).
 _NO_ARITHMETIC = frozenset({"float4_e2m1fn_x2"})
@@ -100,120 +97,67 @@ class TensorSummary:
         }
 
 
-def show(loc: Location | Store, name: str, *, values: int = 0, bins: int = 10) -> TensorSummary:
+def show(
+    loc: Location | Store,
+    name: str,
+    *,
+    values: int = 0,
+    bins: int = 10,
+    progress: Progress | None = None,
+) -> TensorSummary:
     """Summarise the tensor ``name``: its record, :class:`TensorStats`, a histogram of ``bins``
-    bins, and its first ``values`` elements in row-major order.  Read-only."""
+    bins, and its first ``values`` elements in row-major order.  Read-only.
+
+    ``progress(done, total)`` is called as elements are walked (twice over when a histogram is
+    made: once for the statistics, once for the bins).
+    """
     store = open_store(loc, read_only=True)
     record = store.get_record(name)
     check_walkable(record)
-    reader = ContentStoreReader(store.backend, cache=False, mmap=True)
-    tensor = reader.read_tensor(name).detach()
     summary = TensorSummary(store.location, record, None)
     if record.dtype in _NO_ARITHMETIC:
         summary.notes.append(
             f"{record.dtype} is a packed format torch cannot convert; no statistics or values"
         )
         return summary
-    summary.stats = _stats(tensor)
-    if bins > 0 and record.dtype != "bool":
-        summary.histogram = _histogram(tensor, summary.stats, bins)
+    from . import _stats
+
+    pieces = _stats.element_pieces(store, record)
+    histogram = bins > 0 and record.dtype != "bool"
+    advance = _stats.progress_counter(progress, record.numel * (2 if histogram else 1))
+    walk = _stats.Walk(fmt.torch_dtype(record.dtype))
+    first: list[Any] = []
+    for chunk in pieces():
+        if len(first) < values:
+            first.extend(_stats.first_values(chunk, values - len(first)))
+        walk.add(chunk)
+        advance(chunk.numel())
+    stats = TensorStats(
+        numel=record.numel,
+        finite=walk.finite,
+        nan=walk.nan,
+        posinf=walk.posinf,
+        neginf=walk.neginf,
+        zeros=walk.zeros,
+        of="magnitudes" if fmt.torch_dtype(record.dtype).is_complex else "values",
+    )
+    if walk.count:
+        stats.min, stats.max, stats.mean, stats.std = walk.lo, walk.hi, walk.mean, walk.std
+    summary.stats = stats
+    if histogram and stats.min is not None and stats.max is not None:
+        lo, hi = float(stats.min), float(stats.max)
+        if lo == hi:
+            summary.histogram = Histogram([lo, hi], [stats.finite])
+        else:
+            counts = _stats.histogram_counts(pieces, lo, hi, bins, advance)
+            summary.histogram = Histogram(
+                [lo + (hi - lo) * i / bins for i in range(bins + 1)], counts
+            )
     if values > 0:
-        summary.values = _first_values(tensor, values)
+        summary.values = first
     if record.requires_grad:
         summary.notes.append("stored with requires_grad=True")
     return summary
-
-
-def _stats(tensor: torch.Tensor) -> TensorStats:
-    stats = TensorStats(
-        numel=tensor.numel(), of="magnitudes" if tensor.dtype.is_complex else "values"
-    )
-    exact = not (tensor.dtype.is_floating_point or tensor.dtype.is_complex)
-    count, mean, m2 = 0, 0.0, 0.0
-    c_lo: float | int
-    c_hi: float | int
-    lo: float | int | None = None
-    hi: float | int | None = None
-    for chunk in iter_chunks(tensor):
-        wide = to_wide(chunk)
-        stats.zeros += int((wide == 0).sum())
-        if exact:
-            finite = wide
-            stats.finite += wide.numel()
-            c_lo, c_hi = _exact_min_max(chunk)
-        else:
-            nan = wide.isnan()
-            inf = wide.isinf()
-            stats.nan += int(nan.sum())
-            if wide.is_complex():
-                stats.posinf += int(inf.sum())
-            else:
-                stats.posinf += int((wide == math.inf).sum())
-                stats.neginf += int((wide == -math.inf).sum())
-            finite = wide[~(nan | inf)]
-            if wide.is_complex():
-                finite = finite.abs()
-            stats.finite += finite.numel()
-            if finite.numel() == 0:
-                continue
-            c_lo, c_hi = float(finite.min()), float(finite.max())
-        lo = c_lo if lo is None else min(lo, c_lo)
-        hi = c_hi if hi is None else max(hi, c_hi)
-        # Chan et al.'s pairwise update: combine this chunk's mean and squared deviations.
-        n = finite.numel()
-        c_mean = float(finite.mean())
-        c_m2 = float(((finite - c_mean) ** 2).sum())
-        delta = c_mean - mean
-        total = count + n
-        mean += delta * n / total
-        m2 += c_m2 + delta * delta * count * n / total
-        count = total
-    if count:
-        stats.min, stats.max, stats.mean = lo, hi, mean
-        stats.std = math.sqrt(m2 / (count - 1)) if count > 1 else 0.0
-    return stats
-
-
-def _exact_min_max(chunk: torch.Tensor) -> tuple[int, int]:
-    if chunk.dtype == torch.bool:
-        return int(bool(chunk.all())), int(bool(chunk.any()))
-    try:
-        return int(chunk.min()), int(chunk.max())
-    except (RuntimeError, NotImplementedError):  # unsigned types without min/max kernels
-        values = chunk.tolist()
-        return min(values), max(values)
-
-
-def _histogram(tensor: torch.Tensor, stats: TensorStats, bins: int) -> Histogram | None:
-    if stats.min is None or stats.max is None:
-        return None
-    lo, hi = float(stats.min), float(stats.max)
-    if lo == hi:
-        return Histogram([lo, hi], [stats.finite])
-    counts = torch.zeros(bins, dtype=torch.float64)
-    for chunk in iter_chunks(tensor):
-        wide = to_wide(chunk)
-        finite = wide[wide.isfinite()]
-        if finite.is_complex():
-            finite = finite.abs()
-        counts += torch.histc(finite, bins=bins, min=lo, max=hi)
-    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
-    return Histogram(edges, [int(c) for c in counts.tolist()])
-
-
-def _first_values(tensor: torch.Tensor, n: int) -> list[Any]:
-    out: list[Any] = []
-    for chunk in iter_chunks(tensor, max_elements=max(n, 1)):
-        piece = chunk[: n - len(out)]
-        if piece.dtype.is_complex:
-            out.extend(complex(z) for z in piece.to(torch.complex128).tolist())
-        elif piece.dtype.is_floating_point:
-            out.extend(piece.to(torch.float64).tolist())
-        else:
-            out.extend(piece.tolist())
-        if len(out) >= n:
-            break
-    return out
 
 
 def _json_number(value: Any) -> Any:

@@ -35,7 +35,7 @@ from ..reader import ContentStoreReader
 from ..store import Location, Store
 from ..torch_compat import write_guard
 from ..writer import ContentStoreWriter
-from ._common import Progress, open_store
+from ._common import Progress, check_walkable, format_nbytes, open_store
 
 # -----------------------------------------------------------------------------------------------
 # export
@@ -95,24 +95,35 @@ def export_safetensors(
         raise ExportError("two tensors would get the same key with strip_prefix; export without it")
     if os.path.exists(out_path) and not overwrite:
         raise ExportError(
-            f"{out_path} exists; choose another file or pass overwrite=True (--overwrite)"
+            f"{out_path} exists; choose another file, or pass overwrite=True to replace it"
         )
     if not os.path.isdir(os.path.dirname(out_path)):
         raise ExportError(
             f"cannot write {out_path}: directory {os.path.dirname(out_path)} does not exist"
         )
 
+    for record in records:
+        # safetensors holds every element: a view expanded far beyond its blob (a hostile record
+        # can claim 2**40 elements over 4 bytes) is refused as show and diff refuse it.
+        check_walkable(record)
     uses = Counter(r.blob for r in records)
     reader = ContentStoreReader(store.backend, cache=True, mmap=True)
     tensors: dict[str, torch.Tensor] = {}
     for i, record in enumerate(records):
         tensor = reader.read_tensor(record.name).detach()
-        if uses[record.blob] > 1:
-            tensor = tensor.clone(memory_format=torch.contiguous_format)
-            report.copied_shared.append(record.name)
-        elif not tensor.is_contiguous():
-            tensor = tensor.contiguous()
-            report.made_contiguous.append(record.name)
+        try:
+            if uses[record.blob] > 1:
+                tensor = tensor.clone(memory_format=torch.contiguous_format)
+                report.copied_shared.append(record.name)
+            elif not tensor.is_contiguous():
+                tensor = tensor.contiguous()
+                report.made_contiguous.append(record.name)
+        except (RuntimeError, MemoryError) as exc:  # the allocation failed
+            raise ExportError(
+                f"tensor {record.name!r} ({format_nbytes(record.view_nbytes)} once made contiguous) "
+                f"cannot be copied for export: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                "export a prefix without it, or free memory"
+            ) from None
         tensors[keys[record.name]] = tensor
         report.nbytes += record.view_nbytes
         if progress is not None:
@@ -120,7 +131,7 @@ def export_safetensors(
     report.tensors = len(tensors)
     if report.copied_shared:
         report.notes.append(
-            f"{len(report.copied_shared)} tensor(s) share storage with others and were exported as "
+            f"{_tensors(len(report.copied_shared))} storage with others and were exported as "
             "separate contiguous copies (safetensors cannot hold shared or overlapping views): "
             + ", ".join(repr(n) for n in report.copied_shared[:20])
             + (" ..." if len(report.copied_shared) > 20 else "")
@@ -143,6 +154,10 @@ def export_safetensors(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return report
+
+
+def _tensors(n: int) -> str:
+    return "1 tensor shares" if n == 1 else f"{n} tensors share"
 
 
 def _export_key(name: str, prefix: str) -> str:
@@ -252,27 +267,8 @@ _STORAGE_HASH = re.compile(r"[0-9a-f]{1,128}\Z")
 def _import_torch_store(
     loc: Location, src: str, prefix: str, progress: Progress | None
 ) -> ImportReport:
-    tensors_dir = os.path.join(src, "tensors")
-    if not os.path.isdir(os.path.join(src, "storages")) and not os.path.isdir(tensors_dir):
-        raise ImportSourceError(
-            f"{src} is a directory without 'tensors/' or 'storages/': not a PyTorch content store "
-            "(to copy a tensorcas store, copy its directory)"
-        )
     report = ImportReport("", src, "torch-content-store")
-    files: list[
-        tuple[int, str, str]
-    ] = []  # (mtime, name, path): the files' order is the writing order
-    for dirpath, dirs, filenames in os.walk(tensors_dir):
-        for d in dirs:
-            _regular(os.path.join(dirpath, d), directory=True)
-        for filename in filenames:
-            path = os.path.join(dirpath, filename)
-            st = _regular(path)
-            rel = os.path.relpath(path, tensors_dir).replace(os.sep, "/")
-            files.append((st.st_mtime_ns, _import_name(prefix, rel, src), path))
-    files.sort()
-
-    metas = [(name, path, _load_metadata(path)) for _, name, path in files]
+    metas = [(name, path, _load_metadata(path)) for name, path in torch_store_files(src, prefix)]
     remaining = Counter(meta[1] for _, _, meta in metas)
     storages: dict[str, torch.UntypedStorage] = {}  # kept only while a later tensor still needs it
     rooted: set[str] = set()
@@ -280,7 +276,8 @@ def _import_torch_store(
     total = len(metas) + len(alone)
     with ContentStoreWriter(loc) as writer:
         report.location = writer.location
-        for i, (name, path, (dtype, h, offset, shape, stride, extra)) in enumerate(metas):
+        for i, (name, path, meta) in enumerate(metas):
+            h = meta[1]
             storage = storages.get(h)
             if storage is None:
                 storage = _load_storage(src, h, path)
@@ -291,20 +288,7 @@ def _import_torch_store(
             remaining[h] -= 1
             if remaining[h] == 0:
                 del storages[h]
-            need = fmt.required_nbytes(fmt.DTYPE_NAMES[dtype], shape, stride, offset)
-            if need > storage.nbytes():
-                raise ImportSourceError(
-                    f"{path}: the view (shape {list(shape)}, stride {list(stride)}, offset {offset}) needs "
-                    f"{need} bytes but storage {h} has {storage.nbytes()}; the source is damaged"
-                )
-            tensor = torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
-            if extra:
-                try:
-                    torch._utils.set_tensor_metadata(tensor, extra)  # conj/neg bits and the like
-                except (RuntimeError, TypeError, ValueError) as exc:
-                    raise ImportSourceError(
-                        f"{path}: tensor metadata {extra!r} cannot be applied ({exc})"
-                    ) from None
+            tensor = torch_store_view(path, meta, storage)
             writer.write_tensor(name, tensor)
             report.names.append(name)
             report.nbytes += tensor.numel() * tensor.element_size()
@@ -319,6 +303,53 @@ def _import_torch_store(
         report.storages = len(rooted) + len(alone)
         write_guard(writer.store)
     return report
+
+
+def torch_store_files(src: str, prefix: str = "") -> list[tuple[str, str]]:
+    """``(name, path)`` of every tensor file of the PyTorch content store ``src``, in writing
+    order (the files' modification times, then names); names are checked, symlinks refused."""
+    tensors_dir = os.path.join(src, "tensors")
+    if not os.path.isdir(os.path.join(src, "storages")) and not os.path.isdir(tensors_dir):
+        raise ImportSourceError(
+            f"{src} is a directory without 'tensors/' or 'storages/': not a PyTorch content store "
+            "(to copy a tensorcas store, copy its directory)"
+        )
+    files: list[tuple[int, str, str]] = []  # (mtime, name, path)
+    for dirpath, dirs, filenames in os.walk(tensors_dir):
+        for d in dirs:
+            _regular(os.path.join(dirpath, d), directory=True)
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            st = _regular(path)
+            rel = os.path.relpath(path, tensors_dir).replace(os.sep, "/")
+            files.append((st.st_mtime_ns, _import_name(prefix, rel, src), path))
+    files.sort()
+    return [(name, path) for _, name, path in files]
+
+
+def torch_store_view(
+    path: str,
+    meta: tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, Any]],
+    storage: torch.UntypedStorage,
+) -> torch.Tensor:
+    """The tensor a content-store metadata file describes, as a view of ``storage``, after
+    checking that the view fits in it."""
+    dtype, h, offset, shape, stride, extra = meta
+    need = fmt.required_nbytes(fmt.DTYPE_NAMES[dtype], shape, stride, offset)
+    if need > storage.nbytes():
+        raise ImportSourceError(
+            f"{path}: the view (shape {list(shape)}, stride {list(stride)}, offset {offset}) needs "
+            f"{need} bytes but storage {h} has {storage.nbytes()}; the source is damaged"
+        )
+    tensor = torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
+    if extra:
+        try:
+            torch._utils.set_tensor_metadata(tensor, extra)  # conj/neg bits and the like
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ImportSourceError(
+                f"{path}: tensor metadata {extra!r} cannot be applied ({exc})"
+            ) from None
+    return tensor
 
 
 def _storage_files(src: str, used: set[str]) -> list[str]:
