@@ -23,6 +23,7 @@ import torch
 
 from .. import format as fmt
 from ..backends.base import Backend
+from ..backends.objectstore import is_url
 from ..reader import ContentStoreReader
 from ..store import Location
 from ._common import Progress, check_walkable, iter_chunks, open_store, to_wide, unravel
@@ -54,7 +55,8 @@ def parse_target(spec: str) -> Target:
     ``runs/a:model/`` both name the store ``runs/a``, and a store whose path holds a ``:`` can
     still be named (``weird:dir:`` is that directory with an empty prefix).
     """
-    if spec == "memory://" or os.path.isdir(spec) or ":" not in spec:
+    rest = spec.partition("://")[2] if is_url(spec) else spec
+    if spec == "memory://" or os.path.isdir(spec) or ":" not in rest:
         return Target(spec, "")
     loc, _, prefix = spec.rpartition(":")
     fmt.validate_prefix(prefix)
