@@ -3,6 +3,8 @@ through boto3 rather than the backend itself, plus what only segments and URLs h
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from s3fixtures import BUCKET, FAST_RETRY, S3Server
 
@@ -34,7 +36,8 @@ class TestObjectStoreBackend(BackendTests):
         if not listed:
             return None
         names = sorted(o["Key"] for o in listed)
-        return b"".join(client.get_object(Bucket=BUCKET, Key=n)["Body"].read() for n in names)
+        with ThreadPoolExecutor(8) as pool:
+            return b"".join(pool.map(lambda n: client.get_object(Bucket=BUCKET, Key=n)["Body"].read(), names))
 
     def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         client, prefix = backend.client, backend.prefix  # type: ignore[attr-defined]
