@@ -140,12 +140,31 @@ _json_option = click.option(
 @cli.command("ls")
 @click.argument("store")
 @click.argument("prefix", default="")
+@click.option(
+    "--roots", "roots", is_flag=True, help="List storage roots (write_storage) instead of tensors."
+)
 @_json_option
-def ls_command(store: str, prefix: str, as_json: bool) -> None:
+def ls_command(store: str, prefix: str, roots: bool, as_json: bool) -> None:
     """List tensors under PREFIX (all by default) in writing order: dtype, shape, size, name.
 
     PREFIX 'model' matches 'model' and 'model/...'; 'model/' matches only names below it.
+    With --roots, list the storages kept without a name (written with write_storage, as
+    PyTorch's repro tooling does): digest, size and the foreign digests they are known by.
     """
+    if roots:
+        found = m.list_roots(store)
+        if as_json:
+            _echo_json(
+                [{"blob": r.blob, "nbytes": r.nbytes, "aliases": list(r.aliases)} for r in found]
+            )
+            return
+        table = Table(box=None, show_header=True, pad_edge=False)
+        for column, justify in (("size", "right"), ("blob", "left"), ("aliases", "left")):
+            table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for root in found:
+            table.add_row(format_nbytes(root.nbytes), root.blob, " ".join(root.aliases))
+        _console().print(table)
+        return
     records = m.ls(store, prefix)
     if as_json:
         _echo_json([record_to_json(r) for r in records])
@@ -284,10 +303,18 @@ def du_command(store: str, top: int, as_json: bool) -> None:
         format_nbytes(usage.unreferenced_bytes),
         f"{usage.unreferenced_blobs} blobs (gc frees these)",
     )
+    if usage.roots:
+        table.add_row(
+            "storage roots",
+            format_nbytes(usage.root_bytes),
+            f"{usage.roots} blob(s) kept without a name (tensorcas ls --roots)",
+        )
     table.add_row("logs", format_nbytes(usage.log_bytes), "")
     table.add_row("dedupe ratio", f"{usage.dedupe_ratio:.2f}x", "")
     if usage.missing_blobs:
         table.add_row("missing blobs", str(usage.missing_blobs), "run 'tensorcas verify'")
+    if usage.unreadable:
+        table.add_row("unreadable", str(usage.unreadable), "not regular files; run 'tensorcas verify'")
     out.print(table)
     if usage.largest:
         out.print("largest tensors:")
@@ -374,19 +401,34 @@ def _diff_line(e: m.TensorDiff) -> str:
 
 @cli.command("rm")
 @click.argument("store")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    metavar="DIGEST",
+    help="Also stop keeping this storage root (see 'ls --roots'); repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def rm_command(store: str, names: tuple[str, ...], dry_run: bool) -> None:
+def rm_command(store: str, names: tuple[str, ...], roots: tuple[str, ...], dry_run: bool) -> None:
     """Remove tensors by NAME; a NAME ending in '/' removes everything below it.
 
-    Nothing is removed unless every NAME matches.  Bytes are freed later by 'tensorcas gc'.
+    Nothing is removed unless every NAME and root matches.  Bytes are freed later by
+    'tensorcas gc'.
     """
-    report = m.rm(store, names, dry_run=dry_run)
+    if not names and not roots:
+        raise click.UsageError("give at least one NAME, or --root DIGEST")
+    report = m.rm(store, names, roots=roots, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     out = _console()
     for name in report.removed:
         out.print(escape(f"{verb} {name}"))
-    out.print(f"{verb} {len(report.removed)} tensor(s)")
+    for digest in report.removed_roots:
+        out.print(f"{verb} root {digest}")
+    out.print(
+        f"{verb} {len(report.removed)} tensor(s)"
+        + (f", {len(report.removed_roots)} root(s)" if roots else "")
+    )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)\Z")

@@ -69,6 +69,26 @@ class LogWriter:
         self.blobs.note_packed(packed)
         return packed
 
+    def root(
+        self, digest: str, nbytes: int, aliases: tuple[str, ...] = (), packed_data: bytes | None = None
+    ) -> None:
+        """Append a root entry for a stored blob; with ``packed_data``, first pack those bytes
+        (the blob) and publish their location in the same log write."""
+        with self._lock:
+            line = fmt.RootEntry(digest, nbytes, self._time(), aliases).encode()
+            packed = None
+            if packed_data is not None:
+                packed = self._pack_bytes(digest, packed_data)
+                line = packed.encode() + line
+            self._append(line)
+        if packed is not None:
+            self.blobs.note_packed(packed)
+
+    def unroot(self, digest: str) -> None:
+        """Append an unroot entry: gc may collect the blob once nothing else uses it."""
+        with self._lock:
+            self._append(fmt.encode_unroot(digest, self._time()))
+
     def delete(self, name: str) -> None:
         """Append a delete entry; ``TensorNotFoundError`` if the name is absent or deleted.  The
         index is refreshed first: this writer's own puts and deletes reach it only then."""

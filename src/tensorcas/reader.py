@@ -9,6 +9,7 @@ import torch
 
 from . import format as fmt
 from .blobs import PACK_THRESHOLD, Check
+from .errors import BlobNotFoundError, InvalidDigestError
 from .hashing import cpu_storage_view, hash_buffer
 from .store import Location, Store
 from .tensors import record_to_tensor
@@ -66,11 +67,38 @@ class ContentStoreReader:
         return record_to_tensor(record, storage)
 
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
-        """The blob stored under ``digest`` as an ``UntypedStorage``."""
-        digest = fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
+        """The blob stored under ``digest`` as an ``UntypedStorage``.
+
+        ``digest`` is ``blake3:<hex>`` or its bare 64 hex digits, or a foreign digest the bytes
+        were written with (``write_storage(..., alias=...)``, ``tensorcas import`` of a PyTorch
+        store): PyTorch's ``hash_storage`` hex, bare or as ``torch:<hex>``.  An unknown foreign
+        digest is a missing blob (``BlobNotFoundError``)."""
+        digest = self._resolve_digest(digest)
         found = self.store.blobs.locate(digest)
         nbytes = found[1].size if found is not None else 0
         return self._storage(digest, nbytes, _device(device), None)
+
+    def _resolve_digest(self, digest: str) -> str:
+        try:
+            return fmt.format_digest(fmt.parse_digest(digest))  # bare hex is accepted too
+        except InvalidDigestError:
+            if not isinstance(digest, str) or digest.startswith(fmt.DIGEST_ALGORITHM + ":"):
+                raise
+            alias = digest if ":" in digest else f"torch:{digest}"
+            try:
+                fmt.validate_alias(alias)
+            except InvalidDigestError:
+                raise InvalidDigestError(
+                    f"{digest!r} is not a digest; expected 'blake3:' followed by 64 lowercase hex digits, "
+                    "or a foreign digest such as PyTorch's hex 'hash_storage'"
+                ) from None
+            found = self.store.resolve_alias(alias)
+            if found is None:
+                raise BlobNotFoundError(
+                    f"blob {digest} is not in store {self.location}: no storage was written under that "
+                    "digest (foreign digests are kept by write_storage(alias=...) and 'tensorcas import')"
+                ) from None
+            return found
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
         key = (digest, str(device))

@@ -23,8 +23,8 @@ from typing import Any
 from . import format as fmt
 from .backends.base import Backend
 from .blobs import PackIndex, damaged_line
-from .errors import CorruptObjectError, Finding, StoreError, TensorNotFoundError
-from .format import PackedBlob, TensorRecord
+from .errors import CorruptObjectError, Finding, StoreError, TensorNotFoundError, UnsafeFileError
+from .format import PackedBlob, RootEntry, TensorRecord, UnrootEntry
 
 #: The most bytes of a log read at once.
 LOG_WINDOW = 16 << 20
@@ -70,6 +70,10 @@ class RecordLog:
         self._entries: dict[str, _IndexEntry] = {}
         self._logs: dict[str, _LogState] = {}
         self._problems: dict[tuple[str, int], Finding] = {}
+        #: Each blob's newest root or unroot entry (``None``: unrooted), like names' entries.
+        self._roots: dict[str, tuple[_Position, RootEntry | None]] = {}
+        #: Each alias's newest root entry's blob.
+        self._aliases: dict[str, tuple[_Position, str]] = {}
 
     @property
     def location(self) -> str:
@@ -83,6 +87,17 @@ class RecordLog:
             for key in sorted(self.backend.list(fmt.LOGS)):
                 if fmt.is_log_key(key):
                     self._read_log(key)
+                else:
+                    self._check_log_shaped(key)
+
+    def _check_log_shaped(self, key: str) -> None:
+        """A key below a directory that has a log's name: a log that is a directory, which
+        cannot be read and may have held records (damage, like an unreadable log)."""
+        top = "/".join(key.split("/", 2)[:2])
+        if top != key and fmt.is_log_key(top) and (top, 0) not in self._problems:
+            self._problems[(top, 0)] = Finding(
+                "damaged-record", f"{top}: is a directory, not a log file; its records cannot be read"
+            )
 
     def _read_log(self, key: str) -> None:
         """Apply what was appended to one log since it was last read, a bounded window at a time
@@ -90,7 +105,14 @@ class RecordLog:
         state = self._logs.setdefault(key, _LogState())
         if state.rejected:
             return
-        info = self.backend.stat(key)
+        try:
+            info = self.backend.stat(key)
+        except UnsafeFileError as exc:
+            # A log that cannot be read (a symlink, a FIFO...) may hold records: its blobs would
+            # look unused, so it is damage that stops gc, never a log to skip quietly.
+            self._problems[(key, 0)] = damaged_line(key, exc)
+            return
+        self._problems.pop((key, 0), None)
         size = 0 if info is None else info.size
         while size > state.offset:
             data = self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW)) or b""
@@ -158,7 +180,19 @@ class RecordLog:
                 packs.add(entry)
             elif isinstance(entry, fmt.SealedPack):
                 packs.seal(entry.pack)
+            elif isinstance(entry, (RootEntry, UnrootEntry)):
+                self._add_root(entry, (entry.time_ns, key, number))
         state.lines += len(lines)
+
+    def _add_root(self, entry: RootEntry | UnrootEntry, position: _Position) -> None:
+        current = self._roots.get(entry.blob)
+        if current is None or current[0] < position:
+            self._roots[entry.blob] = (position, entry if isinstance(entry, RootEntry) else None)
+        if isinstance(entry, RootEntry):
+            for alias in entry.aliases:
+                known = self._aliases.get(alias)
+                if known is None or known[0] < position:
+                    self._aliases[alias] = (position, entry.blob)
 
     def _resolve(self, name: str, entry: _IndexEntry) -> TensorRecord:
         """The validated record of a put entry; damage is raised and kept for ``verify``."""
@@ -237,6 +271,32 @@ class RecordLog:
     def names(self, prefix: str = "") -> list[str]:
         """Current names under ``prefix``, in writing order, without validating their records."""
         return [name for name, _ in self._live(prefix)]
+
+    def roots(self) -> dict[str, RootEntry]:
+        """The current storage roots (blobs kept without a name), by digest, oldest first."""
+        with self._lock:
+            self.refresh()
+            live = [(pos, entry) for pos, entry in self._roots.values() if entry is not None]
+        live.sort(key=lambda pair: pair[0])
+        return {entry.blob: entry for _, entry in live}
+
+    def resolve_alias(self, alias: str) -> str | None:
+        """The blake3 digest of the bytes known by the foreign digest ``alias`` (``torch:<hex>``)."""
+        fmt.validate_alias(alias)
+        with self._lock:
+            found = self._aliases.get(alias)
+            if found is None:
+                self.refresh()
+                found = self._aliases.get(alias)
+        return None if found is None else found[1]
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob a current record or a current root uses: what gc must keep.  Records are
+        validated on the way (damage lands in :meth:`problems`)."""
+        with self._lock:
+            blobs = {record.blob for record in self.records()}
+            blobs.update(digest for digest, (_, entry) in self._roots.items() if entry is not None)
+        return blobs
 
     def log_keys(self) -> list[str]:
         return sorted(k for k in self.backend.list(fmt.LOGS) if fmt.is_log_key(k))

@@ -23,7 +23,7 @@ from .backends.objectstore import ObjectStoreBackend, is_url
 from .backends.readonly import read_only as read_only_backend
 from .blobs import PACK_THRESHOLD, STREAM_CHUNK, Blobs, PackIndex, tensor_context
 from .errors import Finding, FormatError, StoreError, StoreNotFoundError
-from .format import TensorRecord
+from .format import RootEntry, TensorRecord
 from .logwriter import LogWriter
 from .records import LOG_WINDOW, RecordLog
 
@@ -137,6 +137,15 @@ class Store:
 
     def problems(self) -> list[Finding]:
         return self.log.problems()
+
+    def roots(self) -> dict[str, RootEntry]:
+        return self.log.roots()
+
+    def resolve_alias(self, alias: str) -> str | None:
+        return self.log.resolve_alias(alias)
+
+    def referenced_blobs(self) -> set[str]:
+        return self.log.referenced_blobs()
 
     def __contains__(self, name: str) -> bool:
         try:

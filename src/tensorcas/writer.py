@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import torch
 
 from . import format as fmt
 from .background import BackgroundQueue, snapshot
-from .errors import StoreError
-from .hashing import (
-    check_storage,
-    hash_and_copy_small,
-    hash_buffer,
-    hash_storage,
-    iter_storage_chunks,
-)
+from .errors import BlobNotFoundError, StoreError
+from .hashing import hash_and_copy_small, hash_storage, iter_storage_chunks
 from .logwriter import LogWriter
+from .placement import Placed, Placement, Source
 from .store import Location, Store
 from .tensors import check_tensor
 
-#: How many storages' (pointer, size) a writer remembers as a hint (see ``_probably_stored``).
-_SEEN_LIMIT = 4096
 
-
-def _chunks(source: bytes | Iterable[memoryview]) -> Iterable[memoryview]:
-    return [memoryview(source)] if isinstance(source, bytes) else source
+def _alias_form(alias: str) -> str:
+    """``torch:<hex>`` for a bare hex digest (PyTorch's ``hash_storage``), else as given."""
+    return alias if ":" in alias else f"torch:{alias}"
 
 
 def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
@@ -75,26 +66,44 @@ class ContentStoreWriter:
         self._log = self.store.open_log()
         self._queue = BackgroundQueue(max_pending_bytes) if background else None
         self._finalizer = weakref.finalize(self, _close, self._queue, self._log)
+        self._place = Placement(self.store, self._log)
         self._closed = False
-        self._index_read = False
-        #: (data pointer, size) of storages written lately: a hint that the bytes may be unchanged.
-        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
 
     @property
     def location(self) -> str:
         return self.store.location
 
-    def write_storage(self, storage: torch.UntypedStorage) -> str:
-        """Store a storage's bytes (if not stored yet) and return their ``blake3:`` digest.
+    def write_storage(self, storage: torch.UntypedStorage, *, alias: str | None = None) -> str:
+        """Store a storage's bytes (if not stored yet) as a *root* and return their ``blake3:``
+        digest.
+
+        A root is kept by gc although no tensor name references it (PyTorch's repro tooling
+        saves its inputs this way and names them only in a generated script), until it is
+        removed on purpose with :meth:`remove_root` or ``tensorcas rm --root``.  ``alias`` is
+        another digest the same bytes are known by, such as PyTorch's ``hash_storage`` hex
+        digest: readers then find the bytes under it too (``read_storage(alias)``).
 
         Always synchronous (the digest is the result); in background mode it first waits for
         pending writes, so records keep their order."""
         self._check_open()
+        aliases = () if alias is None else (fmt.validate_alias(_alias_form(alias)),)
         self.flush()
-        digest, small = self._place(storage, None)
-        if small is not None:
-            self._log.put_packed(digest, small)
-        return digest
+        placed = self._place.storage(storage, None)
+        self._log.root(placed.digest, placed.nbytes, aliases, placed.packed)
+        self._place.confirm(placed)
+        return placed.digest
+
+    def remove_root(self, digest: str) -> None:
+        """Stop keeping a blob written with :meth:`write_storage`: gc may then collect it once no
+        tensor uses it.  ``BlobNotFoundError`` if it is not a root."""
+        self._check_open()
+        digest = fmt.format_digest(fmt.parse_digest(digest))
+        self.flush()
+        if digest not in self.store.roots():
+            raise BlobNotFoundError(
+                f"blob {digest} is not a storage root of store {self.location}; list them with 'tensorcas ls --roots'"
+            )
+        self._log.unroot(digest)
 
     def write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord | None:
         """Store ``tensor`` under ``name`` (replacing an earlier tensor of that name).
@@ -111,66 +120,20 @@ class ContentStoreWriter:
             return None
         return self._write_tensor(name, tensor)
 
-    # -- where bytes go: one path ---------------------------------------------------------------
-
     def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
-        digest, small = self._place(tensor.untyped_storage(), name)
-        record = self._record(name, tensor, digest)
-        self._log.put(record, small)
+        """The one synchronous path: bytes placed (``placement``), then the record appended."""
+        placed = self._place.storage(tensor.untyped_storage(), name)
+        record = self._record(name, tensor, placed.digest)
+        self._put(record, placed)
         return record
 
-    def _place(self, storage: torch.UntypedStorage, name: str | None) -> tuple[str, bytes | None]:
-        """Hash a storage and store its bytes where they go (see :meth:`_commit`).  Returns the
-        digest, and the bytes when they are to be packed with their record."""
-        check_storage(storage)
-        nbytes = storage.nbytes()
-        self._read_index_once()
-        if self.store.blobs.packs_size(nbytes):
-            if storage.device.type == "cpu":
-                digest, data = hash_and_copy_small(storage)
-            else:
-                data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
-                digest = hash_buffer(data)
-            return digest, self._commit(digest, nbytes, lambda: data)
-        if storage.device.type == "cpu" or self._probably_stored(storage, name):
-            # Hash first: if the bytes are unchanged, nothing is written at all.
-            digest = hash_storage(storage)
-            return digest, self._commit(digest, nbytes, lambda: iter_storage_chunks(storage))
-        # A device storage that is probably new: copy it to the host once, hashing and writing
-        # each piece.
-        return self.store.blobs.put_streaming(lambda: iter_storage_chunks(storage), nbytes), None
-
-    def _commit(self, digest: str, nbytes: int, source: Callable[[], bytes | Iterable[memoryview]]) -> bytes | None:
-        """The one placement decision for bytes of a known digest: nowhere if they are stored
-        already (only marked in use, for gc's grace); into this writer's pack, returned to go in
-        the same log write as their record, if small; else an object of their own."""
-        blobs = self.store.blobs
-        if blobs.packs_size(nbytes):
-            if blobs.reuse(digest, nbytes):
-                return None
-            data = source()
-            return data if isinstance(data, bytes) else b"".join(bytes(c) for c in data)
-        blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
-        return None
-
-    def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
-        """Whether a device storage's bytes were likely stored before (the same storage was
-        written by this writer recently, or ``name`` already holds a blob of this size).  Only a
-        guess that picks the faster path; the digest decides what is stored."""
-        key = (storage.data_ptr(), storage.nbytes())
-        if key in self._seen:
-            self._seen.move_to_end(key)
-            return True
-        self._seen[key] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
-        previous = self.store.log.peek(name) if name is not None else None
-        return previous is not None and previous.nbytes == key[1]
-
-    # -- background mode: decides only when ---------------------------------------------------
+    def _put(self, record: fmt.TensorRecord, placed: Placed) -> None:
+        self._log.put(record, placed.packed)
+        self._place.confirm(placed)
 
     def _submit(self, name: str, tensor: torch.Tensor) -> None:
-        """Background mode: decide now what the bytes are, store them later through the same path.
+        """Background mode: decide now what the bytes are and when to store them; store them
+        later through the same path.
 
         A CPU storage is hashed at once: if its blob is stored already (an unchanged weight),
         only the record is left to write and nothing is copied.  Otherwise the storage is copied
@@ -190,33 +153,25 @@ class ContentStoreWriter:
             view = snapshot(tensor)
             queue.submit(nbytes, lambda: self._write_tensor(name, view()))
             return
-        if self.store.blobs.packs_size(nbytes):
+        blobs = self.store.blobs
+        if blobs.packs_size(nbytes):
             if queue.idle:
                 self._write_tensor(name, tensor)
                 return
             digest, data = hash_and_copy_small(storage)  # copied while hashed
-            source: Callable[[], bytes | Iterable[memoryview]] = lambda: data  # noqa: E731
+            source: Source = lambda: data  # noqa: E731
         else:
             digest = hash_storage(storage)
-            self._read_index_once()
-            if self.store.blobs.reuse(digest, nbytes):
+            self._place.read_index_once()
+            if blobs.reuse(digest, nbytes):  # stored already: no copy, only the record
                 record = self._record(name, tensor, digest)
-                queue.submit(0, lambda: self._log.put(record))
+                placed = Placed(digest, nbytes, None, lambda: iter_storage_chunks(storage))
+                queue.submit(0, lambda: self._put(record, placed))
                 return
             copy = snapshot(tensor)  # the bytes just hashed: the job need not hash them again
             source = lambda: iter_storage_chunks(copy().untyped_storage())  # noqa: E731
         record = self._record(name, tensor, digest)
-
-        def store() -> None:
-            self._read_index_once()
-            self._log.put(record, self._commit(digest, nbytes, source))
-
-        queue.submit(nbytes, store)
-
-    def _read_index_once(self) -> None:
-        if not self._index_read:
-            self.store.refresh()  # learn what earlier writers stored, once
-            self._index_read = True
+        queue.submit(nbytes, lambda: self._put(record, self._place.known(digest, nbytes, source)))
 
     def _record(self, name: str, tensor: torch.Tensor, digest: str) -> fmt.TensorRecord:
         return fmt.make_record(

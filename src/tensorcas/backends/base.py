@@ -17,8 +17,8 @@ ability             what it gives                          without it
 :class:`Appending`  append-only objects (logs, packs)       a log is re-published whole on each
                                                            entry; small blobs are stored loose
 :class:`LocalPaths` a file path per key (memory-mapping)   blobs are read, not mapped
-:class:`Grace`      ``touch`` and ``delete_if_stale``,      gc deletes only what it re-checked
-                    atomic against each other              just before (see ``maintenance.gc``)
+:class:`Grace`      ``touch``, and moving aside what was     gc moves aside by copying, and
+                    not touched since a time, atomically   writers cannot mark blobs in use
 :class:`Staging`    objects written in pieces before their  a streamed blob is hashed first, then
                     key is known; leftovers listed for gc   put (its source is read twice)
 ==================  =====================================  ======================================
@@ -141,20 +141,45 @@ class LocalPaths(ABC):
 
 
 class Grace(ABC):
-    """Marking objects in use, and deleting only objects not marked since a time: what lets gc
-    run while writers reuse blobs."""
+    """Marking objects in use, and moving aside only objects not marked since a time: what lets
+    gc collect while writers reuse blobs.
+
+    gc is two-phase (see ``maintenance.gc``): it moves each candidate aside with
+    :meth:`quarantine`, reads the logs again, then puts back (:meth:`restore`) what a record uses
+    by then and deletes the rest (:meth:`purge`).
+    """
 
     @abstractmethod
     def touch(self, key: str) -> bool:
         """Mark the object as in use now (for gc's grace period); ``False`` if absent."""
 
     @abstractmethod
-    def delete_if_stale(self, key: str, older_than: float) -> bool:
-        """Remove the object only if it was not touched after ``older_than`` (a Unix time).
+    def quarantine(self, key: str, older_than: float) -> str | None:
+        """Move the object aside if it was not touched after ``older_than`` (a Unix time): from
+        then on it is absent to every other call, until :meth:`restore` puts it back or
+        :meth:`purge` deletes it.  Returns the key of the moved-aside object (a temporary), or
+        ``None`` if the object is absent or was touched after ``older_than`` (it then stays).
 
         Atomic against a concurrent ``touch``: an object touched at any moment before this returns
-        is either kept, or was removed before the touch (and the toucher sees it absent).
+        is either kept, or was moved aside before the touch (and the toucher sees it absent).
         """
+
+    @abstractmethod
+    def restore(self, trash: str) -> None:
+        """Put a moved-aside object back under its key (unless an object is there again)."""
+
+    @abstractmethod
+    def purge(self, trash: str) -> None:
+        """Delete a moved-aside object for good (nothing if it is gone already)."""
+
+    def delete_if_stale(self, key: str, older_than: float) -> bool:
+        """Remove the object only if it was not touched after ``older_than``; atomic like
+        :meth:`quarantine`."""
+        trash = self.quarantine(key, older_than)
+        if trash is None:
+            return False
+        self.purge(trash)
+        return True
 
 
 class Staged(ABC):

@@ -220,7 +220,9 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
     def list(self, prefix: str) -> Iterator[str]:
         prefix = prefix.strip("/")
         for key, entry in self._walk(prefix):
-            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+            # Symlinks and special files too: reading them is refused, so that the store sees
+            # (and reports) them rather than skipping them quietly.
+            if not entry.name.startswith("."):
                 yield key
 
     def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
@@ -283,49 +285,79 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
                 _fsync_dir(os.path.dirname(path))
             return True
 
-    def delete_if_stale(self, key: str, older_than: float) -> bool:
+    def quarantine(self, key: str, older_than: float) -> str | None:
         """Move the object aside, then look at its mtime: a toucher either touched it before the
         move (the mtime is fresh, so it is moved back) or after (the touch fails and the toucher
         writes the blob again)."""
         path = self._path(key)
         directory, _, base = path.rpartition(os.sep)
-        trash = os.path.join(directory, f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}")
+        trash_base = f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}"
+        trash = os.path.join(directory, trash_base)
         with os_errors("collecting", path):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                return False
-            if st.st_mtime > older_than:
-                return False
+                return None
+            if st.st_mtime > older_than or not stat_module.S_ISREG(st.st_mode):
+                return None
             try:
                 os.rename(path, trash)
             except FileNotFoundError:
-                return False
+                return None
             if os.lstat(trash).st_mtime > older_than:
-                try:
-                    os.link(trash, path)
-                except FileExistsError:
-                    pass  # rewritten meanwhile by a writer: the trash copy is redundant
-                os.unlink(trash)
-                return False
-            os.unlink(trash)
+                self._link_back(trash, path)
+                return None
+        return f"{key.rpartition('/')[0]}/{trash_base}"
+
+    def restore(self, trash: str) -> None:
+        directory, _, base = trash.rpartition("/")
+        if not base.startswith(TRASH_PREFIX):
+            raise ValueError(f"{trash} is not a moved-aside object")
+        original = os.path.join(self._path(directory), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
+        with os_errors("restoring", original):
+            self._link_back(self._path(trash), original)
+
+    def _link_back(self, trash: str, original: str) -> None:
+        """Link a moved-aside regular file back to its name (unless something is there again),
+        then remove the trash name.  Anything else under a trash name is only removed: gc never
+        makes a planted symlink or special file visible under a store's name."""
+        try:
+            st = os.lstat(trash)
+        except FileNotFoundError:
+            return  # restored or purged by another gc
+        if stat_module.S_ISREG(st.st_mode):
+            try:
+                os.link(trash, original)
+            except FileExistsError:
+                pass  # written again meanwhile: the trash copy is redundant
             if self.durable:
-                _fsync_dir(directory)
-            return True
+                _fsync_dir(os.path.dirname(original))
+        try:
+            os.unlink(trash)
+        except FileNotFoundError:
+            pass
+
+    def purge(self, trash: str) -> None:
+        path = self._path(trash)
+        with os_errors("collecting", path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            if self.durable:
+                _fsync_dir(os.path.dirname(path))
 
     def delete_temporary(self, key: str) -> bool:
         base = key.rpartition("/")[2]
         if not base.startswith((TMP_PREFIX, TRASH_PREFIX)):
             raise ValueError(f"{key} is not a temporary")
         if base.startswith(TRASH_PREFIX):
-            # A gc was interrupted between moving a blob aside and deciding its fate.  A writer
-            # may have referenced it meanwhile, so put it back; the next gc decides again.
-            original = os.path.join(self._path(key.rpartition("/")[0]), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
-            with os_errors("restoring", original):
-                try:
-                    os.link(self._path(key), original)
-                except FileExistsError:
-                    pass
+            # A gc was interrupted between moving an object aside and deciding its fate.  A
+            # writer may have referenced it meanwhile, so put it back; the next gc decides again.
+            if not os.path.lexists(self._path(key)):
+                return False
+            self.restore(key)
+            return True
         return self.delete(key)
 
     def open_append(self, key: str) -> Appender:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 from .base import (
@@ -31,6 +32,7 @@ class MemoryBackend(Backend, Appending, Grace, Staging):
         self._objects: dict[str, bytes | bytearray] = {}
         self._mtimes: dict[str, float] = {}
         self._staged: dict[str, tuple[bytearray, float]] = {}
+        self._trash: dict[str, tuple[str, bytes | bytearray, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
@@ -83,12 +85,24 @@ class MemoryBackend(Backend, Appending, Grace, Staging):
             self._mtimes.pop(key, None)
             return self._objects.pop(key, None) is not None
 
-    def delete_if_stale(self, key: str, older_than: float) -> bool:
+    def quarantine(self, key: str, older_than: float) -> str | None:
         with self._lock:
             if key not in self._objects or self._mtimes[key] > older_than:
-                return False
-            del self._objects[key], self._mtimes[key]
-            return True
+                return None
+            trash = f"{key}.trash-{uuid.uuid4().hex[:8]}"
+            self._trash[trash] = (key, self._objects.pop(key), self._mtimes.pop(key))
+            return trash
+
+    def restore(self, trash: str) -> None:
+        with self._lock:
+            found = self._trash.pop(trash, None)
+            if found is not None and found[0] not in self._objects:
+                key, data, mtime = found
+                self._objects[key], self._mtimes[key] = data, mtime
+
+    def purge(self, trash: str) -> None:
+        with self._lock:
+            self._trash.pop(trash, None)
 
     def list(self, prefix: str) -> Iterator[str]:
         start = prefix.strip("/") + "/" if prefix.strip("/") else ""

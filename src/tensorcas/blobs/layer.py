@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 from ..backends import base
-from ..errors import BlobNotFoundError, CorruptObjectError
+from ..backends.base import READ_WINDOW
+from ..errors import BlobNotFoundError, CorruptObjectError, StoreError, UnsafeFileError
 from ..format import (
     BLOBS,
     PACKS,
@@ -86,18 +88,33 @@ class Blobs:
         info = self.backend.stat(key)
         if info is not None:
             return Loose(key), info
+        return self._find_packed(digest)
+
+    def _find_packed(self, digest: str, nbytes: int | None = None) -> tuple[Packed, base.ObjectInfo] | None:
+        """The first place a pack really holds the blob (of ``nbytes``, if given); the logs are
+        read again before giving up, since gc may have moved it."""
         for attempt in range(2):
             with self._lock:
                 if attempt or digest not in self.packs:
                     self._refresh()
                 places = self.packs.places(digest)
             for place in places:
+                if nbytes is not None and place.nbytes != nbytes:
+                    continue
                 pack = Packed.of(place)
                 pack_info = self.backend.stat(pack.pack)
                 if holds(pack_info, pack):
                     assert pack_info is not None
                     return pack, base.ObjectInfo(pack.nbytes, pack_info.mtime)
         return None
+
+    def present(self, digest: str, nbytes: int) -> bool:
+        """Whether a whole copy of ``nbytes`` is stored right now (the logs are read again
+        before saying no)."""
+        info = self.backend.stat(blob_key(digest))
+        if info is not None and info.size == nbytes:
+            return True
+        return self._find_packed(digest, nbytes) is not None
 
     def check_size(self, digest: str, nbytes: int, *, name: str | None = None) -> BlobLocation:
         """Where the blob is, once found to hold exactly ``nbytes``; raise if missing or not."""
@@ -287,10 +304,10 @@ class Blobs:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
         of its own.  Replaces a stored blob of the wrong size (damaged); otherwise never
         overwrites, and bytes already stored are only marked in use."""
+        if self.reuse(digest, nbytes):
+            return
         key = blob_key(digest)
         info = self.backend.stat(key)
-        if info is not None and info.size == nbytes and self._touch(key):
-            return
         self.backend.put_if_absent(key, chunks, overwrite=info is not None and info.size != nbytes)
 
     def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> str:
@@ -330,16 +347,21 @@ class Blobs:
 
     def reachable_blobs(self) -> Reachable:
         """Every blob stored: loose ones listed first, then the logs read, then every pack
-        (existing, or named by the logs) with the places the logs give in it."""
+        (existing, or named by the logs) with the places the logs give in it.  Entries that
+        cannot be read (symlinks, special files) are kept apart in ``unreadable``."""
         loose: dict[str, base.ObjectInfo] = {}
+        unreadable: dict[str, StoreError] = {}
         for key in self.backend.list(BLOBS):
             digest = key_to_digest(key)
             if digest is not None:
-                info = self.backend.stat(key)
+                info = self._stat(key, unreadable)
                 if info is not None:  # collected meanwhile otherwise
                     loose[digest] = info
         self._refresh()
-        packs = {k: PackContents(k, self.backend.stat(k)) for k in sorted(self.backend.list(PACKS)) if is_pack_key(k)}
+        packs = {}
+        for key in sorted(self.backend.list(PACKS)):
+            if is_pack_key(key):
+                packs[key] = PackContents(key, self._stat(key, unreadable))
         with self._lock:
             sealed = {pack_key(p) for p in self.packs.sealed}
             for places in self.packs.all().values():
@@ -350,23 +372,88 @@ class Blobs:
                     packs[key].places.append(place)
         for key, pack in packs.items():
             pack.sealed = key in sealed
-        return Reachable(loose, packs)
+        return Reachable(loose, packs, unreadable)
 
-    def collect(self, key: str, cutoff: float) -> bool:
-        """Delete a blob or pack not marked in use since ``cutoff``; ``False`` if it was kept.
+    def _stat(self, key: str, unreadable: dict[str, StoreError]) -> base.ObjectInfo | None:
+        try:
+            return self.backend.stat(key)
+        except UnsafeFileError as exc:  # a symlink or special file: reported, never followed
+            unreadable[key] = exc
+            return None
 
-        With ``Grace`` this is atomic against a concurrent :meth:`reuse`; without it, the object
-        is deleted if its modification time is older (writers cannot mark it in use there)."""
+    # -- collecting, for gc: move aside, decide, then restore or purge ---------------------------
+
+    def quarantine(self, key: str, cutoff: float) -> str | None:
+        """Move a blob or pack not marked in use since ``cutoff`` aside (absent to everyone until
+        :meth:`restore` or :meth:`purge`); its temporary key, or ``None`` if it stays.
+
+        With ``Grace`` this is atomic against a concurrent :meth:`reuse`.  Without it the object
+        is copied to a temporary key and deleted (writers cannot mark it in use there; the check
+        they make after their record, ``Placement.confirm``, is what keeps their blobs)."""
         if self._grace is not None:
-            return self._grace.delete_if_stale(key, cutoff)
+            return self._grace.quarantine(key, cutoff)
         info = self.backend.stat(key)
-        return info is not None and info.mtime <= cutoff and self.backend.delete(key)
+        if info is None or info.mtime > cutoff:
+            return None
+        directory, _, name = key.rpartition("/")
+        trash = f"{directory}/{_TRASH_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
+        if not self.backend.put_if_absent(trash, self._pieces(key, info.size)):
+            return None
+        self.backend.delete(key)
+        return trash
+
+    def restore(self, trash: str) -> None:
+        """Put a moved-aside object back (unless it was stored again meanwhile)."""
+        if self._grace is not None:
+            self._grace.restore(trash)
+            return
+        info = self.backend.stat(trash)
+        if info is not None:
+            self.backend.put_if_absent(_original(trash), self._pieces(trash, info.size))
+            self.backend.delete(trash)
+
+    def purge(self, trash: str) -> None:
+        """Delete a moved-aside object for good."""
+        if self._grace is not None:
+            self._grace.purge(trash)
+        else:
+            self.backend.delete(trash)
+
+    def _pieces(self, key: str, size: int) -> Iterable[bytes]:
+        for offset in range(0, size, READ_WINDOW):
+            piece = self.backend.read_range(key, offset, min(READ_WINDOW, size - offset))
+            if not piece:
+                raise CorruptObjectError(f"{key} changed while it was moved aside")
+            yield piece
 
     def leftovers(self) -> list[base.Leftover]:
-        """Temporaries of interrupted writes and gcs (none without ``Staging``)."""
+        """Temporaries of interrupted writes (``Staging``), and objects a killed gc moved aside."""
         staging = base.staging(self.backend)
-        return [] if staging is None else list(staging.temporaries())
+        if staging is not None:
+            return list(staging.temporaries())
+        out = []
+        for key in self.backend.list(""):
+            if key.rpartition("/")[2].startswith(_TRASH_PREFIX):
+                info = self.backend.stat(key)
+                if info is not None:
+                    out.append(base.Leftover(key, info.mtime, info.size, restores=True))
+        return out
 
-    def remove_leftover(self, key: str) -> bool:
+    def remove_leftover(self, leftover: base.Leftover) -> bool:
+        """Remove a leftover; one that :attr:`~base.Leftover.restores` is put back instead."""
         staging = base.staging(self.backend)
-        return staging is not None and staging.delete_temporary(key)
+        if staging is not None:
+            return staging.delete_temporary(leftover.key)
+        if not leftover.restores or not self.backend.exists(leftover.key):
+            return False
+        self.restore(leftover.key)
+        return True
+
+
+#: How objects moved aside by gc are named without ``Grace`` (the local backend uses the same).
+_TRASH_PREFIX = ".gc-"
+
+
+def _original(trash: str) -> str:
+    directory, _, name = trash.rpartition("/")
+    return f"{directory}/{name[len(_TRASH_PREFIX) :].rsplit('.', 1)[0]}"

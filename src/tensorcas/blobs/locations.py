@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..backends.base import ObjectInfo
+from ..errors import StoreError
 from ..format import PackedBlob, blob_key, pack_key
 
 
@@ -75,6 +76,8 @@ class Reachable:
 
     loose: dict[str, ObjectInfo]
     packs: dict[str, PackContents]
+    #: Blob and pack entries that cannot be read (symlinks, special files), with the error.
+    unreadable: dict[str, StoreError] = field(default_factory=dict)
     _packed: dict[str, list[Packed]] | None = None
 
     def digests(self, *, whole: bool = True) -> set[str]:

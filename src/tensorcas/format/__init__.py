@@ -13,7 +13,8 @@ below are re-exported so that ``from tensorcas import format as fmt`` gives the 
 * ``marker``  -- ``tensorcas.json``;
 * ``records`` -- :class:`TensorRecord` and its validation;
 * ``entries`` -- log lines: :class:`Header`, :class:`LogEntry`, :class:`PackedBlob`,
-  :class:`SealedPack`, each with one ``encode`` and one ``decode``.
+  :class:`SealedPack`, :class:`RootEntry`, :class:`UnrootEntry`, each with one ``encode`` and one
+  ``decode``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from .entries import (
     Header,
     LogEntry,
     PackedBlob,
+    RootEntry,
     Scanned,
     SealedPack,
+    UnrootEntry,
+    Whole,
     _frame,
     _frame_body,
     decode_blob_line,
@@ -39,7 +43,9 @@ from .entries import (
     encode_header,
     encode_packed,
     encode_put,
+    encode_root,
     encode_seal,
+    encode_unroot,
     record_from_fields,
     scan_entry,
 )
@@ -47,11 +53,13 @@ from .layout import (
     BLOBS,
     DIGEST_ALGORITHM,
     LOGS,
+    MAX_ALIASES,
     META_KEY,
     PACKS,
     TOP_LEVEL,
     blob_key,
     format_digest,
+    is_alias,
     is_digest,
     is_id,
     is_log_key,
@@ -60,6 +68,7 @@ from .layout import (
     log_key,
     pack_key,
     parse_digest,
+    validate_alias,
 )
 from .marker import FORMAT_NAME, FORMAT_VERSION, MAX_META_BYTES, encode_meta, validate_meta
 from .names import MAX_NAME_BYTES, name_matches, validate_name, validate_prefix
@@ -75,6 +84,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LOGS",
     "LOG_FORMAT_NAME",
+    "MAX_ALIASES",
     "MAX_INT",
     "MAX_LINE_BYTES",
     "MAX_META_BYTES",
@@ -88,9 +98,12 @@ __all__ = [
     "Header",
     "LogEntry",
     "PackedBlob",
+    "RootEntry",
     "Scanned",
     "SealedPack",
     "TensorRecord",
+    "UnrootEntry",
+    "Whole",
     "_frame",
     "_frame_body",
     "blob_key",
@@ -103,8 +116,11 @@ __all__ = [
     "encode_meta",
     "encode_packed",
     "encode_put",
+    "encode_root",
     "encode_seal",
+    "encode_unroot",
     "format_digest",
+    "is_alias",
     "is_digest",
     "is_id",
     "is_log_key",
@@ -119,6 +135,7 @@ __all__ = [
     "record_from_fields",
     "required_nbytes",
     "scan_entry",
+    "validate_alias",
     "validate_meta",
     "validate_name",
     "validate_prefix",

@@ -5,7 +5,9 @@ A log starts with a :class:`Header`; every later line is one entry:
 * :class:`LogEntry` -- a record put under a name (``op: put``), or a name deleted (``op: del``,
   ``record is None``);
 * :class:`PackedBlob` -- where a small blob lives in a pack (``op: blob``);
-* :class:`SealedPack` -- its writer will never append to a pack again (``op: seal``).
+* :class:`SealedPack` -- its writer will never append to a pack again (``op: seal``);
+* :class:`RootEntry` -- a blob kept without a name (``write_storage``), with the foreign digests
+  it is known by (``op: root``); :class:`UnrootEntry` -- no longer kept (``op: unroot``).
 
 Each kind is a frozen dataclass with one ``encode`` and one ``decode``; :func:`decode_entry` reads
 any entry.  The writers' exact lines are encoded and decoded by the private fast paths in
@@ -23,10 +25,24 @@ from typing import Any
 
 import blake3
 
-from ..errors import CorruptObjectError, FormatError, InvalidKeyError, InvalidNameError
+from ..errors import (
+    CorruptObjectError,
+    FormatError,
+    InvalidDigestError,
+    InvalidKeyError,
+    InvalidNameError,
+)
 from . import _fast
 from ._json import dumps, loads
-from .layout import DIGEST_RE, ID_RE
+from .layout import (
+    DIGEST_RE,
+    ID_RE,
+    MAX_ALIASES,
+    format_digest,
+    is_alias,
+    parse_digest,
+    validate_alias,
+)
 from .marker import FORMAT_VERSION
 from .names import BAD_COMPONENT_RE, MAX_NAME_BYTES, validate_name
 from .records import MAX_INT, TensorRecord, validate_record
@@ -42,6 +58,8 @@ _PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", 
 _DEL_KEYS = frozenset(("op", "t", "name"))
 _BLOB_KEYS = frozenset(("op", "blob", "nbytes", "pack", "offset"))
 _SEAL_KEYS = frozenset(("op", "pack"))
+_ROOT_KEYS = frozenset(("op", "t", "blob", "nbytes", "aliases"))
+_UNROOT_KEYS = frozenset(("op", "t", "blob"))
 _HEADER_KEYS = frozenset(("format", "version", "writer"))
 
 
@@ -186,7 +204,56 @@ class SealedPack:
         return entry
 
 
-Entry = LogEntry | PackedBlob | SealedPack
+@dataclass(frozen=True, slots=True)
+class RootEntry:
+    """A blob made a *root*: kept by gc although no name references it (``write_storage``),
+    until a newer :class:`UnrootEntry` of the same blob.  ``aliases`` are other digests the same
+    bytes are known by (PyTorch's SHA-1 or fast hash, as ``torch:<hex>``)."""
+
+    blob: str
+    nbytes: int
+    time_ns: int
+    aliases: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        if not DIGEST_RE.match(self.blob):
+            raise InvalidDigestError(f"{self.blob!r} is not a blake3: digest")
+        for alias in self.aliases:
+            validate_alias(alias)
+        if len(self.aliases) > MAX_ALIASES:
+            raise InvalidDigestError(f"at most {MAX_ALIASES} aliases per root, not {len(self.aliases)}")
+        fields = {"op": "root", "t": self.time_ns, "blob": self.blob, "nbytes": self.nbytes}
+        return _frame({**fields, "aliases": list(self.aliases)})
+
+    @classmethod
+    def decode(cls, line: bytes, where: str) -> RootEntry:
+        entry = _decode_json(line, where)
+        if not isinstance(entry, RootEntry):
+            raise CorruptObjectError(f"{where}: not a root entry")
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class UnrootEntry:
+    """A blob no longer kept as a root (removed on purpose)."""
+
+    blob: str
+    time_ns: int
+
+    def encode(self) -> bytes:
+        return _frame({"op": "unroot", "t": self.time_ns, "blob": format_digest(parse_digest(self.blob))})
+
+    @classmethod
+    def decode(cls, line: bytes, where: str) -> UnrootEntry:
+        entry = _decode_json(line, where)
+        if not isinstance(entry, UnrootEntry):
+            raise CorruptObjectError(f"{where}: not an unroot entry")
+        return entry
+
+
+Entry = LogEntry | PackedBlob | SealedPack | RootEntry | UnrootEntry
+#: The entries that are not about a name: complete as scanned.
+Whole = PackedBlob | SealedPack | RootEntry | UnrootEntry
 #: A put's fields not validated yet: the parsed JSON object, or the line itself (fast path).
 Fields = dict[str, Any] | bytes
 #: What :func:`scan_entry` gives for a put or delete: name, time, and the put's unchecked fields
@@ -200,13 +267,13 @@ Scanned = tuple[str, int, Fields | None]
 def decode_entry(line: bytes, where: str) -> Entry:
     """Parse and fully validate one log line after the header (without its newline)."""
     entry = scan_entry(line, where)
-    if isinstance(entry, (PackedBlob, SealedPack)):
+    if not isinstance(entry, tuple):
         return entry
     name, time_ns, fields = entry
     return LogEntry(name, time_ns, None if fields is None else record_from_fields(name, fields, where))
 
 
-def scan_entry(line: bytes, where: str) -> PackedBlob | SealedPack | Scanned:
+def scan_entry(line: bytes, where: str) -> Whole | Scanned:
     """Parse one log line and validate what ordering needs: a blob or seal entry whole, a put or
     delete entry's name and time.  A put's other fields are returned unchecked for
     :func:`record_from_fields` to check when the record is used.  The checksum is always checked."""
@@ -252,7 +319,7 @@ def _record_from_json(name: str, obj: dict[str, Any], where: str) -> TensorRecor
     return _checked(record, where)
 
 
-def _scan_json(line: bytes, where: str) -> PackedBlob | SealedPack | Scanned:
+def _scan_json(line: bytes, where: str) -> Whole | Scanned:
     """:func:`scan_entry` by strict JSON: the general path, for any line."""
     obj = _unframe(line, where)
     op = obj.get("op")
@@ -270,6 +337,8 @@ def _scan_json(line: bytes, where: str) -> PackedBlob | SealedPack | Scanned:
         if obj.keys() != _SEAL_KEYS or not isinstance(obj["pack"], str) or not ID_RE.match(obj["pack"]):
             raise CorruptObjectError(f"{where}: not a seal entry")
         return SealedPack(obj["pack"])
+    if op in ("root", "unroot"):
+        return _scan_root(obj, op, where)
     keys = _PUT_KEYS if op == "put" else _DEL_KEYS if op == "del" else None
     if keys is None or obj.keys() != keys:
         raise CorruptObjectError(f"{where}: not a put or delete entry (keys {sorted(obj)[:12]})")
@@ -284,11 +353,27 @@ def _scan_json(line: bytes, where: str) -> PackedBlob | SealedPack | Scanned:
     return name, t, (obj if op == "put" else None)
 
 
+def _scan_root(obj: dict[str, Any], op: str, where: str) -> RootEntry | UnrootEntry:
+    if obj.keys() != (_ROOT_KEYS if op == "root" else _UNROOT_KEYS):
+        raise CorruptObjectError(f"{where}: not a {op} entry (keys {sorted(obj)[:12]})")
+    t, blob = obj["t"], obj["blob"]
+    if type(t) is not int or not 0 <= t <= MAX_INT:
+        raise CorruptObjectError(f"{where}: time {t!r} is not a non-negative integer")
+    if not isinstance(blob, str) or not DIGEST_RE.match(blob):
+        raise CorruptObjectError(f"{where}: blob {blob!r} is not a blake3 digest")
+    if op == "unroot":
+        return UnrootEntry(blob, t)
+    nbytes, aliases = _check_int(obj, "nbytes", where), obj["aliases"]
+    if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES or not all(is_alias(a) for a in aliases):
+        raise CorruptObjectError(f"{where}: aliases must be a list of at most {MAX_ALIASES} '<scheme>:<hex>' strings")
+    return RootEntry(blob, nbytes, t, tuple(aliases))
+
+
 def _decode_json(line: bytes, where: str) -> Entry:
     """:func:`decode_entry` by strict JSON only, never the fast paths: the reference they are
     tested against."""
     entry = _scan_json(line, where)
-    if isinstance(entry, (PackedBlob, SealedPack)):
+    if not isinstance(entry, tuple):
         return entry
     name, time_ns, fields = entry
     assert not isinstance(fields, bytes)
@@ -309,6 +394,14 @@ def decode_header(line: bytes, where: str) -> None:
 def encode_put(record: TensorRecord, time_ns: int) -> bytes:
     """``LogEntry(record.name, time_ns, record).encode()``, without making the entry."""
     return _frame_body(_fast.put_body(record, time_ns))
+
+
+def encode_root(entry: RootEntry) -> bytes:
+    return entry.encode()
+
+
+def encode_unroot(digest: str, time_ns: int) -> bytes:
+    return UnrootEntry(digest, time_ns).encode()
 
 
 def encode_delete(name: str, time_ns: int) -> bytes:

@@ -60,6 +60,24 @@ def is_id(value: object) -> bool:
     return isinstance(value, str) and ID_RE.match(value) is not None
 
 
+#: A foreign digest kept as an alias: ``<scheme>:<hex>``, e.g. ``torch:<sha1 hex>``.
+_ALIAS_RE = re.compile(r"[a-z][a-z0-9]{0,15}:[0-9a-f]{1,128}\Z")
+MAX_ALIASES = 16
+
+
+def validate_alias(alias: object) -> str:
+    """An alias (``torch:<hex>``) checked for form; ``InvalidDigestError`` otherwise."""
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        raise InvalidDigestError(
+            f"invalid digest alias {alias!r}: expected '<scheme>:<lowercase hex>', such as 'torch:<sha1 hex>'"
+        )
+    return alias
+
+
+def is_alias(value: object) -> bool:
+    return isinstance(value, str) and _ALIAS_RE.match(value) is not None
+
+
 def blob_key(digest: str) -> str:
     """The key of a loose blob: ``blobs/<first two hex digits>/<other 62>``."""
     hex_digest = parse_digest(digest)

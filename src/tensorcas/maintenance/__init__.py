@@ -8,7 +8,7 @@ from __future__ import annotations
 from .diff import DiffResult, Target, TensorDiff, diff, parse_target
 from .du import DiskUsage, du
 from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
-from .listing import ls
+from .listing import list_roots, ls
 from .show import Histogram, TensorStats, TensorSummary, show
 from .transfer import (
     ExportError,
@@ -43,6 +43,7 @@ __all__ = [
     "export_safetensors",
     "gc",
     "import_store",
+    "list_roots",
     "ls",
     "parse_target",
     "rm",

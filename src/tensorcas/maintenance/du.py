@@ -2,9 +2,10 @@
 
 Deduplication is the point of a content-addressed store, so the numbers that matter are the two
 sides of it: *logical* bytes (what every current tensor's own elements cover, as if each were saved
-on its own) and *stored* bytes (the blobs on disk).  Blobs that no current record references are
-counted apart: they are what ``gc`` can free once their grace period is over (loose blobs are
-deleted; packed ones only when their pack is sealed and mostly unused; see ``maintenance.gc``).
+on its own) and *stored* bytes (the blobs on disk).  Storage roots (``write_storage``) count as
+referenced.  Blobs that no current record or root references are counted apart: they are what
+``gc`` can free once their grace period is over (loose blobs are deleted; packed ones only when
+their pack is sealed and mostly unused; see ``maintenance.gc``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ class DiskUsage:
     packs: int = 0
     unreferenced_blobs: int = 0
     unreferenced_bytes: int = 0  # what gc may free after the grace period (see the module's docstring)
+    roots: int = 0  # storage roots (write_storage): kept by gc without a name
+    root_bytes: int = 0
     missing_blobs: int = 0  # referenced but absent: run verify
+    unreadable: int = 0  # blob or pack entries that are not regular files: run verify
     log_bytes: int = 0
     largest: list[fmt.TensorRecord] = field(default_factory=list)
 
@@ -67,8 +71,13 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
         usage.logical_bytes += record.view_nbytes
         used[record.blob] = record.nbytes
     usage.largest = sorted(records, key=lambda r: r.view_nbytes, reverse=True)[: max(top, 0)]
+    for digest, root in store.roots().items():
+        usage.roots += 1
+        usage.root_bytes += root.nbytes
+        used.setdefault(digest, root.nbytes)  # referenced: gc keeps it
 
     reachable = store.blobs.reachable_blobs()
+    usage.unreadable = len(reachable.unreadable)
     present: set[str] = set()
     for digest, info in reachable.loose.items():
         present.add(digest)

@@ -20,3 +20,10 @@ def ls(loc: Location | Store, prefix: str = "") -> list[fmt.TensorRecord]:
     """
     store = open_store(loc, read_only=True)
     return store.records(prefix)
+
+
+def list_roots(loc: Location | Store) -> list[fmt.RootEntry]:
+    """The storage roots of a store (blobs written with ``write_storage``, kept by gc without a
+    name until removed with ``rm --root``), oldest first.  Read-only."""
+    store = open_store(loc, read_only=True)
+    return list(store.roots().values())

@@ -54,6 +54,15 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
     blobs = store.blobs
     reachable = blobs.reachable_blobs()
     stored = reachable.digests(whole=False)
+    for key, exc in reachable.unreadable.items():
+        digest = fmt.key_to_digest(key)
+        names = tuple(r.name for r in users.get(digest, ())) if digest is not None else ()
+        report.findings.append(Finding("unreadable", f"{key}: {exc}", digest, names))
+    for digest in store.roots():
+        if digest not in stored and digest not in users:
+            report.findings.append(
+                Finding("missing-blob", f"blob {digest} is missing; it is a storage root (write_storage)", digest)
+            )
     for digest, records in users.items():
         names = tuple(r.name for r in records)
         if digest not in stored:

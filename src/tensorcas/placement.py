@@ -1,0 +1,141 @@
+"""Where a writer's bytes go: one decision, on one synchronous path.
+
+For each storage a writer is given, :meth:`Placement.storage` hashes it and decides:
+
+* stored already (in a pack the logs name, or as an object of its own): nothing is written, the
+  copy is only marked in use (``Blobs.reuse``), so that a concurrent gc's grace keeps it;
+* small, on a backend that appends: the bytes go into the writer's pack, in the same log write as
+  the record that uses them (:attr:`Placed.packed`);
+* otherwise: an object of its own, published before the record.
+
+After the record is appended, :meth:`Placement.confirm` checks that bytes not packed with it are
+still stored, and stores them again if a concurrent gc collected them meanwhile (gc moves a blob
+aside, reads the logs again and deletes it only if no record uses it then; a record appended after
+that second read sees its blob gone here).  So a write that returns has its blob, whatever gc's
+grace period.  Background writing decides only *when* this runs (``writer``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .errors import StoreError
+from .hashing import (
+    check_storage,
+    hash_and_copy_small,
+    hash_buffer,
+    hash_storage,
+    iter_storage_chunks,
+    new_hasher,
+)
+from .logwriter import LogWriter
+from .store import Store
+
+#: Bytes, or pieces of them in order.  A source is called each time its bytes are needed.
+Source = Callable[[], bytes | Iterable[memoryview]]
+
+#: How many storages' (pointer, size) a writer remembers as a hint (see ``_probably_stored``).
+_SEEN_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A storage's bytes, stored or about to be: ``packed`` holds them when they go into the
+    writer's pack with their record; ``source`` gives them again if they must be stored again."""
+
+    digest: str
+    nbytes: int
+    packed: bytes | None
+    source: Source
+
+
+def _chunks(data: bytes | Iterable[memoryview]) -> Iterable[memoryview]:
+    return [memoryview(data)] if isinstance(data, bytes) else data
+
+
+def _joined(data: bytes | Iterable[memoryview]) -> bytes:
+    return data if isinstance(data, bytes) else b"".join(bytes(c) for c in data)
+
+
+class Placement:
+    """The placement policy of one writer."""
+
+    def __init__(self, store: Store, log: LogWriter) -> None:
+        self.store = store
+        self.blobs = store.blobs
+        self.log = log
+        self._index_read = False
+        #: (data pointer, size) of storages written lately: a hint that the bytes may be unchanged.
+        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
+
+    def read_index_once(self) -> None:
+        """Learn what earlier writers stored, once (a writer's first write)."""
+        if not self._index_read:
+            self.store.refresh()
+            self._index_read = True
+
+    def storage(self, storage: torch.UntypedStorage, name: str | None) -> Placed:
+        """Hash a storage and store its bytes where they go."""
+        check_storage(storage)
+        nbytes = storage.nbytes()
+        self.read_index_once()
+        if self.blobs.packs_size(nbytes):
+            if storage.device.type == "cpu":
+                digest, data = hash_and_copy_small(storage)
+            else:
+                data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
+                digest = hash_buffer(data)
+            return self.known(digest, nbytes, lambda: data)
+        def source() -> Iterable[memoryview]:
+            return iter_storage_chunks(storage)
+
+        if storage.device.type == "cpu" or self._probably_stored(storage, name):
+            # Hash first: if the bytes are unchanged, nothing is written at all.
+            return self.known(hash_storage(storage), nbytes, source)
+        # A device storage that is probably new: copy it to the host once, hashing and writing
+        # each piece.
+        return Placed(self.blobs.put_streaming(source, nbytes), nbytes, None, source)
+
+    def known(self, digest: str, nbytes: int, source: Source) -> Placed:
+        """The decision for bytes whose digest is known (see the module's docstring)."""
+        self.read_index_once()
+        if self.blobs.packs_size(nbytes):
+            packed = None if self.blobs.reuse(digest, nbytes) else _joined(source())
+            return Placed(digest, nbytes, packed, source)
+        self.blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
+        return Placed(digest, nbytes, None, source)
+
+    def confirm(self, placed: Placed) -> None:
+        """After the record that uses ``placed`` is appended: make sure its bytes are stored."""
+        if placed.packed is not None or self.blobs.present(placed.digest, placed.nbytes):
+            return
+        hasher = new_hasher(placed.nbytes)
+        for chunk in _chunks(placed.source()):
+            hasher.update(chunk)
+        if f"blake3:{hasher.hexdigest()}" != placed.digest:
+            raise StoreError(
+                f"blob {placed.digest} was collected by a concurrent gc of {self.store.location} while "
+                "this write was pending, and the tensor's bytes changed since; write the tensor again"
+            )
+        if self.blobs.packs_size(placed.nbytes):
+            self.log.put_packed(placed.digest, _joined(placed.source()))
+        else:
+            self.blobs.put(placed.digest, _chunks(placed.source()), placed.nbytes)
+
+    def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
+        """Whether a device storage's bytes were likely stored before (the same storage was
+        written by this writer recently, or ``name`` already holds a blob of this size).  Only a
+        guess that picks the faster path; the digest decides what is stored."""
+        key = (storage.data_ptr(), storage.nbytes())
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return True
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        previous = self.store.log.peek(name) if name is not None else None
+        return previous is not None and previous.nbytes == key[1]
