@@ -365,14 +365,15 @@ class ObjectStoreBackend(Backend, Appending):
             return key in self._segments
 
     def stat(self, key: str) -> ObjectInfo | None:
-        if not self._known_segmented(key):
+        known = self._known_segmented(key)
+        if not known:
             info = self._head(key)
             if info is not None:
                 return info
         chain = self._refresh_segments(key)
         if chain is not None:
             return ObjectInfo(chain[-1][0], chain[-1][1])
-        return self._head(key) if self._known_segmented(key) else None
+        return self._head(key) if known else None  # gc may have put it back whole
 
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
         if offset < 0 or length < 0:
