@@ -42,11 +42,13 @@ with exponential backoff, at most :data:`DEFAULT_RETRY` allows; what still fails
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -159,7 +161,14 @@ class ObjectStoreBackend(Backend, Appending):
     works, which is how the tests also run the contract on obstore's in-memory store).
     """
 
-    def __init__(self, store: Any, location: str, *, max_concurrency: int = MAX_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        store: Any,
+        location: str,
+        *,
+        max_concurrency: int = MAX_CONCURRENCY,
+        retry: Mapping[str, Any] | None = None,
+    ) -> None:
         import obstore
 
         self._obs = obstore
@@ -169,6 +178,13 @@ class ObjectStoreBackend(Backend, Appending):
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="tensorcas-obj")
         self._max_concurrency = max_concurrency
+        retry = DEFAULT_RETRY if retry is None else retry
+        backoff = retry.get("backoff", DEFAULT_RETRY["backoff"])
+        self._put_retries = int(retry.get("max_retries", DEFAULT_RETRY["max_retries"]))
+        self._backoff = (
+            _seconds(backoff.get("init_backoff", timedelta(milliseconds=100))),
+            _seconds(backoff.get("max_backoff", timedelta(seconds=5))),
+        )
 
     @classmethod
     def from_url(
@@ -219,7 +235,7 @@ class ObjectStoreBackend(Backend, Appending):
                 retry_config=dict(retry if retry is not None else DEFAULT_RETRY),  # type: ignore[arg-type]
                 **kwargs,
             )
-        return cls(store, location)
+        return cls(store, location, retry=retry)
 
     def _where(self, key: str) -> str:
         return f"{self.location}/{key}"
@@ -256,13 +272,13 @@ class ObjectStoreBackend(Backend, Appending):
         if isinstance(data, (bytes, bytearray, memoryview)):
             body = memoryview(data).cast("B")
             if body.nbytes <= MULTIPART_THRESHOLD:
-                with _errors("writing", self._where(key)):
-                    try:
-                        self._obs.put(self.store, key, body, mode="create" if create else "overwrite", use_multipart=False)
-                    except exc_type:
-                        return False
+                mode = "create" if create else "overwrite"
+                try:
+                    self._resending(key, lambda: self._obs.put(self.store, key, body, mode=mode, use_multipart=False))
+                except exc_type:
+                    return False
                 return True
-            return self._put_large(key, iter([body]), create)
+            return self._put_large(key, lambda: iter([body]), create)
         # Pieces may be views of a buffer their producer reuses: copy each as it is taken.
         pieces = chunks_of(data)
         head: list[bytes] = []
@@ -271,22 +287,45 @@ class ObjectStoreBackend(Backend, Appending):
             head.append(bytes(piece))
             total += len(head[-1])
             if total > MULTIPART_THRESHOLD:
-                return self._put_large(key, itertools.chain(head, (bytes(p) for p in pieces)), create)
+                rest = itertools.chain(head, (bytes(p) for p in pieces))
+                return self._put_large(key, lambda: rest, create, again=False)
         return self._put(key, b"".join(head), create=create)
 
-    def _put_large(self, key: str, pieces: Iterator[bytes | memoryview], create: bool) -> bool:
+    def _put_large(
+        self, key: str, pieces: Callable[[], Iterator[bytes | memoryview]], create: bool, *, again: bool = True
+    ) -> bool:
         if create and self._head(key) is not None:
             return False
-        with _errors("writing", self._where(key)):
-            self._obs.put(
-                self.store,
-                key,
-                pieces,
-                use_multipart=True,
-                chunk_size=PART_SIZE,
-                max_concurrency=self._max_concurrency,
-            )
+        upload = functools.partial(
+            self._obs.put,
+            self.store,
+            key,
+            use_multipart=True,
+            chunk_size=PART_SIZE,
+            max_concurrency=self._max_concurrency,
+        )
+        if again:
+            self._resending(key, lambda: upload(pieces()))
+        else:
+            with _errors("writing", self._where(key)):
+                upload(pieces())
         return True
+
+    def _resending(self, key: str, put: Callable[[], object]) -> None:
+        """Run ``put``, sent again when the connection failed (obstore resends only requests that
+        are safe to repeat; a put is, here: a conditional one that landed before its answer was
+        lost finds itself there, and the caller recognises its own bytes)."""
+        delay, longest = self._backoff
+        for attempt in itertools.count():
+            try:
+                with _errors("writing", self._where(key)):
+                    put()
+                return
+            except StoreUnavailableError as exc:
+                if attempt >= self._put_retries or not _connection_failed(exc.__cause__):
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, longest)
 
     # -- segments -------------------------------------------------------------------------------
 
@@ -581,6 +620,10 @@ def _aws_environment(options: dict[str, Any], client: dict[str, Any], kwargs: di
             options["region"] = session.region_name
 
 
+def _seconds(value: Any) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 
@@ -593,13 +636,24 @@ def _unless_bucket_missing(exc: FileNotFoundError, location: str) -> None:
         ) from exc
 
 
+_CONNECTION_WORDS = ("error sending request", "connection", "timed out", "timeout", "dns", "reset", "closed", "eof")
+
+
+def _connection_failed(exc: BaseException | None) -> bool:
+    """Whether obstore's error is a failed connection (rather than an answer from the service)."""
+    text = str(exc).lower()
+    return exc is not None and "server returned" not in text and any(word in text for word in _CONNECTION_WORDS)
+
+
 @contextmanager
 def _errors(action: str, where: str) -> Iterator[None]:
     """Turn what obstore raises (after its retries) into the matching ``StoreError``."""
+    from obstore.exceptions import AlreadyExistsError
+
     try:
         yield
-    except (StoreError, FileNotFoundError, ValueError):
-        raise
+    except (StoreError, FileNotFoundError, ValueError, AlreadyExistsError):
+        raise  # answers the caller handles
     except Exception as exc:
         raise _classify(exc, action, where) from exc
 
@@ -620,21 +674,18 @@ def _classify(exc: Exception, action: str, where: str) -> StoreError:
     ):
         return AccessDeniedError(
             f"{action} {where} was refused: the credentials are wrong or lack permission "
-            f"({first[:200]}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+            f"({first[:300]}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
             "storage_options"
         )
     if any(code in text for code in ("503", "SlowDown", "500 Internal", "502", "504")):
         return StoreUnavailableError(
             f"{action} {where} failed: the service kept answering 'busy' or 'error' (throttling?) "
-            f"after retries with backoff ({first[:200]}); nothing half-written is visible; try again later"
+            f"after retries with backoff ({first[:300]}); nothing half-written is visible; try again later"
         )
-    if any(
-        code in text.lower()
-        for code in ("error sending request", "connection", "timed out", "timeout", "dns", "reset", "closed", "eof")
-    ):
+    if any(word in text.lower() for word in _CONNECTION_WORDS):
         return StoreUnavailableError(
             f"{action} {where} failed: the endpoint could not be reached or dropped the connection "
-            f"after retries with backoff ({first[:200]}); check the endpoint and network, then try "
+            f"after retries with backoff ({first[:300]}); check the endpoint and network, then try "
             "again (nothing half-written is visible)"
         )
     return ObjectStoreError(f"{action} {where} failed: {first[:300]}")
