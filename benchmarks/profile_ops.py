@@ -19,10 +19,9 @@ import pstats
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import bench
 import torch
+from benchlib.contenders import TENSORCAS
+from benchlib.harness import REPO, MiB, make_small
 
 import tensorcas
 
@@ -36,12 +35,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=0, help="number of small tensors (small: 5,000; many-*: 100,000)")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--sort", default="tottime", choices=("tottime", "cumulative"))
-    ap.add_argument("--out", default=os.path.join(bench.REPO, "bench-out"))
+    ap.add_argument("--out", default=os.path.join(REPO, "bench-out"))
     args = ap.parse_args()
     d = os.path.join(os.path.abspath(args.out), f"profile-{os.getpid()}")
     os.makedirs(d, exist_ok=True)
     store = os.path.join(d, "store")
-    large_bytes = (4 if args.quick else 32) * bench.MiB
+    large_bytes = (4 if args.quick else 32) * MiB
 
     def large() -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(1234)
@@ -52,9 +51,9 @@ def main() -> int:
         if args.op in ("write", "rewrite", "read", "read-verify", "hash"):
             tensors = large()
             if args.op != "write" and args.op != "hash":
-                bench.tc_write_all(store, tensors)
+                TENSORCAS.write(store, tensors)
             if args.op in ("write", "rewrite"):
-                prof.runcall(bench.tc_write_all, store, tensors)
+                prof.runcall(TENSORCAS.write, store, tensors)
             elif args.op == "hash":
                 prof.runcall(lambda: [tensorcas.hash_storage(t.untyped_storage()) for t in tensors.values()])
             else:
@@ -71,11 +70,11 @@ def main() -> int:
                 prof.runcall(read)
         else:
             n = args.n or (5_000 if args.op == "small" else 100_000)
-            tensors = bench.make_small(n, seed=7)
+            tensors = make_small(n, seed=7)
             if args.op in ("small", "many-write"):
 
                 def write_read() -> None:
-                    bench.tc_write_all(store, tensors)
+                    TENSORCAS.write(store, tensors)
                     if args.op == "small":
                         r = tensorcas.ContentStoreReader(store)
                         out = [r.read_tensor(x) for x in tensors]
@@ -83,7 +82,7 @@ def main() -> int:
 
                 prof.runcall(write_read)
             else:
-                bench.tc_write_all(store, tensors)
+                TENSORCAS.write(store, tensors)
                 if args.op == "many-list":
                     prof.runcall(lambda: tensorcas.ContentStoreReader(store).list_tensors())
                 else:

@@ -23,6 +23,7 @@ import tensorcas
 from storetools import assert_verify_ok, bits, unexpected_files
 from tensorcas import ContentStoreReader, ContentStoreWriter, StoreIOError
 from tensorcas.backends import local as local_backend
+from tensorcas.backends import local_files, local_gc
 
 #: Functions of ``os`` the local backend calls on its write path; each is failed in turn.
 FAULTY = ("open", "write", "fsync", "link", "replace", "rename", "fstat", "lstat", "utime", "mkdir")
@@ -73,7 +74,8 @@ def faulty_os(
 ) -> Iterator[FaultyOS]:
     proxy = FaultyOS(func, fail_at, mode)
     with monkeypatch.context() as m:
-        m.setattr(local_backend, "os", proxy)
+        for module in (local_backend, local_files, local_gc):  # every module of the backend
+            m.setattr(module, "os", proxy)
         yield proxy
 
 

@@ -42,7 +42,7 @@ Source = Callable[[], bytes | Iterable[memoryview]]
 _SEEN_LIMIT = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Placed:
     """A storage's bytes, stored or about to be: ``packed`` holds them when they go into the
     writer's pack with their record; ``source`` gives them again if they must be stored again."""

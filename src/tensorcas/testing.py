@@ -44,11 +44,21 @@ from .errors import ReadOnlyStoreError, StoreError
 KEY = "blobs/ab/cdef"
 DATA = bytes(range(256)) * 3
 
-__all__ = ["DATA", "KEY", "BackendTests"]
+__all__ = [
+    "DATA",
+    "KEY",
+    "AppendingTests",
+    "BackendTests",
+    "CoreTests",
+    "GraceTests",
+    "LocalPathsTests",
+    "StagingTests",
+    "StoreTests",
+]
 
 
-class BackendTests:
-    """Contract tests; subclasses define the ``backend`` fixture (and may override the raw hooks)."""
+class _Hooks:
+    """The fixture every test class needs, and the raw hooks."""
 
     @pytest.fixture
     def backend(self) -> Backend:  # pragma: no cover - always overridden
@@ -62,7 +72,16 @@ class BackendTests:
         """Store ``data`` under ``key`` (replacing it); override to plant it without the backend."""
         backend.put_if_absent(key, data, overwrite=True)
 
-    # -- the core: absent keys ------------------------------------------------------------------
+    def _no_leftovers(self, backend: Backend) -> None:
+        s = staging(backend)
+        assert s is None or list(s.temporaries()) == []
+
+
+
+class CoreTests(_Hooks):
+    """The core contract, which every backend implements."""
+
+    # -- absent keys ----------------------------------------------------------------------------
 
     def test_absent_key(self, backend: Backend) -> None:
         assert backend.get(KEY) is None
@@ -181,7 +200,10 @@ class BackendTests:
         assert set(backend.list("")) == keys
         assert list(backend.list("nothing")) == []
 
-    # -- read-only, for every backend -----------------------------------------------------------
+
+
+class StoreTests(_Hooks):
+    """Read-only access and a whole store, on every backend."""
 
     def test_read_only(self, backend: Backend) -> None:
         self.raw_put(backend, KEY, DATA)
@@ -228,7 +250,10 @@ class BackendTests:
         assert verify(backend).ok
         assert torch.equal(ContentStoreReader(backend).read_tensor("w_t"), tensors["w_t"])
 
-    # -- Appending ------------------------------------------------------------------------------
+
+
+class AppendingTests(_Hooks):
+    """The ``Appending`` ability (skipped for backends without it)."""
 
     def test_open_append(self, backend: Backend) -> None:
         can = appending(backend)
@@ -275,7 +300,10 @@ class BackendTests:
             data = self.raw_get(backend, f"logs/w{i}.log")
             assert data is not None and data.decode().splitlines() == [f"{i}:{j}" for j in range(200)]
 
-    # -- Grace ----------------------------------------------------------------------------------
+
+
+class GraceTests(_Hooks):
+    """The ``Grace`` ability (skipped for backends without it)."""
 
     def test_touch_refreshes_mtime(self, backend: Backend) -> None:
         g = grace(backend)
@@ -326,11 +354,44 @@ class BackendTests:
                 assert self.raw_get(backend, key) is None
         self._no_leftovers(backend)
 
-    # -- Staging --------------------------------------------------------------------------------
 
-    def _no_leftovers(self, backend: Backend) -> None:
-        s = staging(backend)
-        assert s is None or list(s.temporaries()) == []
+    def test_quarantine_restore_purge(self, backend: Backend) -> None:
+        g = grace(backend)
+        if g is None:
+            pytest.skip("the backend cannot mark objects in use")
+        assert g.quarantine(KEY, time.time() + 100) is None  # absent
+        self.raw_put(backend, KEY, DATA)
+        mtime = backend.stat(KEY).mtime  # type: ignore[union-attr]
+        assert g.quarantine(KEY, older_than=mtime - 10) is None  # fresh: stays
+        assert self.raw_get(backend, KEY) == DATA
+        trash = g.quarantine(KEY, older_than=mtime + 10)
+        assert trash is not None
+        assert self.raw_get(backend, KEY) is None and not backend.exists(KEY)  # absent to all
+        assert KEY not in set(backend.list("blobs"))
+        g.restore(trash)
+        assert self.raw_get(backend, KEY) == DATA  # back, whole
+        trash = g.quarantine(KEY, older_than=mtime + 10)
+        assert trash is not None
+        g.purge(trash)
+        g.purge(trash)  # twice is fine
+        assert self.raw_get(backend, KEY) is None
+        self._no_leftovers(backend)
+
+    def test_restore_keeps_an_object_written_again(self, backend: Backend) -> None:
+        g = grace(backend)
+        if g is None:
+            pytest.skip("the backend cannot mark objects in use")
+        self.raw_put(backend, KEY, DATA)
+        trash = g.quarantine(KEY, older_than=time.time() + 10)
+        assert trash is not None
+        assert backend.put_if_absent(KEY, DATA) is True  # a writer stored the bytes again
+        g.restore(trash)
+        assert self.raw_get(backend, KEY) == DATA
+        self._no_leftovers(backend)
+
+
+class StagingTests(_Hooks):
+    """The ``Staging`` ability (skipped for backends without it)."""
 
     def test_staged_is_invisible_until_published(self, backend: Backend) -> None:
         s = staging(backend)
@@ -404,7 +465,10 @@ class BackendTests:
         self._no_leftovers(backend)
         staged.abort()  # its file is gone already: still fine
 
-    # -- LocalPaths -----------------------------------------------------------------------------
+
+
+class LocalPathsTests(_Hooks):
+    """The ``LocalPaths`` ability (skipped for backends without it)."""
 
     def test_local_path_holds_the_object(self, backend: Backend) -> None:
         paths = local_paths(backend)
@@ -415,3 +479,7 @@ class BackendTests:
         assert path is not None
         with open(path, "rb") as f:
             assert f.read() == DATA
+
+
+class BackendTests(CoreTests, StoreTests, AppendingTests, GraceTests, StagingTests, LocalPathsTests):
+    """Every test of the suite: subclass it and supply the ``backend`` fixture."""

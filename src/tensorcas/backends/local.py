@@ -22,47 +22,31 @@ import errno
 import os
 import stat as stat_module
 import threading
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 
-from ..errors import StoreError, StoreIOError, UnsafeFileError
-from .base import (
-    Appender,
-    Appending,
-    Backend,
-    Data,
-    Grace,
-    Leftover,
-    LocalPaths,
-    ObjectInfo,
-    Staged,
-    Staging,
-    chunks_of,
+from ..errors import UnsafeFileError
+from .base import Appender, Appending, Backend, Data, LocalPaths, ObjectInfo, Staged, chunks_of
+from .local_files import (
+    MAX_PACK_FDS,
+    O_CREATE,
+    O_READ,
+    SMALL_READ,
+    TMP_PREFIX,
+    TRASH_PREFIX,
+    LocalAppender,
+    LocalStaged,
+    close_all,
+    fsync_dir,
+    os_errors,
 )
+from .local_gc import LocalCollecting
 
-TMP_PREFIX = ".tmp-"
-TRASH_PREFIX = ".gc-"
-# O_NONBLOCK: opening a FIFO planted in a store must not wait for a writer (it is then refused as
-# not a regular file); on regular files the flag changes nothing.
-_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+__all__ = ["TMP_PREFIX", "TRASH_PREFIX", "LocalBackend", "os_errors"]
 
 
-@contextmanager
-def os_errors(action: str, path: str) -> Iterator[None]:
-    """Turn an ``OSError`` into a :class:`StoreIOError` that says what failed where."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except OSError as exc:
-        raise StoreIOError(f"{action} {path} failed: {exc.strerror or exc}") from exc
-
-
-class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
+class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     """Files under ``root`` (created on the first write).
 
     Args:
@@ -84,7 +68,7 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
         # pack only grows; a deleted one still reads what it held).
         self._pack_fds: OrderedDict[str, int] = OrderedDict()
         self._pack_fds_lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._pack_fds, self._pack_fds_lock)
+        weakref.finalize(self, close_all, self._pack_fds, self._pack_fds_lock)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -113,7 +97,7 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
             return None
         path = self._path(key)
         try:
-            fd = os.open(path, _O_READ)
+            fd = os.open(path, O_READ)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -137,7 +121,7 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
             try:
                 os.mkdir(path)
                 if self.durable:
-                    _fsync_dir(os.path.dirname(path))
+                    fsync_dir(os.path.dirname(path))
             except FileExistsError:
                 pass
         self._check_dir(directory)
@@ -158,7 +142,7 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
                 os.close(fd)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
-        if length <= _SMALL_READ and key.startswith(self.keep_open) and self.keep_open:
+        if length <= SMALL_READ and key.startswith(self.keep_open) and self.keep_open:
             return self._read_pack_range(key, offset, length)
         with os_errors("reading", self._path(key)):
             fd = self._open_read(key)
@@ -179,7 +163,7 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
                 if fd is None:
                     return None
                 self._pack_fds[key] = fd
-                if len(self._pack_fds) > _MAX_PACK_FDS:
+                if len(self._pack_fds) > MAX_PACK_FDS:
                     os.close(self._pack_fds.popitem(last=False)[1])
             else:
                 self._pack_fds.move_to_end(key)
@@ -244,16 +228,6 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
                         else:
                             yield child, entry
 
-    def temporaries(self) -> Iterator[Leftover]:
-        """Temporaries of interrupted writes (``.tmp-*``) and objects an interrupted gc moved
-        aside (``.gc-*``), anywhere in the store."""
-        for key, entry in self._walk(""):
-            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                st = entry.stat(follow_symlinks=False)
-                yield Leftover(key, st.st_mtime, st.st_size, restores=entry.name.startswith(TRASH_PREFIX))
-
-    # -- writes ------------------------------------------------------------------------------
-
     def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
         with self.stage(key.rpartition("/")[0]) as staged:
             for chunk in chunks_of(data):
@@ -263,16 +237,7 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
     def stage(self, directory: str) -> Staged:
         with os_errors("creating a directory in", self._path(directory)):
             self._makedirs(directory)
-        return _LocalStaged(self, directory)
-
-    def touch(self, key: str) -> bool:
-        path = self._path(key)
-        with os_errors("touching", path):
-            try:
-                os.utime(path, follow_symlinks=False)
-            except FileNotFoundError:
-                return False
-            return True
+        return LocalStaged(self._path, self._makedirs, self.durable, directory)
 
     def delete(self, key: str) -> bool:
         path = self._path(key)
@@ -282,216 +247,19 @@ class LocalBackend(Backend, Appending, LocalPaths, Grace, Staging):
             except FileNotFoundError:
                 return False
             if self.durable:
-                _fsync_dir(os.path.dirname(path))
+                fsync_dir(os.path.dirname(path))
             return True
-
-    def quarantine(self, key: str, older_than: float) -> str | None:
-        """Move the object aside, then look at its mtime: a toucher either touched it before the
-        move (the mtime is fresh, so it is moved back) or after (the touch fails and the toucher
-        writes the blob again)."""
-        path = self._path(key)
-        directory, _, base = path.rpartition(os.sep)
-        trash_base = f"{TRASH_PREFIX}{base}.{uuid.uuid4().hex[:8]}"
-        trash = os.path.join(directory, trash_base)
-        with os_errors("collecting", path):
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                return None
-            if st.st_mtime > older_than or not stat_module.S_ISREG(st.st_mode):
-                return None
-            try:
-                os.rename(path, trash)
-            except FileNotFoundError:
-                return None
-            if os.lstat(trash).st_mtime > older_than:
-                self._link_back(trash, path)
-                return None
-        return f"{key.rpartition('/')[0]}/{trash_base}"
-
-    def restore(self, trash: str) -> None:
-        directory, _, base = trash.rpartition("/")
-        if not base.startswith(TRASH_PREFIX):
-            raise ValueError(f"{trash} is not a moved-aside object")
-        original = os.path.join(self._path(directory), base[len(TRASH_PREFIX) :].rsplit(".", 1)[0])
-        with os_errors("restoring", original):
-            self._link_back(self._path(trash), original)
-
-    def _link_back(self, trash: str, original: str) -> None:
-        """Link a moved-aside regular file back to its name (unless something is there again),
-        then remove the trash name.  Anything else under a trash name is only removed: gc never
-        makes a planted symlink or special file visible under a store's name."""
-        try:
-            st = os.lstat(trash)
-        except FileNotFoundError:
-            return  # restored or purged by another gc
-        if stat_module.S_ISREG(st.st_mode):
-            try:
-                os.link(trash, original)
-            except FileExistsError:
-                pass  # written again meanwhile: the trash copy is redundant
-            if self.durable:
-                _fsync_dir(os.path.dirname(original))
-        try:
-            os.unlink(trash)
-        except FileNotFoundError:
-            pass
-
-    def purge(self, trash: str) -> None:
-        path = self._path(trash)
-        with os_errors("collecting", path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                return
-            if self.durable:
-                _fsync_dir(os.path.dirname(path))
-
-    def delete_temporary(self, key: str) -> bool:
-        base = key.rpartition("/")[2]
-        if not base.startswith((TMP_PREFIX, TRASH_PREFIX)):
-            raise ValueError(f"{key} is not a temporary")
-        if base.startswith(TRASH_PREFIX):
-            # A gc was interrupted between moving an object aside and deciding its fate.  A
-            # writer may have referenced it meanwhile, so put it back; the next gc decides again.
-            if not os.path.lexists(self._path(key)):
-                return False
-            self.restore(key)
-            return True
-        return self.delete(key)
 
     def open_append(self, key: str) -> Appender:
         directory = key.rpartition("/")[0]
         path = self._path(key)
         with os_errors("creating", path):
             self._makedirs(directory)
-            fd = os.open(path, _O_CREATE | os.O_APPEND, 0o644)
+            fd = os.open(path, O_CREATE | os.O_APPEND, 0o644)
             try:
                 if self.durable:
-                    _fsync_dir(os.path.dirname(path))
+                    fsync_dir(os.path.dirname(path))
             except BaseException:
                 os.close(fd)
                 raise
-        return _LocalAppender(fd, path, self.durable)
-
-
-#: Reads of packs up to this size use a kept-open descriptor (larger ones are clamped to the
-#: file's size first, so that a damaged length cannot allocate without bound).
-_SMALL_READ = 1 << 20
-_MAX_PACK_FDS = 64
-
-
-def _close_all(fds: OrderedDict[str, int], lock: threading.Lock) -> None:
-    with lock:
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        fds.clear()
-
-
-class _LocalStaged(Staged):
-    def __init__(self, backend: LocalBackend, directory: str) -> None:
-        self._backend = backend
-        self._dir = backend._path(directory)
-        self._tmp = os.path.join(self._dir, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        self._written = 0
-        with os_errors("creating a temporary file in", self._dir):
-            self._fd: int | None = os.open(self._tmp, _O_CREATE, 0o444)
-
-    def write(self, data: memoryview | bytes) -> None:
-        if self._fd is None:
-            raise StoreError("write to a staged blob after it was published or aborted")
-        view = memoryview(data).cast("B")
-        with os_errors("writing", self._tmp):
-            while view:
-                n = os.write(self._fd, view[: 1 << 30])
-                if n <= 0:
-                    raise OSError(errno.EIO, "short write")
-                self._written += n
-                view = view[n:]
-
-    def publish(self, key: str, *, overwrite: bool = False) -> bool:
-        if self._fd is None:
-            raise StoreError("publish of a staged blob after it was published or aborted")
-        final = self._backend._path(key)
-        with os_errors("publishing", final):
-            self._backend._makedirs(key.rpartition("/")[0])
-            if self._backend.durable:
-                os.fsync(self._fd)
-            size = os.fstat(self._fd).st_size
-            if size != self._written:
-                raise OSError(errno.EIO, f"temporary file holds {size} bytes, {self._written} were written")
-            os.close(self._fd)
-            self._fd = None
-            if overwrite:
-                os.replace(self._tmp, final)
-                published = True
-            else:
-                try:
-                    os.link(self._tmp, final)
-                    published = True
-                except FileExistsError:
-                    published = False
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                        raise
-                    published = _rename_if_absent(self._tmp, final)
-            if published and self._backend.durable:
-                _fsync_dir(os.path.dirname(final))
-        self.abort()
-        return published
-
-    def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass  # a leftover temporary is harmless: gc removes it after its grace period
-
-
-def _rename_if_absent(tmp: str, final: str) -> bool:
-    """Publish on filesystems without hard links; a concurrent identical blob may be replaced by
-    identical bytes, which is harmless for content-addressed data."""
-    if os.path.lexists(final):
-        return False
-    os.rename(tmp, final)
-    return True
-
-
-class _LocalAppender(Appender):
-    def __init__(self, fd: int, path: str, durable: bool) -> None:
-        self._fd: int | None = fd
-        self._path = path
-        self._durable = durable
-
-    def append(self, data: bytes) -> None:
-        if self._fd is None:
-            raise StoreError(f"log {self._path} is closed")
-        with os_errors("appending to", self._path):
-            n = os.write(self._fd, data)
-            if n != len(data):
-                # A short append leaves a torn line, which readers skip; the caller learns it failed.
-                raise OSError(errno.EIO, f"short write ({n} of {len(data)} bytes)")
-            if self._durable:
-                os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
+        return LocalAppender(fd, path, self.durable)

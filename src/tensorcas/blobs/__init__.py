@@ -7,6 +7,8 @@ the inventory gc, verify and du walk.
 
 from __future__ import annotations
 
+from .collector import Collector
+from .inventory import Inventory
 from .layer import PACK_THRESHOLD, STREAM_CHUNK, Blobs, Check, tensor_context
 from .locations import BlobLocation, Loose, PackContents, Packed, Reachable, holds
 from .packindex import PackIndex, damaged_line
@@ -17,6 +19,8 @@ __all__ = [
     "BlobLocation",
     "Blobs",
     "Check",
+    "Collector",
+    "Inventory",
     "Loose",
     "PackContents",
     "PackIndex",

@@ -1,9 +1,10 @@
 """The blob layer: the one place that turns a digest into keys or bytes.
 
-Everything above asks it where a blob lives (:meth:`Blobs.locate`), for its bytes
+Readers and writers ask it where a blob lives (:meth:`Blobs.locate`), for its bytes
 (:meth:`Blobs.read_into`), to store new bytes (:meth:`Blobs.put`, :meth:`Blobs.put_streaming`),
-whether bytes are stored already and so only need marking in use (:meth:`Blobs.reuse`), and for
-the whole inventory (:meth:`Blobs.reachable_blobs`).  It also holds the placement rule: small blobs
+whether bytes are stored already and so only need marking in use (:meth:`Blobs.reuse`).  gc,
+verify and du walk the whole inventory (:attr:`Blobs.inventory`, ``inventory.py``) and collect
+through :attr:`Blobs.collector` (``collector.py``).  It also holds the placement rule: small blobs
 go into a writer's pack when the backend can append, others get an object of their own.
 """
 
@@ -11,24 +12,21 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 from ..backends import base
-from ..backends.base import READ_WINDOW
-from ..errors import BlobNotFoundError, CorruptObjectError, StoreError, UnsafeFileError
+from ..errors import BlobNotFoundError, CorruptObjectError
 from ..format import (
     BLOBS,
-    PACKS,
     PackedBlob,
     blob_key,
     format_digest,
-    is_pack_key,
-    key_to_digest,
     pack_key,
 )
 from ..hashing import new_hasher
-from .locations import BlobLocation, Loose, PackContents, Packed, Reachable, holds
+from .collector import Collector
+from .inventory import Inventory
+from .locations import BlobLocation, Loose, Packed, Reachable, holds
 from .packindex import PackIndex
 
 #: Pieces in which streamed blobs are hashed and written (small enough to stay in cache).
@@ -61,6 +59,12 @@ class Blobs:
         self._refresh = refresh
         self._lock = lock
         self._grace = base.grace(backend)
+        #: Whether small blobs can go into packs (the backend appends).
+        self.can_pack = base.appending(backend) is not None
+        #: The whole-store side: every copy, for gc, verify and du.
+        self.inventory = Inventory(backend, packs, refresh, lock)
+        #: gc's side: moving objects aside and deciding their fate.
+        self.collector = Collector(backend)
         self._touched: dict[str, float] = {}
 
     @property
@@ -68,11 +72,6 @@ class Blobs:
         return self.backend.location
 
     # -- placement -----------------------------------------------------------------------------
-
-    @property
-    def can_pack(self) -> bool:
-        """Whether small blobs can go into packs (the backend appends)."""
-        return base.appending(self.backend) is not None
 
     def packs_size(self, nbytes: int) -> bool:
         """Where bytes of this size go: into the writer's pack (``True``) or an object of their own."""
@@ -229,41 +228,6 @@ class Blobs:
         self.read_into(digest, memoryview(out), name=name, check=check)
         return out
 
-    def read_copy(self, place: Packed) -> bytes:
-        """The bytes of one packed copy; :class:`CorruptObjectError` if the pack does not hold it."""
-        data = self.backend.read_range(place.pack, place.offset, place.nbytes)
-        if data is None or len(data) != place.nbytes:
-            got = "missing" if data is None else f"cut short ({len(data)} of {place.nbytes} bytes)"
-            raise CorruptObjectError(f"the pack is {got}")
-        return data
-
-    def hash_copy(self, location: BlobLocation) -> tuple[str, int]:
-        """The digest and size of one copy as it is stored; :class:`StoreError` if unreadable."""
-        if isinstance(location, Packed):
-            hasher = new_hasher(location.nbytes)
-            hasher.update(self.read_copy(location))
-            return format_digest(hasher.hexdigest()), location.nbytes
-        info = self.backend.stat(location.key)  # also refuses symlinks and special files
-        if info is None:
-            raise CorruptObjectError("the file vanished while it was verified")
-        hasher = new_hasher(info.size)
-        paths = base.local_paths(self.backend)
-        path = paths.local_path(location.key) if paths is not None else None
-        if path is not None and info.size > 0:
-            try:
-                hasher.update_mmap(path)
-            except OSError as exc:
-                raise CorruptObjectError(f"cannot read {path}: {exc.strerror}") from exc
-        else:
-            offset = 0
-            while offset < info.size:
-                chunk = self.backend.read_range(location.key, offset, 16 << 20)
-                if not chunk:
-                    break
-                hasher.update(chunk)
-                offset += len(chunk)
-        return format_digest(hasher.hexdigest()), info.size
-
     # -- writing -------------------------------------------------------------------------------
 
     def reuse(self, digest: str, nbytes: int) -> bool:
@@ -343,117 +307,6 @@ class Blobs:
             staged.publish(key, overwrite=info is not None)  # replaces a blob of the wrong size
         return digest
 
-    # -- the whole inventory, for gc, verify and du ---------------------------------------------
-
     def reachable_blobs(self) -> Reachable:
-        """Every blob stored: loose ones listed first, then the logs read, then every pack
-        (existing, or named by the logs) with the places the logs give in it.  Entries that
-        cannot be read (symlinks, special files) are kept apart in ``unreadable``."""
-        loose: dict[str, base.ObjectInfo] = {}
-        unreadable: dict[str, StoreError] = {}
-        for key in self.backend.list(BLOBS):
-            digest = key_to_digest(key)
-            if digest is not None:
-                info = self._stat(key, unreadable)
-                if info is not None:  # collected meanwhile otherwise
-                    loose[digest] = info
-        self._refresh()
-        packs = {}
-        for key in sorted(self.backend.list(PACKS)):
-            if is_pack_key(key):
-                packs[key] = PackContents(key, self._stat(key, unreadable))
-        with self._lock:
-            sealed = {pack_key(p) for p in self.packs.sealed}
-            for places in self.packs.all().values():
-                for place in places:
-                    key = pack_key(place.pack)
-                    if key not in packs:
-                        packs[key] = PackContents(key, None)
-                    packs[key].places.append(place)
-        for key, pack in packs.items():
-            pack.sealed = key in sealed
-        return Reachable(loose, packs, unreadable)
-
-    def _stat(self, key: str, unreadable: dict[str, StoreError]) -> base.ObjectInfo | None:
-        try:
-            return self.backend.stat(key)
-        except UnsafeFileError as exc:  # a symlink or special file: reported, never followed
-            unreadable[key] = exc
-            return None
-
-    # -- collecting, for gc: move aside, decide, then restore or purge ---------------------------
-
-    def quarantine(self, key: str, cutoff: float) -> str | None:
-        """Move a blob or pack not marked in use since ``cutoff`` aside (absent to everyone until
-        :meth:`restore` or :meth:`purge`); its temporary key, or ``None`` if it stays.
-
-        With ``Grace`` this is atomic against a concurrent :meth:`reuse`.  Without it the object
-        is copied to a temporary key and deleted (writers cannot mark it in use there; the check
-        they make after their record, ``Placement.confirm``, is what keeps their blobs)."""
-        if self._grace is not None:
-            return self._grace.quarantine(key, cutoff)
-        info = self.backend.stat(key)
-        if info is None or info.mtime > cutoff:
-            return None
-        directory, _, name = key.rpartition("/")
-        trash = f"{directory}/{_TRASH_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
-        if not self.backend.put_if_absent(trash, self._pieces(key, info.size)):
-            return None
-        self.backend.delete(key)
-        return trash
-
-    def restore(self, trash: str) -> None:
-        """Put a moved-aside object back (unless it was stored again meanwhile)."""
-        if self._grace is not None:
-            self._grace.restore(trash)
-            return
-        info = self.backend.stat(trash)
-        if info is not None:
-            self.backend.put_if_absent(_original(trash), self._pieces(trash, info.size))
-            self.backend.delete(trash)
-
-    def purge(self, trash: str) -> None:
-        """Delete a moved-aside object for good."""
-        if self._grace is not None:
-            self._grace.purge(trash)
-        else:
-            self.backend.delete(trash)
-
-    def _pieces(self, key: str, size: int) -> Iterable[bytes]:
-        for offset in range(0, size, READ_WINDOW):
-            piece = self.backend.read_range(key, offset, min(READ_WINDOW, size - offset))
-            if not piece:
-                raise CorruptObjectError(f"{key} changed while it was moved aside")
-            yield piece
-
-    def leftovers(self) -> list[base.Leftover]:
-        """Temporaries of interrupted writes (``Staging``), and objects a killed gc moved aside."""
-        staging = base.staging(self.backend)
-        if staging is not None:
-            return list(staging.temporaries())
-        out = []
-        for key in self.backend.list(""):
-            if key.rpartition("/")[2].startswith(_TRASH_PREFIX):
-                info = self.backend.stat(key)
-                if info is not None:
-                    out.append(base.Leftover(key, info.mtime, info.size, restores=True))
-        return out
-
-    def remove_leftover(self, leftover: base.Leftover) -> bool:
-        """Remove a leftover; one that :attr:`~base.Leftover.restores` is put back instead."""
-        staging = base.staging(self.backend)
-        if staging is not None:
-            return staging.delete_temporary(leftover.key)
-        if not leftover.restores or not self.backend.exists(leftover.key):
-            return False
-        self.restore(leftover.key)
-        return True
-
-
-#: How objects moved aside by gc are named without ``Grace`` (the local backend uses the same).
-_TRASH_PREFIX = ".gc-"
-
-
-def _original(trash: str) -> str:
-    directory, _, name = trash.rpartition("/")
-    return f"{directory}/{name[len(_TRASH_PREFIX) :].rsplit('.', 1)[0]}"
+        """Every blob stored, where, and how large (see :class:`Inventory`)."""
+        return self.inventory.reachable_blobs()

@@ -7,7 +7,7 @@
 interrupted writes.  Writers publish a blob before its record, and a writer that finds its blob
 already stored touches it instead of writing it again, so a blob that looks unreferenced may be
 about to be referenced.  gc is therefore two-phase: it moves each candidate aside
-(``Blobs.quarantine``, atomic against a concurrent touch where the backend can mark objects in
+(``Collector.quarantine``, atomic against a concurrent touch where the backend can mark objects in
 use), reads the logs again, puts back what
 is used by then and deletes the rest.  A writer checks, after appending its record, that the blob
 is still there, and stores it again if not; so a record appended before gc's second read keeps
@@ -191,7 +191,7 @@ def gc(
     A blob is kept while a current record or a storage root (``write_storage``) uses it.
     Collection is two-phase, so that no write that returned ever loses its blob, whatever the
     grace period and however the clocks of writers and filesystem disagree: every candidate is
-    first moved aside (``Backend.quarantine``), then the logs are read again; a candidate that a
+    first moved aside (``Collector.quarantine``), then the logs are read again; a candidate that a
     record or root now uses is put back, the rest are deleted.  A writer whose record came after
     that second read finds its blob gone when it checks after appending, and stores it again.
     The grace period only spares work: bytes a writer stored moments ago are not moved at all.
@@ -206,9 +206,9 @@ def gc(
     blobs = store.blobs
     cutoff = time.time() - grace_seconds
     report = GcReport(store.location, dry_run, grace_seconds)
-    leftovers = blobs.leftovers()
+    leftovers = blobs.collector.leftovers()
     for leftover in leftovers:
-        if leftover.restores and (dry_run or blobs.remove_leftover(leftover)):
+        if leftover.restores and (dry_run or blobs.collector.remove_leftover(leftover)):
             report.restored_trash.append(leftover.key)
 
     reachable = blobs.reachable_blobs()  # loose blobs listed before the records are read
@@ -233,7 +233,7 @@ def gc(
         if dry_run:
             report.removed_blobs.append(CollectedBlob(digest, info.size))
             continue
-        trash = blobs.quarantine(fmt.blob_key(digest), cutoff)
+        trash = blobs.collector.quarantine(fmt.blob_key(digest), cutoff)
         if trash is None:
             report.kept_recent += 1
         else:
@@ -247,7 +247,7 @@ def gc(
     for leftover in leftovers:
         if leftover.restores or leftover.mtime > temporary_cutoff:
             continue
-        if dry_run or blobs.remove_leftover(leftover):
+        if dry_run or blobs.collector.remove_leftover(leftover):
             report.removed_temporaries.append(leftover.key)
             report.temporary_bytes += leftover.size
     return report
@@ -286,22 +286,22 @@ def _decide(
         _refuse_damage(store, force)
     except BaseException:
         for _, trash, _ in moved:
-            store.blobs.restore(trash)
+            store.blobs.collector.restore(trash)
         for pack in moved_packs:
-            store.blobs.restore(pack.trash)
+            store.blobs.collector.restore(pack.trash)
         raise
     for digest, trash, size in moved:
         if digest in referenced:
-            store.blobs.restore(trash)
+            store.blobs.collector.restore(trash)
             report.kept_recent += 1
         else:
-            store.blobs.purge(trash)
+            store.blobs.collector.purge(trash)
             report.removed_blobs.append(CollectedBlob(digest, size))
     for pack in moved_packs:
         if any(p.blob in referenced and p.blob not in pack.copied for p in pack.places):
-            store.blobs.restore(pack.trash)  # a blob in it is used again: kept
+            store.blobs.collector.restore(pack.trash)  # a blob in it is used again: kept
         else:
-            store.blobs.purge(pack.trash)
+            store.blobs.collector.purge(pack.trash)
             report.removed_packs.append(pack.collected)
 
 
@@ -320,7 +320,7 @@ def _collect_packs(
     appending to a deleted file.  A pack is rewritten only when at least half its bytes are unused,
     so a gc does not copy much to free little.  Copied blobs are re-hashed first: a damaged blob
     is never copied under its digest, and its pack is left for ``verify`` to report.  Packs are
-    moved aside through ``Blobs.quarantine`` and decided in the second phase like loose blobs.
+    moved aside through ``Collector.quarantine`` and decided in the second phase like loose blobs.
     """
     copied: set[str] = set()
     rewriter = None
@@ -359,7 +359,7 @@ def _collect_packs(
                 assert rewriter is not None
                 rewriter.put_packed(digest, data)
                 copied.add(digest)
-            trash = store.blobs.quarantine(key, cutoff)
+            trash = store.blobs.collector.quarantine(key, cutoff)
             if trash is not None:  # else reused meanwhile: kept (the copies are harmless duplicates)
                 moved.append(_MovedPack(collected, trash, list(pack.places), set(copied)))
     finally:
@@ -373,7 +373,7 @@ def _read_verified(store: Store, live: dict[str, Packed]) -> list[tuple[str, byt
     out = []
     for digest, place in live.items():
         try:
-            data = store.blobs.read_copy(place)
+            data = store.blobs.inventory.read_copy(place)
         except StoreError:
             return None
         if hash_buffer(data) != digest:

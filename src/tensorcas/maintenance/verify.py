@@ -110,7 +110,7 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
         for copy in reachable.copies(digest):
             where = copy.describe()
             try:
-                actual_digest, nbytes = blobs.hash_copy(copy)
+                actual_digest, nbytes = blobs.inventory.hash_copy(copy)
             except StoreError as exc:
                 report.findings.append(Finding("unreadable", f"blob {digest} ({where}): {exc}", digest, names))
                 continue

@@ -1,0 +1,1 @@
+"""The benchmark's parts: harness, contenders, goals, and the workloads registry."""

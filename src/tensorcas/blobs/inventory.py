@@ -1,0 +1,99 @@
+"""The inventory of a store's blobs, for gc, verify and du: every copy, and what it holds.
+
+Readers and writers ask :class:`~tensorcas.blobs.Blobs` about one digest; the whole-store tools
+walk :meth:`Inventory.reachable_blobs` and read or hash one copy at a time, so that "which blobs
+exist, where, and are they whole" is answered here only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ..backends import base
+from ..errors import CorruptObjectError, StoreError, UnsafeFileError
+from ..format import BLOBS, PACKS, format_digest, is_pack_key, key_to_digest, pack_key
+from ..hashing import new_hasher
+from .locations import BlobLocation, PackContents, Packed, Reachable
+from .packindex import PackIndex
+
+
+class Inventory:
+    """Every blob of one store (``refresh`` reads what the logs added)."""
+
+    def __init__(self, backend: base.Backend, packs: PackIndex, refresh: Callable[[], None], lock: threading.RLock) -> None:
+        self.backend = backend
+        self.packs = packs
+        self._refresh = refresh
+        self._lock = lock
+
+    def reachable_blobs(self) -> Reachable:
+        """Every blob stored: loose ones listed first, then the logs read, then every pack
+        (existing, or named by the logs) with the places the logs give in it.  Entries that
+        cannot be read (symlinks, special files) are kept apart in ``unreadable``."""
+        loose: dict[str, base.ObjectInfo] = {}
+        unreadable: dict[str, StoreError] = {}
+        for key in self.backend.list(BLOBS):
+            digest = key_to_digest(key)
+            if digest is not None:
+                info = self._stat(key, unreadable)
+                if info is not None:  # collected meanwhile otherwise
+                    loose[digest] = info
+        self._refresh()
+        packs = {}
+        for key in sorted(self.backend.list(PACKS)):
+            if is_pack_key(key):
+                packs[key] = PackContents(key, self._stat(key, unreadable))
+        with self._lock:
+            sealed = {pack_key(p) for p in self.packs.sealed}
+            for places in self.packs.all().values():
+                for place in places:
+                    key = pack_key(place.pack)
+                    if key not in packs:
+                        packs[key] = PackContents(key, None)
+                    packs[key].places.append(place)
+        for key, pack in packs.items():
+            pack.sealed = key in sealed
+        return Reachable(loose, packs, unreadable)
+
+    def _stat(self, key: str, unreadable: dict[str, StoreError]) -> base.ObjectInfo | None:
+        try:
+            return self.backend.stat(key)
+        except UnsafeFileError as exc:  # a symlink or special file: reported, never followed
+            unreadable[key] = exc
+            return None
+
+    def read_copy(self, place: Packed) -> bytes:
+        """The bytes of one packed copy; :class:`CorruptObjectError` if the pack does not hold it."""
+        data = self.backend.read_range(place.pack, place.offset, place.nbytes)
+        if data is None or len(data) != place.nbytes:
+            got = "missing" if data is None else f"cut short ({len(data)} of {place.nbytes} bytes)"
+            raise CorruptObjectError(f"the pack is {got}")
+        return data
+
+    def hash_copy(self, location: BlobLocation) -> tuple[str, int]:
+        """The digest and size of one copy as it is stored; :class:`StoreError` if unreadable."""
+        if isinstance(location, Packed):
+            hasher = new_hasher(location.nbytes)
+            hasher.update(self.read_copy(location))
+            return format_digest(hasher.hexdigest()), location.nbytes
+        info = self.backend.stat(location.key)  # also refuses symlinks and special files
+        if info is None:
+            raise CorruptObjectError("the file vanished while it was verified")
+        hasher = new_hasher(info.size)
+        paths = base.local_paths(self.backend)
+        path = paths.local_path(location.key) if paths is not None else None
+        if path is not None and info.size > 0:
+            try:
+                hasher.update_mmap(path)
+            except OSError as exc:
+                raise CorruptObjectError(f"cannot read {path}: {exc.strerror}") from exc
+        else:
+            offset = 0
+            while offset < info.size:
+                chunk = self.backend.read_range(location.key, offset, base.READ_WINDOW)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                offset += len(chunk)
+        return format_digest(hasher.hexdigest()), info.size
