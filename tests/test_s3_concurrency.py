@@ -1,0 +1,62 @@
+"""Several writer processes on one bucket prefix at once, with dedupe across them; and writers
+racing gc at grace 0 on S3 (the two-phase gc's race tests, on an object store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import test_gc_races
+import torch
+from s3fixtures import BUCKET
+
+import tensorcas
+from tensorcas import ContentStoreReader
+
+WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from tensorcas import ContentStoreWriter
+    url, i = sys.argv[1], int(sys.argv[2])
+    with ContentStoreWriter(url) as writer:
+        for j in range(6):
+            writer.write_tensor(f"p{i}/shared{j}", torch.full((16 if j % 2 else 20_000,), float(j)))
+        writer.write_tensor(f"p{i}/own", torch.full((20_000,), 100.0 + i))
+    """
+)
+
+
+def test_writer_processes_share_one_prefix_and_dedupe(s3_env, s3_server):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, s3_env, str(i)], env=env, stderr=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    reader = ContentStoreReader(s3_env, verify=True)
+    assert len(reader.list_tensors()) == 3 * 7
+    for i in range(3):
+        for j in range(6):
+            expected = torch.full((16 if j % 2 else 20_000,), float(j))
+            assert torch.equal(reader.read_tensor(f"p{i}/shared{j}"), expected)
+        assert torch.equal(reader.read_tensor(f"p{i}/own"), torch.full((20_000,), 100.0 + i))
+    prefix = s3_env.split("/", 3)[3] + "/blobs/"
+    blobs = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("KeyCount", 0)
+    assert blobs == 3 + 3  # each large shared storage once, and each process's own
+    assert tensorcas.verify(s3_env).ok
+
+
+@pytest.fixture
+def loc(s3_env: str) -> str:
+    """The gc race tests' store, on S3."""
+    return s3_env
+
+
+test_a_new_blob_published_just_before_gc_is_stored_again_when_collected = (
+    test_gc_races.test_a_new_blob_published_just_before_gc_is_stored_again_when_collected
+)
