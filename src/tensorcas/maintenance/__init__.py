@@ -1,10 +1,11 @@
-"""Whole-store operations: verify, ls, show, du, diff, rm, gc, and import/export.
+"""Whole-store operations: verify, ls, show, du, diff, rm, gc, import/export, and cp.
 
 Each is one library function that the command line calls; none needs the command line.
 """
 
 from __future__ import annotations
 
+from .copy import CopyReport, copy_store
 from .diff import DiffResult, Target, TensorDiff, diff, parse_target
 from .du import DiskUsage, du
 from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
@@ -22,6 +23,7 @@ from .verify import Finding, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "CopyReport",
     "DamagedStoreError",
     "DiffResult",
     "DiskUsage",
@@ -38,6 +40,7 @@ __all__ = [
     "TensorStats",
     "TensorSummary",
     "VerifyReport",
+    "copy_store",
     "diff",
     "du",
     "export_safetensors",
