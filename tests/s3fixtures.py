@@ -25,7 +25,11 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 FAST_RETRY: dict[str, Any] = {
     "max_retries": 4,
     "retry_timeout": timedelta(seconds=10),
-    "backoff": {"init_backoff": timedelta(milliseconds=20), "max_backoff": timedelta(milliseconds=200), "base": 2},
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=20),
+        "max_backoff": timedelta(milliseconds=200),
+        "base": 2,
+    },
 }
 
 

@@ -101,7 +101,13 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fail(self, fault: str, *, times: int | None = None, when: Callable[[str, str], bool] | None = None) -> None:
+    def fail(
+        self,
+        fault: str,
+        *,
+        times: int | None = None,
+        when: Callable[[str, str], bool] | None = None,
+    ) -> None:
         """Apply ``fault`` to requests matching ``when`` (all by default), ``times`` times (always
         by default)."""
         left = [times]
@@ -178,7 +184,9 @@ class FaultProxy:
     def _forward(self, head: bytes, body: bytes, is_head: bool) -> bytes | None:
         """Send one request to the server on a new connection; its whole answer, framed with a
         ``Content-Length`` so that the client's connection can be kept alive."""
-        lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+        lines = [
+            line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")
+        ]
         request = b"\r\n".join(lines[:-2]) + b"\r\nConnection: close\r\n\r\n" + body
         with socket.create_connection(self.upstream) as upstream:
             upstream.sendall(request)
@@ -191,9 +199,15 @@ class FaultProxy:
             return None
         answer_head, answer_body = answer[: end + 4], answer[end + 4 :]
         lower = answer_head.lower()
-        if b"\r\ncontent-length:" not in lower and b"\r\ntransfer-encoding:" not in lower and not is_head:
+        if (
+            b"\r\ncontent-length:" not in lower
+            and b"\r\ntransfer-encoding:" not in lower
+            and not is_head
+        ):
             answer_head = answer_head[:-2] + b"Content-Length: %d\r\n\r\n" % len(answer_body)
         answer_head = b"\r\n".join(
-            line for line in answer_head.split(b"\r\n") if not line.lower().startswith(b"connection:")
+            line
+            for line in answer_head.split(b"\r\n")
+            if not line.lower().startswith(b"connection:")
         )
         return answer_head + answer_body

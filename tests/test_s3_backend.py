@@ -6,10 +6,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from s3fixtures import BUCKET, FAST_RETRY, S3Server
 
+from s3fixtures import BUCKET, FAST_RETRY, S3Server
 from tensorcas.backends.base import Backend
-from tensorcas.backends.objectstore import ObjectStoreBackend, segment_key
+from tensorcas.backends.objectstore import ObjectStoreBackend
 from tensorcas.testing import BackendTests
 
 
@@ -32,12 +32,16 @@ class TestObjectStoreBackend(BackendTests):
             return client.get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read()
         except client.exceptions.NoSuchKey:
             pass
-        listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{key}.seg/").get("Contents", [])
+        listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{key}.seg/").get(
+            "Contents", []
+        )
         if not listed:
             return None
         names = sorted(o["Key"] for o in listed)
         with ThreadPoolExecutor(8) as pool:
-            return b"".join(pool.map(lambda n: client.get_object(Bucket=BUCKET, Key=n)["Body"].read(), names))
+            return b"".join(
+                pool.map(lambda n: client.get_object(Bucket=BUCKET, Key=n)["Body"].read(), names)
+            )
 
     def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         client, prefix = backend.client, backend.prefix  # type: ignore[attr-defined]

@@ -9,11 +9,11 @@ import sys
 import textwrap
 
 import pytest
-import test_gc_races
 import torch
-from s3fixtures import BUCKET
 
 import tensorcas
+import test_gc_races
+from s3fixtures import BUCKET
 from tensorcas import ContentStoreReader
 
 WRITER = textwrap.dedent(
@@ -32,7 +32,12 @@ WRITER = textwrap.dedent(
 def test_writer_processes_share_one_prefix_and_dedupe(s3_env, s3_server):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, s3_env, str(i)], env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, s3_env, str(i)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(3)
     ]
     for proc in procs:

@@ -8,9 +8,9 @@ import os
 
 import torch
 from click.testing import CliRunner
+
 from s3fixtures import S3Server
 from s3proxy import FaultProxy
-
 from tensorcas import ContentStoreReader, ContentStoreWriter, verify
 from tensorcas.backends.objectstore import ObjectStoreBackend
 from tensorcas.cli import cli
@@ -27,7 +27,11 @@ def test_cp_pushes_and_pulls_sending_only_what_is_lacking(s3_env, s3_server: S3S
     result = CliRunner().invoke(cli, ["cp", "--json", local, s3_env])
     assert result.exit_code == 0, result.output
     first = json.loads(result.output)
-    assert first["blobs_sent"] == 4 and first["roots"] == 1 and sorted(first["copied"]) == ["a", "b", "c"]
+    assert (
+        first["blobs_sent"] == 4
+        and first["roots"] == 1
+        and sorted(first["copied"]) == ["a", "b", "c"]
+    )
     reader = ContentStoreReader(s3_env, verify=True)
     for name, tensor in tensors.items():
         assert torch.equal(reader.read_tensor(name), tensor)

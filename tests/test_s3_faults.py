@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from s3fixtures import FAST_RETRY, S3Server, free_port
-from s3proxy import FaultProxy
 
 import tensorcas
+from s3fixtures import FAST_RETRY, S3Server, free_port
+from s3proxy import FaultProxy
 from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas.backends.objectstore import MULTIPART_THRESHOLD, ObjectStoreBackend
 from tensorcas.errors import AccessDeniedError, StoreError, StoreUnavailableError

@@ -80,7 +80,11 @@ MAX_CONCURRENCY = 8
 DEFAULT_RETRY: dict[str, Any] = {
     "max_retries": 8,
     "retry_timeout": timedelta(seconds=60),
-    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2},
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=5),
+        "base": 2,
+    },
 }
 
 #: What separates a logical key from its segments' names.
@@ -176,7 +180,9 @@ class ObjectStoreBackend(Backend, Appending):
         self.location = location
         self._segments: dict[str, _Chain] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="tensorcas-obj")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_concurrency, thread_name_prefix="tensorcas-obj"
+        )
         self._max_concurrency = max_concurrency
         retry = DEFAULT_RETRY if retry is None else retry
         backoff = retry.get("backoff", DEFAULT_RETRY["backoff"])
@@ -212,7 +218,9 @@ class ObjectStoreBackend(Backend, Appending):
             )
         parts = urlsplit(url)
         if not parts.netloc:
-            raise UnsupportedLocationError(f"location {url!r} names no bucket; write {scheme}://BUCKET/PREFIX")
+            raise UnsupportedLocationError(
+                f"location {url!r} names no bucket; write {scheme}://BUCKET/PREFIX"
+            )
         try:
             from obstore.store import from_url
         except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -228,11 +236,11 @@ class ObjectStoreBackend(Backend, Appending):
             _aws_environment(options, client, kwargs)
         location = f"{scheme}://{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
         with _errors("opening", location):
-            store = from_url(
+            store = from_url(  # type: ignore[call-overload]
                 url,
                 config=options or None,
                 client_options=client or None,
-                retry_config=dict(retry if retry is not None else DEFAULT_RETRY),  # type: ignore[arg-type]
+                retry_config=dict(retry if retry is not None else DEFAULT_RETRY),
                 **kwargs,
             )
         return cls(store, location, retry=retry)
@@ -274,7 +282,12 @@ class ObjectStoreBackend(Backend, Appending):
             if body.nbytes <= MULTIPART_THRESHOLD:
                 mode = "create" if create else "overwrite"
                 try:
-                    self._resending(key, lambda: self._obs.put(self.store, key, body, mode=mode, use_multipart=False))
+                    self._resending(
+                        key,
+                        lambda: self._obs.put(
+                            self.store, key, body, mode=mode, use_multipart=False
+                        ),
+                    )
                 except exc_type:
                     return False
                 return True
@@ -288,11 +301,16 @@ class ObjectStoreBackend(Backend, Appending):
             total += len(head[-1])
             if total > MULTIPART_THRESHOLD:
                 rest = itertools.chain(head, (bytes(p) for p in pieces))
-                return self._put_large(key, lambda: rest, create, again=False)
+                return self._put_large(key, lambda rest=rest: rest, create, again=False)  # type: ignore[misc]
         return self._put(key, b"".join(head), create=create)
 
     def _put_large(
-        self, key: str, pieces: Callable[[], Iterator[bytes | memoryview]], create: bool, *, again: bool = True
+        self,
+        key: str,
+        pieces: Callable[[], Iterator[bytes | memoryview]],
+        create: bool,
+        *,
+        again: bool = True,
     ) -> bool:
         if create and self._head(key) is not None:
             return False
@@ -334,7 +352,9 @@ class ObjectStoreBackend(Backend, Appending):
         offset = None if after is None else segment_key(key, after)
         out: list[_Listed] = []
         with _errors("listing", self._where(key + SEGMENTS)):
-            for batch in self._obs.list(self.store, prefix=key + SEGMENTS.rstrip("/"), offset=offset, chunk_size=1000):
+            for batch in self._obs.list(
+                self.store, prefix=key + SEGMENTS.rstrip("/"), offset=offset, chunk_size=1000
+            ):
                 for meta in batch:
                     split = _split_segment(meta["path"])
                     if split is not None and split[0] == key:
@@ -351,7 +371,10 @@ class ObjectStoreBackend(Backend, Appending):
         if cached is not None and len(cached) >= 2:
             newer = self._list_segments(key, after=cached[-2][0])
             if newer and min(newer)[0] == cached[-1][0]:
-                known = [(end, end - prev, mtime) for (prev, _), (end, mtime) in zip(cached, cached[1:])]
+                known = [
+                    (end, end - prev, mtime)
+                    for (prev, _), (end, mtime) in itertools.pairwise(cached)
+                ]
                 chain = _chain([(0, 0, cached[0][1]), *known[:-1], *newer])
         if chain is None:
             chain = _chain(self._list_segments(key))
@@ -368,7 +391,13 @@ class ObjectStoreBackend(Backend, Appending):
         previous = 0
         for seg_end, _ in chain[1:]:
             if seg_end > start and previous < end:
-                wanted.append((segment_key(key, seg_end), max(start, previous) - previous, min(end, seg_end) - previous))
+                wanted.append(
+                    (
+                        segment_key(key, seg_end),
+                        max(start, previous) - previous,
+                        min(end, seg_end) - previous,
+                    )
+                )
             previous = seg_end
             if previous >= end:
                 break
@@ -515,7 +544,9 @@ class ObjectStoreBackend(Backend, Appending):
                     if split is None:
                         plain.append(path)
                     else:
-                        segmented.setdefault(split[0], []).append((split[1], int(meta["size"]), _timestamp(meta)))
+                        segmented.setdefault(split[0], []).append(
+                            (split[1], int(meta["size"]), _timestamp(meta))
+                        )
         keys = dict.fromkeys(plain)
         with self._lock:
             for key, listed in segmented.items():
@@ -569,14 +600,13 @@ class _SegmentAppender(Appender):
             except BaseException:
                 self._uncertain = True
                 raise
-            if not published:
-                # A retried put whose first attempt landed, or someone else's segment.
-                if backend._get_range(name, 0, len(data) + 1) != bytes(data):
-                    self._uncertain = True
-                    raise StoreError(
-                        f"{backend._where(name)} was written by someone else: two writers append to "
-                        f"{self._key}; each writer must have an id of its own"
-                    )
+            # Not published: a retried put whose first attempt landed, or someone else's segment.
+            if not published and backend._get_range(name, 0, len(data) + 1) != bytes(data):
+                self._uncertain = True
+                raise StoreError(
+                    f"{backend._where(name)} was written by someone else: two writers append to "
+                    f"{self._key}; each writer must have an id of its own"
+                )
             self._end = end
             with backend._lock:
                 chain = backend._segments.get(self._key)
@@ -590,7 +620,9 @@ class _SegmentAppender(Appender):
 # -- configuration ----------------------------------------------------------------------------------
 
 
-def _aws_environment(options: dict[str, Any], client: dict[str, Any], kwargs: dict[str, Any]) -> None:
+def _aws_environment(
+    options: dict[str, Any], client: dict[str, Any], kwargs: dict[str, Any]
+) -> None:
     """Fill in what obstore does not take from the AWS environment by itself: the endpoint in
     ``AWS_ENDPOINT_URL`` (plain HTTP allowed when it says ``http://``), ``AWS_DEFAULT_REGION``,
     and a named profile's credentials (``AWS_PROFILE``, through boto3 when it is installed)."""
@@ -607,7 +639,9 @@ def _aws_environment(options: dict[str, Any], client: dict[str, Any], kwargs: di
     if "region" not in options and not env.get("AWS_REGION") and env.get("AWS_DEFAULT_REGION"):
         options["region"] = env["AWS_DEFAULT_REGION"]
     profile = options.pop("profile", None) or env.get("AWS_PROFILE")
-    explicit = "access_key_id" in options or env.get("AWS_ACCESS_KEY_ID") or options.get("skip_signature")
+    explicit = (
+        "access_key_id" in options or env.get("AWS_ACCESS_KEY_ID") or options.get("skip_signature")
+    )
     if profile and not explicit:
         try:
             import boto3
@@ -636,13 +670,26 @@ def _unless_bucket_missing(exc: FileNotFoundError, location: str) -> None:
         ) from exc
 
 
-_CONNECTION_WORDS = ("error sending request", "connection", "timed out", "timeout", "dns", "reset", "closed", "eof")
+_CONNECTION_WORDS = (
+    "error sending request",
+    "connection",
+    "timed out",
+    "timeout",
+    "dns",
+    "reset",
+    "closed",
+    "eof",
+)
 
 
 def _connection_failed(exc: BaseException | None) -> bool:
     """Whether obstore's error is a failed connection (rather than an answer from the service)."""
     text = str(exc).lower()
-    return exc is not None and "server returned" not in text and any(word in text for word in _CONNECTION_WORDS)
+    return (
+        exc is not None
+        and "server returned" not in text
+        and any(word in text for word in _CONNECTION_WORDS)
+    )
 
 
 @contextmanager
@@ -670,7 +717,13 @@ def _classify(exc: Exception, action: str, where: str) -> StoreError:
         )
     if isinstance(exc, (oe.PermissionDeniedError, oe.UnauthenticatedError)) or any(
         code in text
-        for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden", "ExpiredToken")
+        for code in (
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403 Forbidden",
+            "ExpiredToken",
+        )
     ):
         return AccessDeniedError(
             f"{action} {where} was refused: the credentials are wrong or lack permission "

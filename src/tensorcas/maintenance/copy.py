@@ -56,7 +56,9 @@ def copy_store(
     if prefix:
         fmt.validate_prefix(prefix)
     source = open_store(src, read_only=True)
-    target = dst if isinstance(dst, Store) else Store.open(dst, create=not dry_run, read_only=dry_run)
+    target = (
+        dst if isinstance(dst, Store) else Store.open(dst, create=not dry_run, read_only=dry_run)
+    )
     report = CopyReport(source.location, target.location, dry_run)
     source.refresh()
     target.refresh()
@@ -89,7 +91,9 @@ def copy_store(
     placement = Placement(target, log)
     try:
         for record in todo:
-            placed = placement.known(record.blob, record.nbytes, _Source(source, record.blob, record.nbytes, report))
+            placed = placement.known(
+                record.blob, record.nbytes, _Source(source, record.blob, record.nbytes, report)
+            )
             log.put(record, placed.packed)
             placement.confirm(placed)
             report.copied.append(record.name)
@@ -97,7 +101,9 @@ def copy_store(
         target_roots = target.roots()
         for digest, entry in roots.items():
             if digest not in target_roots:
-                placed = placement.known(digest, entry.nbytes, _Source(source, digest, entry.nbytes, report))
+                placed = placement.known(
+                    digest, entry.nbytes, _Source(source, digest, entry.nbytes, report)
+                )
                 log.root(digest, entry.nbytes, entry.aliases, placed.packed)
                 placement.confirm(placed)
                 report.roots += 1
@@ -125,13 +131,17 @@ class _Source:
                 f"run 'tensorcas verify {self.store.location}'"
             )
         location = found[0]
-        key, base = (location.pack, location.offset) if isinstance(location, Packed) else (location.key, 0)
+        key, base = (
+            (location.pack, location.offset) if isinstance(location, Packed) else (location.key, 0)
+        )
         assert isinstance(location, (Packed, Loose))
         hasher = new_hasher(self.nbytes)
         offset = 0
         self.report.blobs_sent += 1
         while offset < self.nbytes:
-            piece = self.store.backend.read_range(key, base + offset, min(READ_WINDOW, self.nbytes - offset))
+            piece = self.store.backend.read_range(
+                key, base + offset, min(READ_WINDOW, self.nbytes - offset)
+            )
             if not piece:
                 break
             hasher.update(piece)
