@@ -261,17 +261,22 @@ class ObjectStoreBackend(Backend, Appending):
 
     def _get_range(self, key: str, start: int, end: int) -> bytes | None:
         """Bytes ``start:end`` of a plain object (fewer at its end), ``None`` if absent."""
+        buffer = self._get_buffer(key, start, end)
+        return None if buffer is None else bytes(buffer)
+
+    def _get_buffer(self, key: str, start: int, end: int) -> memoryview | None:
+        """Like :meth:`_get_range`, as a view of the client's own buffer (no copy)."""
         if end <= start:
-            return b"" if self._head(key) is not None else None
+            return memoryview(b"") if self._head(key) is not None else None
         with _errors("reading", self._where(key)):
             try:
-                return bytes(self._obs.get_range(self.store, key, start=start, end=end))
+                return memoryview(self._obs.get_range(self.store, key, start=start, end=end))
             except FileNotFoundError as exc:
                 _unless_bucket_missing(exc, self.location)
                 return None
             except self._obs.exceptions.GenericError as exc:
                 if "416" in str(exc):  # the range starts at or past the end: the object is there
-                    return b""
+                    return memoryview(b"")
                 raise
 
     def _put(self, key: str, data: Data, *, create: bool) -> bool:
@@ -467,12 +472,18 @@ class ObjectStoreBackend(Backend, Appending):
 
     def read_into(self, key: str, out: memoryview) -> int | None:
         out = out.cast("B") if out.format != "B" else out
-        if self._known_segmented(key) or out.nbytes <= PART_SIZE:
+        if self._known_segmented(key):
             data = self.read_range(key, 0, out.nbytes)
             if data is None:
                 return None
             out[: len(data)] = data
             return len(data)
+        if out.nbytes <= PART_SIZE:
+            buffer = self._get_buffer(key, 0, out.nbytes)
+            if buffer is None:
+                return self.read_into(key, out) if self._refresh_segments(key) is not None else None
+            out[: buffer.nbytes] = buffer
+            return buffer.nbytes
         # A large object: its first part tells the size, the rest comes in parallel.
         with _errors("reading", self._where(key)):
             try:
@@ -497,11 +508,11 @@ class ObjectStoreBackend(Backend, Appending):
         ranges = [(s, min(s + PART_SIZE, size)) for s in range(n, size, PART_SIZE)]
 
         def fetch(r: tuple[int, int]) -> int:
-            piece = self._get_range(key, *r)
+            piece = self._get_buffer(key, *r)
             if piece is None:
                 return 0
-            out[r[0] : r[0] + len(piece)] = piece
-            return len(piece)
+            out[r[0] : r[0] + piece.nbytes] = piece
+            return piece.nbytes
 
         got = sum(self._pool.map(fetch, ranges))
         return n + got
