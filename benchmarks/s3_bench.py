@@ -22,7 +22,6 @@ Each contender runs ``--repeat`` times, alternating; medians are compared.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ import obstore
 import torch
 
 from tensorcas import ContentStoreReader, ContentStoreWriter
-from tensorcas.backends.objectstore import ObjectStoreBackend
+from tensorcas.backends.objectstore import MULTIPART_THRESHOLD, PART_SIZE, ObjectStoreBackend
 
 CREDENTIALS = {"access_key_id": "bench", "secret_access_key": "bench", "region": "us-east-1"}
 
@@ -87,7 +86,9 @@ class _Counting:
             original = getattr(obstore, name)
             self._saved[name] = original
 
-            def wrapper(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            def wrapper(
+                *args: Any, _name: str = name, _original: Any = original, **kwargs: Any
+            ) -> Any:
                 self.calls[_name] += 1
                 if _name == "put":
                     data, kind = args[2], str(args[1]).split("/", 1)[0]
@@ -108,12 +109,16 @@ class _Counting:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--count", type=int, default=None, help="tensors per run")
     parser.add_argument("--mib", type=int, default=None, help="MiB per tensor")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--endpoint", default=None, help="an S3 endpoint (default: moto on loopback)")
+    parser.add_argument(
+        "--endpoint", default=None, help="an S3 endpoint (default: moto on loopback)"
+    )
     parser.add_argument("--bucket", default="tensorcas-bench")
     args = parser.parse_args()
     count = args.count or (4 if args.quick else 8)
@@ -138,12 +143,21 @@ def main() -> None:
         except Exception:
             pass  # there already
         options = {**CREDENTIALS, "endpoint": endpoint, "allow_http": True}
-        raw = obstore.store.S3Store(args.bucket, client_options={"allow_http": True}, endpoint=endpoint, **CREDENTIALS)
-        tensors = [torch.randn(mib << 18, generator=torch.Generator().manual_seed(i)) for i in range(count)]
+        raw = obstore.store.S3Store(
+            args.bucket, client_options={"allow_http": True}, endpoint=endpoint, **CREDENTIALS
+        )
+        tensors = [
+            torch.randn(mib << 18, generator=torch.Generator().manual_seed(i)) for i in range(count)
+        ]
         views = [memoryview(t.numpy()).cast("B") for t in tensors]
         total = count * (mib << 20)
 
-        times: dict[str, list[float]] = {"tc write": [], "raw write": [], "tc read": [], "raw read": []}
+        times: dict[str, list[float]] = {
+            "tc write": [],
+            "raw write": [],
+            "tc read": [],
+            "raw read": [],
+        }
         for rep in range(args.repeat):
             run = uuid.uuid4().hex[:8]
             url = f"s3://{args.bucket}/bench-{run}"
@@ -154,8 +168,18 @@ def main() -> None:
                         writer.write_tensor(f"t{i}", t)
 
             def raw_write(run: str = run) -> None:
+                # The same request plan as tensorcas: one PUT up to its multipart threshold, else
+                # parts of its part size, as many at once.
                 for i, v in enumerate(views):
-                    obstore.put(raw, f"raw-{run}/t{i}", v)
+                    big = v.nbytes > MULTIPART_THRESHOLD
+                    obstore.put(
+                        raw,
+                        f"raw-{run}/t{i}",
+                        v,
+                        use_multipart=big,
+                        chunk_size=PART_SIZE,
+                        max_concurrency=8,
+                    )
 
             def tc_read(url: str = url) -> None:
                 reader = ContentStoreReader(ObjectStoreBackend.from_url(url, options))
@@ -189,14 +213,20 @@ def main() -> None:
         def mbps(name: str) -> float:
             return total / statistics.median(times[name]) / 1e6
 
-        print(f"server: {'moto on loopback (CPU-bound, Python)' if server else endpoint}; {count} x {mib} MiB float32")
+        print(
+            f"server: {'moto on loopback (CPU-bound, Python)' if server else endpoint}; {count} x {mib} MiB float32"
+        )
         print(f"{'row':<10}{'tensorcas MB/s':>16}{'raw obstore MB/s':>18}{'ratio':>8}")
         for row in ("write", "read"):
             tc, rw = mbps(f"tc {row}"), mbps(f"raw {row}")
             print(f"{row:<10}{tc:>16.0f}{rw:>18.0f}{tc / rw:>8.2f}")
         calls = ", ".join(f"{n} {c}" for n, c in sorted(counted.calls.items()))
-        sent = ", ".join(f"{kind} {n}" for kind, n in sorted(counted.bytes_put.items())) or "nothing"
-        print(f"rewrite   {count} unchanged tensors in {rewrite_seconds:.2f} s; bytes put: {sent}; calls: {calls}")
+        sent = (
+            ", ".join(f"{kind} {n}" for kind, n in sorted(counted.bytes_put.items())) or "nothing"
+        )
+        print(
+            f"rewrite   {count} unchanged tensors in {rewrite_seconds:.2f} s; bytes put: {sent}; calls: {calls}"
+        )
     finally:
         if server is not None:
             server.terminate()

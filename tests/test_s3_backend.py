@@ -9,7 +9,7 @@ import pytest
 
 from s3fixtures import BUCKET, FAST_RETRY, S3Server
 from tensorcas.backends.base import Backend
-from tensorcas.backends.objectstore import ObjectStoreBackend
+from tensorcas.backends.objectstore import ObjectStoreBackend, segment_key
 from tensorcas.testing import BackendTests
 
 
@@ -46,3 +46,49 @@ class TestObjectStoreBackend(BackendTests):
     def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         client, prefix = backend.client, backend.prefix  # type: ignore[attr-defined]
         client.put_object(Bucket=BUCKET, Key=f"{prefix}/{key}", Body=data)
+
+
+def test_large_objects_go_in_parts_and_come_back_in_parallel_ranges(s3_server, s3_url, monkeypatch):
+    from tensorcas.backends import objectstore
+
+    monkeypatch.setattr(objectstore, "MULTIPART_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(objectstore, "READ_PART_SIZE", 256 << 10)
+    backend = _backend(s3_server, s3_url)
+    data = bytes(range(251)) * 12_000  # ~3 MB: a multipart upload (parts of 8 MiB: one), 12 ranges
+    pieces = (memoryview(data)[i : i + 100_000] for i in range(0, len(data), 100_000))
+    assert backend.put_if_absent("blobs/ab/big", pieces) is True
+    assert backend.put_if_absent("blobs/ab/big", memoryview(data)) is False  # checked first
+    out = bytearray(len(data) + 10)
+    assert backend.read_into("blobs/ab/big", memoryview(out)) == len(data)
+    assert out[: len(data)] == data
+    assert backend.read_into("blobs/ab/none", memoryview(bytearray(1 << 20))) is None
+
+
+def test_segments_are_immutable_objects_named_by_their_end(s3_server, s3_url):
+    backend = _backend(s3_server, s3_url)
+    appender = backend.open_append("logs/w.log")
+    appender.append(b"one\n")
+    appender.append(b"")  # nothing: no segment
+    appender.append(b"three\n")
+    prefix = s3_url.split("/", 3)[3]
+    listed = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/")["Contents"]
+    assert sorted(o["Key"][len(prefix) + 1 :] for o in listed) == [
+        segment_key("logs/w.log", 0),
+        segment_key("logs/w.log", 4),
+        segment_key("logs/w.log", 10),
+    ]
+    # Another process's view: it lists, then reads within what it knows without listing again.
+    other = _backend(s3_server, s3_url)
+    assert list(other.list("logs")) == ["logs/w.log"]
+    assert other.read_range("logs/w.log", 2, 100) == b"e\nthree\n"
+    appender.append(b"four\n")
+    assert other.read_range("logs/w.log", 10, 100) == b"four\n"  # past the known end: re-listed
+    info = other.stat("logs/w.log")
+    assert info is not None and info.size == 15
+    # A planted segment that does not continue the chain is not part of the object.
+    s3_server.client().put_object(
+        Bucket=BUCKET, Key=f"{prefix}/{segment_key('logs/w.log', 99)}", Body=b"x"
+    )
+    assert other.get("logs/w.log") == b"one\nthree\nfour\n"
+    assert other.delete("logs/w.log") is True
+    assert other.stat("logs/w.log") is None and list(other.list("")) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +160,13 @@ def test_every_command_works_on_urls(s3_env, s3_server, tmp_path):
     assert torch.equal(imported.read_tensor("model/w"), torch.arange(6, dtype=torch.float32))
     refused = _cli("ls", "foo://x")
     assert refused.exit_code == 2 and "foo://x" in refused.output and not os.path.exists("foo:")
+
+
+def test_the_readme_store_on_s3_runs(s3_env, capsys):
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Object storage", 1)[1]
+    block = re.search(r"```py\n(.*?)```", section, re.S)
+    assert block is not None and len(block.group(1).strip().splitlines()) == 3
+    code = block.group(1).replace("s3://my-bucket/dumps", s3_env)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert "tensor([1., 1., 1.])" in capsys.readouterr().out

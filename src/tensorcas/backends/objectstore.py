@@ -70,8 +70,12 @@ SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss")
 
 #: Objects larger than this are uploaded in parallel multipart parts, and read in parallel ranges.
 MULTIPART_THRESHOLD = 16 << 20
-#: The size of each part of a multipart upload, and of each ranged read of a large object.
+#: The size of each part of a multipart upload.
 PART_SIZE = 8 << 20
+#: Objects up to this size are read in one request; larger ones in ranges of this size, several
+#: at once (S3's guidance for throughput).  Not smaller: each ranged request costs a round trip,
+#: and some servers (moto's among them) read the whole object for each range.
+READ_PART_SIZE = 32 << 20
 #: Requests one backend has in flight at once for one large object or a run of segments.
 MAX_CONCURRENCY = 8
 
@@ -478,7 +482,7 @@ class ObjectStoreBackend(Backend, Appending):
                 return None
             out[: len(data)] = data
             return len(data)
-        if out.nbytes <= PART_SIZE:
+        if out.nbytes <= READ_PART_SIZE:
             buffer = self._get_buffer(key, 0, out.nbytes)
             if buffer is None:
                 return self.read_into(key, out) if self._refresh_segments(key) is not None else None
@@ -487,7 +491,7 @@ class ObjectStoreBackend(Backend, Appending):
         # A large object: its first part tells the size, the rest comes in parallel.
         with _errors("reading", self._where(key)):
             try:
-                first = self._obs.get(self.store, key, options={"range": (0, PART_SIZE)})
+                first = self._obs.get(self.store, key, options={"range": (0, READ_PART_SIZE)})
                 head = first.bytes()
                 size = min(int(first.meta["size"]), out.nbytes)
             except FileNotFoundError as exc:
@@ -505,7 +509,7 @@ class ObjectStoreBackend(Backend, Appending):
             return len(data)
         n = min(len(head), size)
         out[:n] = memoryview(head)[:n]
-        ranges = [(s, min(s + PART_SIZE, size)) for s in range(n, size, PART_SIZE)]
+        ranges = [(s, min(s + READ_PART_SIZE, size)) for s in range(n, size, READ_PART_SIZE)]
 
         def fetch(r: tuple[int, int]) -> int:
             piece = self._get_buffer(key, *r)
