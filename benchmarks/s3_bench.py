@@ -12,7 +12,8 @@ ratios between the two clients on the same server, not a statement of S3's speed
 
 Rows:
     write    fresh prefix: tensorcas writes N float32 tensors / obstore.put of the same bytes
-    read     tensorcas reads them back (eager) / obstore.get of the same objects
+             (the same request plan) / boto3 put_object (for the choice of client)
+    read     tensorcas reads them back (eager) / obstore.get of the same objects / boto3
     rewrite  the same tensors written again, unchanged: requests by kind and bytes sent (the
              goal: no data sent, only the requests that find each blob stored)
 
@@ -157,6 +158,8 @@ def main() -> None:
             "raw write": [],
             "tc read": [],
             "raw read": [],
+            "boto3 write": [],
+            "boto3 read": [],
         }
         for rep in range(args.repeat):
             run = uuid.uuid4().hex[:8]
@@ -190,12 +193,21 @@ def main() -> None:
                 for i in range(count):
                     obstore.get(raw, f"raw-{run}/t{i}").bytes()
 
-            order = [("tc write", tc_write), ("raw write", raw_write)]
-            for name, fn in order if rep % 2 == 0 else order[::-1]:
-                times[name].append(_median_time(fn))
-            order = [("tc read", tc_read), ("raw read", raw_read)]
-            for name, fn in order if rep % 2 == 0 else order[::-1]:
-                times[name].append(_median_time(fn))
+            def boto3_write(run: str = run) -> None:
+                for i, v in enumerate(views):
+                    client.put_object(Bucket=args.bucket, Key=f"boto3-{run}/t{i}", Body=v.tobytes())
+
+            def boto3_read(run: str = run) -> None:
+                for i in range(count):
+                    client.get_object(Bucket=args.bucket, Key=f"boto3-{run}/t{i}")["Body"].read()
+
+            # The order rotates from one repetition to the next.
+            for phase in (
+                [("tc write", tc_write), ("raw write", raw_write), ("boto3 write", boto3_write)],
+                [("tc read", tc_read), ("raw read", raw_read), ("boto3 read", boto3_read)],
+            ):
+                for name, fn in phase[rep % 3 :] + phase[: rep % 3]:
+                    times[name].append(_median_time(fn))
 
         # Rewriting unchanged tensors: what goes over the wire.
         url = f"s3://{args.bucket}/bench-rewrite-{uuid.uuid4().hex[:8]}"
@@ -216,10 +228,12 @@ def main() -> None:
         print(
             f"server: {'moto on loopback (CPU-bound, Python)' if server else endpoint}; {count} x {mib} MiB float32"
         )
-        print(f"{'row':<10}{'tensorcas MB/s':>16}{'raw obstore MB/s':>18}{'ratio':>8}")
+        print(
+            f"{'row':<10}{'tensorcas MB/s':>16}{'raw obstore MB/s':>18}{'ratio':>8}{'boto3 MB/s':>12}"
+        )
         for row in ("write", "read"):
-            tc, rw = mbps(f"tc {row}"), mbps(f"raw {row}")
-            print(f"{row:<10}{tc:>16.0f}{rw:>18.0f}{tc / rw:>8.2f}")
+            tc, rw, bt = mbps(f"tc {row}"), mbps(f"raw {row}"), mbps(f"boto3 {row}")
+            print(f"{row:<10}{tc:>16.0f}{rw:>18.0f}{tc / rw:>8.2f}{bt:>12.0f}")
         calls = ", ".join(f"{n} {c}" for n, c in sorted(counted.calls.items()))
         sent = (
             ", ".join(f"{kind} {n}" for kind, n in sorted(counted.bytes_put.items())) or "nothing"

@@ -92,3 +92,35 @@ def test_segments_are_immutable_objects_named_by_their_end(s3_server, s3_url):
     assert other.get("logs/w.log") == b"one\nthree\nfour\n"
     assert other.delete("logs/w.log") is True
     assert other.stat("logs/w.log") is None and list(other.list("")) == []
+
+
+def test_a_closed_log_becomes_one_object_and_readers_follow(s3_server, s3_url):
+    import torch
+
+    from tensorcas import ContentStoreReader, ContentStoreWriter
+
+    backend = _backend(s3_server, s3_url)
+    writer = ContentStoreWriter(backend)
+    for i in range(5):
+        writer.write_tensor(f"t{i}", torch.full((4,), float(i)))  # packed: pack and log grow
+    early = ContentStoreReader(_backend(s3_server, s3_url))  # knows the segments as they are
+    assert early.list_tensors() == [f"t{i}" for i in range(5)]
+    prefix = s3_url.split("/", 3)[3] + "/"
+
+    def keys() -> list[str]:
+        listed = (
+            s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        )
+        return sorted(o["Key"][len(prefix) :] for o in listed)
+
+    assert sum(".seg/" in k for k in keys()) > 10
+    writer.write_tensor("last", torch.ones(2))
+    writer.close()
+    assert not any(".seg/" in k for k in keys())  # one object per log and pack now
+    for i in range(5):  # the early reader finds its segments gone and reads the objects
+        assert torch.equal(early.read_tensor(f"t{i}"), torch.full((4,), float(i)))
+    early.store.refresh()
+    assert torch.equal(early.read_tensor("last"), torch.ones(2))
+    fresh = ContentStoreReader(_backend(s3_server, s3_url), verify=True)
+    assert fresh.list_tensors() == [*(f"t{i}" for i in range(5)), "last"]
+    assert torch.equal(fresh.read_tensor("t3"), torch.full((4,), 3.0))

@@ -84,11 +84,12 @@ def test_anonymous_reads_of_a_public_bucket(s3_server):
             {
                 "Effect": "Allow",
                 "Principal": "*",
-                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Action": ["s3:GetObject", "s3:ListBucket", "s3:HeadObject"],
                 "Resource": ["arn:aws:s3:::tensorcas-public", "arn:aws:s3:::tensorcas-public/*"],
             }
         ],
     }
+    # moto checks an anonymous HEAD against "s3:HeadObject" (AWS against s3:GetObject).
     client.put_bucket_policy(Bucket="tensorcas-public", Policy=json.dumps(policy))
     url = "s3://tensorcas-public/shared"
     with ContentStoreWriter(ObjectStoreBackend.from_url(url, s3_server.options())) as writer:

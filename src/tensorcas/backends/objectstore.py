@@ -48,7 +48,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -90,6 +90,9 @@ DEFAULT_RETRY: dict[str, Any] = {
         "base": 2,
     },
 }
+
+#: A closed log or pack up to this size is consolidated into one object (see ``_SegmentAppender``).
+CONSOLIDATE_LIMIT = 64 << 20
 
 #: What separates a logical key from its segments' names.
 SEGMENTS = ".seg/"
@@ -571,6 +574,20 @@ class ObjectStoreBackend(Backend, Appending):
                     keys[key] = None
         return iter(keys)
 
+    def _consolidate(self, key: str, data: bytearray, ends: Sequence[int]) -> None:
+        """Replace the segments of a closed object by one plain object of the same bytes: publish
+        it, then delete the first segment (which ends the chain, so readers turn to the plain
+        object), then the others.  A reader in the middle of reading segments finds one gone,
+        looks again and reads the plain object."""
+        if not self._put(key, memoryview(data), create=True):
+            return  # something is there already: leave both alone
+        names = [segment_key(key, end) for end in ends]
+        with _errors("deleting", self._where(key)):
+            self._obs.delete(self.store, names[0])
+            self._obs.delete(self.store, names[1:])
+        with self._lock:
+            self._segments.pop(key, None)
+
     # -- Appending ------------------------------------------------------------------------------
 
     def open_append(self, key: str) -> Appender:
@@ -584,12 +601,18 @@ class ObjectStoreBackend(Backend, Appending):
 
 
 class _SegmentAppender(Appender):
-    """Appends to one logical object as segments; each ``append`` is one conditional put."""
+    """Appends to one logical object as segments; each ``append`` is one conditional put.
+
+    It keeps a copy of what it appended (up to :data:`CONSOLIDATE_LIMIT`), so that ``close`` can
+    replace the segments by one plain object: a closed log or pack then costs one request to
+    list and one to read, not one per append."""
 
     def __init__(self, backend: ObjectStoreBackend, key: str) -> None:
         self._backend = backend
         self._key = key
         self._end = 0
+        self._ends = [0]
+        self._kept: bytearray | None = bytearray()
         self._closed = False
         self._uncertain = False
         self._lock = threading.Lock()
@@ -607,6 +630,7 @@ class _SegmentAppender(Appender):
                 if chain is None:
                     raise StoreError(f"{backend._where(self._key)} vanished while it was written")
                 self._end = chain[-1][0]
+                self._ends = [end for end, _ in chain]
                 self._uncertain = False
             end = self._end + len(data)
             name = segment_key(self._key, end)
@@ -614,22 +638,39 @@ class _SegmentAppender(Appender):
                 published = backend._put(name, data, create=True)
             except BaseException:
                 self._uncertain = True
+                self._kept = None  # what the object holds is not known here any more
                 raise
             # Not published: a retried put whose first attempt landed, or someone else's segment.
             if not published and backend._get_range(name, 0, len(data) + 1) != bytes(data):
                 self._uncertain = True
+                self._kept = None
                 raise StoreError(
                     f"{backend._where(name)} was written by someone else: two writers append to "
                     f"{self._key}; each writer must have an id of its own"
                 )
             self._end = end
+            self._ends.append(end)
+            if self._kept is not None:
+                self._kept += data
+                if len(self._kept) > CONSOLIDATE_LIMIT:
+                    self._kept = None
             with backend._lock:
                 chain = backend._segments.get(self._key)
                 if chain is not None and chain[-1][0] == end - len(data):
                     chain.append((end, time.time()))
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            kept, self._kept = self._kept, None
+            if kept is None or len(self._ends) < 3 or self._uncertain:
+                return  # nothing worth consolidating (or not known exactly)
+            try:
+                self._backend._consolidate(self._key, kept, self._ends)
+            except StoreError:
+                pass  # the segments stay, as readable as before
 
 
 # -- configuration ----------------------------------------------------------------------------------
