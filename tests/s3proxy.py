@@ -14,11 +14,13 @@ the server's answer goes back on the client's kept-alive connection.  Faults:
 * ``"stall"``: wait :attr:`FaultProxy.stall_seconds` before forwarding (a slow or hung server);
 * ``"down"``: reset the connection at once (the server is gone).
 
-Every request is recorded in :attr:`FaultProxy.requests` as ``(method, path, body bytes)``.
+Every request is recorded in :attr:`FaultProxy.requests` as ``(method, path, body bytes)``, and
+the access key id it was signed with in :attr:`FaultProxy.access_keys`.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import socketserver
 import struct
@@ -75,6 +77,7 @@ class FaultProxy:
         self.rule: Rule = lambda method, path: None
         self.stall_seconds = 1.0
         self.requests: list[tuple[str, str, int]] = []
+        self.access_keys: set[str] = set()  # the key ids requests were signed with
         self._lock = threading.Lock()
         proxy = self
 
@@ -165,6 +168,9 @@ class FaultProxy:
                 del buffer[:length]
                 with self._lock:
                     self.requests.append((method.decode(), path.decode(), length))
+                    signed = re.search(rb"Credential=([A-Za-z0-9]+)/", head)
+                    if signed:
+                        self.access_keys.add(signed.group(1).decode())
                 if fault == "503":
                     client.sendall(_SLOWDOWN % (len(_SLOWDOWN_BODY), _SLOWDOWN_BODY))
                     continue

@@ -171,3 +171,23 @@ def test_the_readme_store_on_s3_runs(s3_env, capsys):
     code = block.group(1).replace("s3://my-bucket/dumps", s3_env)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert "tensor([1., 1., 1.])" in capsys.readouterr().out
+
+
+def test_credentials_from_a_named_profile(s3_env, s3_server, tmp_path, monkeypatch):
+    pytest.importorskip("boto3")
+    from s3proxy import FaultProxy
+
+    (tmp_path / "credentials").write_text(
+        "[tc-test]\naws_access_key_id = PROFILEKEY\naws_secret_access_key = profilesecret\n"
+    )
+    (tmp_path / "config").write_text("[profile tc-test]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.fspath(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.fspath(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "tc-test")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name)
+    with FaultProxy(s3_server.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        with ContentStoreWriter(s3_env) as writer:
+            writer.write_tensor("x", torch.arange(3))
+        assert proxy.access_keys == {"PROFILEKEY"}
