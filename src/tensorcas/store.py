@@ -60,7 +60,9 @@ def open_backend(
         if path == "memory://":
             backend = MemoryBackend()
         elif is_url(path) and not path.startswith("file://"):
-            backend = ObjectStoreBackend.from_url(path, storage_options)
+            # Only logs and packs grow: other keys need no look for segments.
+            appended = (fmt.LOGS + "/", fmt.PACKS + "/")
+            backend = ObjectStoreBackend.from_url(path, storage_options, appends_under=appended)
         else:
             if path.startswith("file://"):
                 path = path[len("file://") :]

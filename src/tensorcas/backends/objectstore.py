@@ -179,6 +179,7 @@ class ObjectStoreBackend(Backend, Appending):
         *,
         max_concurrency: int = MAX_CONCURRENCY,
         retry: Mapping[str, Any] | None = None,
+        appends_under: tuple[str, ...] | None = None,
     ) -> None:
         import obstore
 
@@ -191,6 +192,7 @@ class ObjectStoreBackend(Backend, Appending):
             max_workers=max_concurrency, thread_name_prefix="tensorcas-obj"
         )
         self._max_concurrency = max_concurrency
+        self._appends_under = appends_under
         retry = DEFAULT_RETRY if retry is None else retry
         backoff = retry.get("backoff", DEFAULT_RETRY["backoff"])
         self._put_retries = int(retry.get("max_retries", DEFAULT_RETRY["max_retries"]))
@@ -206,6 +208,7 @@ class ObjectStoreBackend(Backend, Appending):
         storage_options: Mapping[str, Any] | None = None,
         *,
         retry: Mapping[str, Any] | None = None,
+        appends_under: tuple[str, ...] | None = None,
     ) -> ObjectStoreBackend:
         """The bucket and prefix ``url`` names (``s3://bucket/prefix``, ``gs://...``, ``az://...``).
 
@@ -216,6 +219,8 @@ class ObjectStoreBackend(Backend, Appending):
         ``access_key_id``, ``region``, ``skip_signature``...) and its HTTP client's
         (``allow_http``, ``timeout``...).  ``anon=True`` (or ``skip_signature=True``) reads a
         public bucket without credentials.  ``retry`` replaces :data:`DEFAULT_RETRY`.
+        ``appends_under``: key prefixes that hold every appended object (a store passes its logs'
+        and packs' directories), so that a key elsewhere costs no look for segments.
         """
         scheme = url.partition("://")[0].lower()
         if scheme not in SCHEMES:
@@ -250,7 +255,7 @@ class ObjectStoreBackend(Backend, Appending):
                 retry_config=dict(retry if retry is not None else DEFAULT_RETRY),
                 **kwargs,
             )
-        return cls(store, location, retry=retry)
+        return cls(store, location, retry=retry, appends_under=appends_under)
 
     def _where(self, key: str) -> str:
         return f"{self.location}/{key}"
@@ -444,7 +449,12 @@ class ObjectStoreBackend(Backend, Appending):
         with self._lock:
             return key in self._segments
 
+    def _may_be_segmented(self, key: str) -> bool:
+        return self._appends_under is None or key.startswith(self._appends_under)
+
     def stat(self, key: str) -> ObjectInfo | None:
+        if not self._may_be_segmented(key):
+            return self._head(key)
         known = self._known_segmented(key)
         if not known:
             info = self._head(key)
@@ -463,7 +473,7 @@ class ObjectStoreBackend(Backend, Appending):
             if data is not None:
                 return data
         data = self._get_range(key, offset, offset + length)
-        if data is None and not self._known_segmented(key):
+        if data is None and not self._known_segmented(key) and self._may_be_segmented(key):
             return self._segmented_range(key, offset, length)
         return data
 
@@ -474,6 +484,8 @@ class ObjectStoreBackend(Backend, Appending):
                     return bytes(self._obs.get(self.store, key).bytes())
                 except FileNotFoundError as exc:
                     _unless_bucket_missing(exc, self.location)
+                    if not self._may_be_segmented(key):
+                        return None
         info = self.stat(key)
         return None if info is None else self.read_range(key, 0, info.size)
 
@@ -488,7 +500,9 @@ class ObjectStoreBackend(Backend, Appending):
         if out.nbytes <= READ_PART_SIZE:
             buffer = self._get_buffer(key, 0, out.nbytes)
             if buffer is None:
-                return self.read_into(key, out) if self._refresh_segments(key) is not None else None
+                if not self._may_be_segmented(key) or self._refresh_segments(key) is None:
+                    return None
+                return self.read_into(key, out)
             out[: buffer.nbytes] = buffer
             return buffer.nbytes
         # A large object: its first part tells the size, the rest comes in parallel.
@@ -505,6 +519,8 @@ class ObjectStoreBackend(Backend, Appending):
                     raise
                 return 0  # an empty object
         if first is None:  # a segmented object, or none
+            if not self._may_be_segmented(key):
+                return None
             data = self._segmented_range(key, 0, out.nbytes)
             if data is None:
                 return None
@@ -533,6 +549,8 @@ class ObjectStoreBackend(Backend, Appending):
             with _errors("deleting", self._where(key)):
                 self._obs.delete(self.store, key)
             existed = True
+        if not self._may_be_segmented(key):
+            return existed
         listed = self._list_segments(key)
         with self._lock:
             self._segments.pop(key, None)
@@ -591,6 +609,10 @@ class ObjectStoreBackend(Backend, Appending):
     # -- Appending ------------------------------------------------------------------------------
 
     def open_append(self, key: str) -> Appender:
+        if not self._may_be_segmented(key):
+            raise ValueError(
+                f"{key}: appended objects of this backend live under {self._appends_under}"
+            )
         if self._head(key) is not None:
             raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
         if not self._put(segment_key(key, 0), b"", create=True):
