@@ -8,6 +8,7 @@ Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 """
 
 from .errors import (
+    BlobLostError,
     BlobNotFoundError,
     CorruptObjectError,
     DamagedStoreError,
@@ -49,6 +50,7 @@ from .writer import ContentStoreWriter
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlobLostError",
     "BlobNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",

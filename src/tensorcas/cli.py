@@ -41,6 +41,7 @@ Examples:
   tensorcas verify dumps/run1 --json
   tensorcas export dumps/run1 model.safetensors model/ --strip-prefix
   tensorcas import dumps/run1 model.safetensors --prefix imported
+  tensorcas repro minifier_launcher.py run
 
 \b
 Exit codes: 0 ok; 1 differences (diff) or damage (verify) found;
@@ -597,6 +598,10 @@ def import_command(store: str, source: str, prefix: str) -> None:
     """Import SOURCE into STORE (created if new): a safetensors file, or a directory written by
     PyTorch's torch.utils._content_store.
 
+    Each storage of such a directory (a repro save_dir holds only storages) is kept as a
+    storage root under its PyTorch digest, so the repro script reads it from STORE with
+    'tensorcas repro SCRIPT --save-dir STORE'.
+
     That directory format is pickle-based: its files are read with
     torch.load(weights_only=True), which refuses arbitrary objects, and only by this command.
     tensorcas stores themselves are never unpickled.
@@ -605,9 +610,30 @@ def import_command(store: str, source: str, prefix: str) -> None:
         report = m.import_store(store, source, prefix, progress=progress)
     _console().print(
         escape(
-            f"imported {len(report.names)} tensor(s), {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
+            f"imported {len(report.names)} tensor(s)"
+            + (f" and {report.storages} storage(s)" if report.kind == "torch-content-store" else "")
+            + f", {format_nbytes(report.nbytes)}, from {report.kind} {report.source}"
         )
     )
+
+
+# -- repro --------------------------------------------------------------------------------------
+
+
+@cli.command(
+    "repro", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def repro_command(script: str, args: tuple[str, ...]) -> None:
+    """Run a PyTorch repro script (repro.py, minifier_launcher.py) as 'python SCRIPT ARGS...'
+    would, with PyTorch's content store replaced by tensorcas, so its save_dir is a tensorcas
+    store.  ARGS go to the script: 'tensorcas repro minifier_launcher.py run --save-dir DIR'.
+    The exit status is the script's.
+    """
+    from .torch_compat import run_script
+
+    run_script(script, args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,10 @@ Every failure caused by a store's content, by a name or by the storage under a s
 :class:`StoreError`, so ``except tensorcas.StoreError`` is enough for callers that open stores they
 do not trust.  Where a built-in exception fits, it is a second parent (``KeyError`` for a missing
 tensor, ``ValueError`` for a bad name), so code written against dict-like or stdlib behaviour keeps
-working.  Messages name the tensor or blob involved and say what to do about it.
+working.  Where PyTorch's own ``torch.utils._content_store`` raises ``FileNotFoundError`` (a
+missing tensor, storage or store), ours is a ``FileNotFoundError`` too, so PyTorch's tooling that
+catches it (the repro scripts' ``InputReader`` falls back to random data) works unchanged.
+Messages name the tensor or blob involved and say what to do about it.
 """
 
 from __future__ import annotations
@@ -36,18 +39,26 @@ class CorruptObjectError(StoreError):
     """A blob or record is damaged: its bytes, size or content do not match what the store says."""
 
 
-class TensorNotFoundError(StoreError, KeyError):
-    """No tensor of that name is stored."""
+class TensorNotFoundError(StoreError, KeyError, FileNotFoundError):
+    """No tensor of that name is stored (PyTorch's store raises ``FileNotFoundError`` here)."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
         return str(self.args[0]) if self.args else "tensor not found"
 
 
-class BlobNotFoundError(StoreError, KeyError):
-    """No blob with that digest is stored."""
+class BlobNotFoundError(StoreError, KeyError, FileNotFoundError):
+    """No blob with that digest is stored (PyTorch's store raises ``FileNotFoundError`` here)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "blob not found"
+
+
+class BlobLostError(CorruptObjectError, BlobNotFoundError):
+    """A blob the store's records say it holds is gone (its file or its pack was deleted).
+
+    Damage, so a :class:`CorruptObjectError`; and missing data, so also a
+    :class:`BlobNotFoundError` and a ``FileNotFoundError``, as a missing storage file is for
+    PyTorch's store."""
 
 
 class InvalidNameError(StoreError, ValueError):

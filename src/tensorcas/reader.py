@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
-from typing import cast
+from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 
 from . import format as fmt
 from .blobs import PACK_THRESHOLD, Check
-from .errors import BlobNotFoundError, InvalidDigestError
+from .errors import BlobLostError, BlobNotFoundError, InvalidDigestError
 from .hashing import cpu_storage_view, hash_buffer
 from .store import Location, Store
 from .tensors import record_to_tensor
@@ -18,6 +20,48 @@ DeviceLike = torch.device | str | int | None
 
 #: Blobs at least this large have their size checked before memory is allocated for them.
 _CHECK_BEFORE_ALLOCATING = 1 << 20
+
+
+#: PyTorch's tensor metadata tuple: (dtype, storage hash, storage offset, shape, stride, extra).
+TorchMetadata = tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, bool]]
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(fmt.TensorRecord))
+
+
+class TensorMetadata(fmt.TensorRecord):
+    """A :class:`TensorRecord` that also unpacks, indexes and compares like the tuple PyTorch's
+    ``read_tensor_metadata`` returns: ``(dtype, hash, storage_offset, shape, stride, metadata)``.
+
+    Code written for ``torch.utils._content_store`` (``dtype, h, *_ = reader.read_tensor_metadata(n)``,
+    or PyTorch's repro ``analyze`` comparing it with ``compute_tensor_metadata`` item by item)
+    keeps working.  ``hash`` is the blob's ``blake3:`` digest; ``metadata`` is always ``{}``, since
+    lazy conjugate and negative bits are resolved when a tensor is written.
+    """
+
+    def as_tuple(self) -> TorchMetadata:
+        return (self.torch_dtype, self.blob, self.offset, self.shape, self.stride, {})
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.as_tuple())
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.as_tuple()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple):
+            return self.as_tuple() == other
+        if isinstance(other, fmt.TensorRecord):
+            return all(getattr(self, f) == getattr(other, f) for f in _RECORD_FIELDS)
+        return NotImplemented
+
+    __hash__ = fmt.TensorRecord.__hash__
+
+    @classmethod
+    def of(cls, record: fmt.TensorRecord) -> TensorMetadata:
+        return cls(**{f: getattr(record, f) for f in _RECORD_FIELDS})
 
 
 class ContentStoreReader:
@@ -56,9 +100,21 @@ class ContentStoreReader:
     def __contains__(self, name: str) -> bool:
         return name in self.store
 
-    def read_tensor_metadata(self, name: str) -> fmt.TensorRecord:
-        """The validated record of ``name``: dtype, shape, stride, offset, blob and its size."""
-        return self.store.get_record(name)
+    def refresh(self) -> None:
+        """Read what writers appended since this reader opened (or last refreshed).
+
+        A reader answers from the records it has read: those there when it opened, plus, read
+        again on demand, any name it did not know yet (and every name on ``list_tensors``).  A
+        name rewritten since then keeps its earlier value until ``refresh()`` (PyTorch's store
+        reads the file each time); the reasons are in docs/pytorch.md."""
+        self.store.refresh()
+
+    def read_tensor_metadata(self, name: str) -> TensorMetadata:
+        """The validated record of ``name``: dtype, shape, stride, offset, blob and its size.
+
+        It also unpacks like PyTorch's ``(dtype, hash, storage_offset, shape, stride, metadata)``
+        (see :class:`TensorMetadata`)."""
+        return TensorMetadata.of(self.store.get_record(name))
 
     def read_tensor(self, name: str, *, device: DeviceLike = None) -> torch.Tensor:
         """The tensor stored under ``name``, on ``device`` (CPU by default)."""
@@ -75,8 +131,32 @@ class ContentStoreReader:
         digest is a missing blob (``BlobNotFoundError``)."""
         digest = self._resolve_digest(digest)
         found = self.store.blobs.locate(digest)
-        nbytes = found[1].size if found is not None else 0
-        return self._storage(digest, nbytes, _device(device), None)
+        if found is None:
+            raise self._missing(digest)
+        return self._storage(digest, found[1].size, _device(device), None)
+
+    def _missing(self, digest: str) -> BlobNotFoundError:
+        """The error for a blob that is not there: *lost* if the store says it holds it (a pack,
+        a tensor or a storage root names it), else simply not in this store.  Only on this
+        error path are the records searched."""
+        packs = sorted({fmt.pack_key(p.pack) for p in self.store.blobs.packs.places(digest)})
+        users = [r.name for r in self.store.records() if r.blob == digest]
+        if packs:
+            why = f"the logs place it in {', '.join(packs)}, which is missing or cut short"
+        elif users:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            why = f"tensor {users[0]!r}{more} use(s) it, but its file is missing"
+        elif digest in self.store.roots():
+            why = "it was written with write_storage (a storage root), but its file is missing"
+        else:
+            return BlobNotFoundError(
+                f"blob {digest} is not in store {self.location}; list what it holds with "
+                f"'tensorcas ls {self.location}' (a digest from another store is not found here)"
+            )
+        return BlobLostError(
+            f"blob {digest} is lost from store {self.location}: {why}; "
+            f"run 'tensorcas verify {self.location}'"
+        )
 
     def _resolve_digest(self, digest: str) -> str:
         try:

@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import format as fmt
-from .backends.base import Backend
+from .backends.base import Backend, local_paths
 from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
 from .backends.objectstore import ObjectStoreBackend, is_url
 from .backends.readonly import read_only as read_only_backend
 from .blobs import PACK_THRESHOLD, STREAM_CHUNK, Blobs, PackIndex, tensor_context
-from .errors import Finding, FormatError, StoreError, StoreNotFoundError
+from .errors import Finding, FormatError, StoreError, StoreNotFoundError, TensorNotFoundError
 from .format import RootEntry, TensorRecord
 from .logwriter import LogWriter
 from .records import LOG_WINDOW, RecordLog
@@ -152,12 +152,20 @@ class Store:
     def __contains__(self, name: str) -> bool:
         try:
             self.log.get(name)
-        except KeyError:
+        except TensorNotFoundError:
             return False
         return True
 
 
 def _has_foreign_content(backend: Backend) -> bool:
     """Whether the location holds something no tensorcas store does.  A store's own entries do
-    not count: another process may be creating the store at this very moment."""
-    return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
+    not count: another process may be creating the store at this very moment.  Where the store
+    is a directory, its entries are looked at directly (an empty directory is something too)."""
+    paths = local_paths(backend)
+    root = paths.local_path("") if paths is not None else None
+    if root is None:
+        return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
+    try:
+        return any(not entry.startswith(".") and entry not in fmt.TOP_LEVEL for entry in os.listdir(root))
+    except OSError:
+        return False

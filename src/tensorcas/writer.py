@@ -13,6 +13,7 @@ from .errors import BlobNotFoundError, StoreError
 from .hashing import hash_and_copy_small, hash_storage, iter_storage_chunks
 from .logwriter import LogWriter
 from .placement import Placed, Placement, Source
+from .reader import TorchMetadata
 from .store import Location, Store
 from .tensors import check_tensor
 
@@ -48,18 +49,18 @@ class ContentStoreWriter:
             the first failure; ``close()`` flushes.  In this mode ``write_tensor`` returns ``None``.
         max_pending_bytes: in background mode, the most bytes of copies waiting to be written;
             a storage larger than this is written at once, without a copy.
-        stable_hash: accepted for compatibility with ``torch.utils._content_store``; digests are
-            always stable.
+        stable_hash: accepted (also positionally, as PyTorch's ``ContentStoreWriter(loc, True)``)
+            for compatibility with ``torch.utils._content_store``; digests are always stable.
     """
 
     def __init__(
         self,
         loc: Location,
+        stable_hash: bool = True,
         *,
         durable: bool = False,
         background: bool = False,
         max_pending_bytes: int = 1 << 30,
-        stable_hash: bool = True,
     ) -> None:
         del stable_hash
         self.store = Store.open(loc, create=True, durable=durable)
@@ -183,6 +184,25 @@ class ContentStoreWriter:
             tensor.requires_grad,
             digest,
             tensor.untyped_storage().nbytes(),
+        )
+
+    def compute_tensor_metadata(self, t: torch.Tensor, h: str | None = None) -> TorchMetadata:
+        """What ``read_tensor_metadata`` would return for ``t`` written now, as PyTorch's tuple
+        ``(dtype, hash, storage_offset, shape, stride, metadata)``; writes nothing.
+
+        ``h`` is the storage's digest if the caller has it.  Lazy conjugate and negative views
+        are resolved first (as ``write_tensor`` stores them), so ``metadata`` is ``{}``.
+        """
+        tensor = check_tensor("<metadata>", t)
+        if h is None:
+            h = hash_storage(tensor.untyped_storage())
+        return (
+            tensor.dtype,
+            h,
+            int(tensor.storage_offset()),
+            tuple(tensor.shape),
+            tuple(tensor.stride()),
+            {},
         )
 
     def flush(self) -> None:

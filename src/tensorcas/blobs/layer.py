@@ -15,18 +15,17 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..backends import base
-from ..errors import BlobNotFoundError, CorruptObjectError
+from ..errors import BlobLostError, BlobNotFoundError, CorruptObjectError
 from ..format import (
     BLOBS,
     PackedBlob,
     blob_key,
     format_digest,
-    pack_key,
 )
 from ..hashing import new_hasher
 from .collector import Collector
 from .inventory import Inventory
-from .locations import BlobLocation, Loose, Packed, Reachable, holds
+from .locations import BlobLocation, Loose, Packed, Reachable, cached_pack_key, holds
 from .packindex import PackIndex
 
 #: Pieces in which streamed blobs are hashed and written (small enough to stay in cache).
@@ -126,7 +125,7 @@ class Blobs:
         if size is None:
             if name is None:
                 raise BlobNotFoundError(f"blob {digest} is not in store {self.location}")
-            raise CorruptObjectError(
+            raise BlobLostError(
                 f"tensor {name!r}: its blob {digest} is missing from store {self.location}; "
                 "the store is damaged or was copied incompletely (run 'tensorcas verify')"
             )
@@ -190,7 +189,12 @@ class Blobs:
             )
         if not tried:
             self._check_size(digest, None, nbytes, name)  # raises: missing
-        raise CorruptObjectError(
+        # Lost (a BlobLostError, also a FileNotFoundError) if no copy that should hold the blob
+        # exists at all; damaged if one exists but is cut short, or the logs give another size.
+        gone = info is None and all(
+            e.nbytes == nbytes and not self.backend.exists(cached_pack_key(e.pack)) for e in self.packs.places(digest)
+        )
+        raise (BlobLostError if gone else CorruptObjectError)(
             f"{tensor_context(name)}blob {digest} of {nbytes} bytes is lost: "
             f"{', '.join(tried)} is missing, cut short or holds another size; "
             f"run 'tensorcas verify {self.location}'"
@@ -202,14 +206,16 @@ class Blobs:
         """Try each place the logs give that was not tried yet: (found, what was damaged)."""
         damaged = None
         with self._lock:
-            places = [Packed.of(p) for p in self.packs.places(digest)]
+            places = self.packs.places(digest)
         for place in places:
-            if place.describe() in tried:
+            key = cached_pack_key(place.pack)
+            where = f"{key} at {place.offset}"
+            if where in tried:
                 continue
-            tried.append(place.describe())
+            tried.append(where)
             if place.nbytes != out.nbytes:
                 continue  # not the blob the record describes
-            data = self.backend.read_range(place.pack, place.offset, place.nbytes)
+            data = self.backend.read_range(key, place.offset, place.nbytes)
             if data is None or len(data) != place.nbytes:
                 continue
             out[:] = data
@@ -262,7 +268,7 @@ class Blobs:
         """Record a blob this process just packed (its log line is already appended)."""
         with self._lock:
             self.packs.add(entry)
-        self._touched[pack_key(entry.pack)] = time.monotonic()
+        self._touched[cached_pack_key(entry.pack)] = time.monotonic()
 
     def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..backends.base import ObjectInfo
 from ..errors import StoreError
@@ -37,13 +38,16 @@ class Packed:
 
     @classmethod
     def of(cls, entry: PackedBlob) -> Packed:
-        return cls(pack_key(entry.pack), entry.offset, entry.nbytes)
+        return cls(cached_pack_key(entry.pack), entry.offset, entry.nbytes)
 
     def describe(self) -> str:
         return f"{self.pack} at {self.offset}"
 
 
 BlobLocation = Loose | Packed
+
+#: ``layout.pack_key``, remembered: a store has few packs and many reads of small blobs.
+cached_pack_key = lru_cache(maxsize=1 << 14)(pack_key)
 
 
 def holds(info: ObjectInfo | None, place: Packed | PackedBlob) -> bool:

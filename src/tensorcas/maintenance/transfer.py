@@ -6,7 +6,10 @@ copies: the values survive, the sharing does not, and the report lists the tenso
 
 Import reads a safetensors file, or a directory written by PyTorch's
 ``torch.utils._content_store.ContentStoreWriter`` (``storages/<hash>`` and ``tensors/<name>``, both
-written with ``torch.save``).  That directory format is pickle-based; it is read here with
+written with ``torch.save``).  Every storage of such a directory is kept as a storage root with its
+PyTorch digest (SHA-1 or fast hash) as an alias, so a repro script's ``load_args``, which names
+storages by that digest, reads them from the imported store (through ``tensorcas.torch_compat``);
+a repro ``save_dir`` holds only ``storages/``.  That directory format is pickle-based; it is read here with
 ``torch.load(weights_only=True)`` only, which refuses arbitrary objects, and only because the user
 asked for the conversion.  No tensorcas store is ever read that way.  Every name is checked before
 anything is written, and every view is checked against its storage's size before torch sees it.
@@ -30,6 +33,7 @@ from .. import format as fmt
 from ..errors import ExportError, ImportSourceError, StoreError, StoreIOError, TensorNotFoundError
 from ..reader import ContentStoreReader
 from ..store import Location, Store
+from ..torch_compat import write_guard
 from ..writer import ContentStoreWriter
 from ._common import Progress, open_store
 
@@ -177,6 +181,7 @@ class ImportReport:
     kind: str  # "safetensors" or "torch-content-store"
     names: list[str] = field(default_factory=list)
     nbytes: int = 0
+    storages: int = 0  # storages kept as roots under their PyTorch digest (content stores)
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -194,6 +199,8 @@ def import_store(
     ``source`` is a safetensors file or a PyTorch content-store directory.  Each tensor is stored
     as ``PREFIX/NAME`` (``prefix`` ``'run1'`` or ``'run1/'`` give ``run1/NAME``); an existing tensor
     of that name is replaced.  Tensors that shared a storage in the source share a blob here.
+    Every storage of a content-store directory (a repro ``save_dir`` holds nothing else) is also
+    kept as a storage root, found by its PyTorch digest: ``read_storage("<sha1 hex>")``.
     """
     src = os.path.abspath(os.fspath(source))
     if prefix:
@@ -268,6 +275,9 @@ def _import_torch_store(
     metas = [(name, path, _load_metadata(path)) for _, name, path in files]
     remaining = Counter(meta[1] for _, _, meta in metas)
     storages: dict[str, torch.UntypedStorage] = {}  # kept only while a later tensor still needs it
+    rooted: set[str] = set()
+    alone = _storage_files(src, set(remaining))  # storages no tensor uses: a repro's inputs
+    total = len(metas) + len(alone)
     with ContentStoreWriter(loc) as writer:
         report.location = writer.location
         for i, (name, path, (dtype, h, offset, shape, stride, extra)) in enumerate(metas):
@@ -275,6 +285,9 @@ def _import_torch_store(
             if storage is None:
                 storage = _load_storage(src, h, path)
                 storages[h] = storage
+            if h not in rooted:
+                writer.write_storage(storage, alias=h)
+                rooted.add(h)
             remaining[h] -= 1
             if remaining[h] == 0:
                 del storages[h]
@@ -296,8 +309,35 @@ def _import_torch_store(
             report.names.append(name)
             report.nbytes += tensor.numel() * tensor.element_size()
             if progress is not None:
-                progress(i + 1, len(metas))
+                progress(i + 1, total)
+        for j, h in enumerate(alone):
+            storage = _load_storage(src, h, os.path.join(src, "storages"))
+            writer.write_storage(storage, alias=h)
+            report.nbytes += storage.nbytes()
+            if progress is not None:
+                progress(len(metas) + j + 1, total)
+        report.storages = len(rooted) + len(alone)
+        write_guard(writer.store)
     return report
+
+
+def _storage_files(src: str, used: set[str]) -> list[str]:
+    """The digests of ``src/storages/*`` that no tensor uses, in name order.  A file whose name is
+    not a hex digest is not a storage PyTorch wrote: it is refused, as is a symlink."""
+    directory = os.path.join(src, "storages")
+    if not os.path.isdir(directory):
+        return []
+    _regular(directory, directory=True)
+    out = []
+    for entry in sorted(os.listdir(directory)):
+        if not _STORAGE_HASH.match(entry):
+            raise ImportSourceError(
+                f"{os.path.join(directory, entry)} is not named by a storage digest (hex); "
+                "not a PyTorch content store, or one with foreign files in it"
+            )
+        if entry not in used:
+            out.append(entry)
+    return out
 
 
 def _import_name(prefix: str, key: str, src: str) -> str:
