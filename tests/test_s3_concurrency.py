@@ -19,28 +19,52 @@ from tensorcas import ContentStoreReader, ContentStoreWriter
 
 WRITER = textwrap.dedent(
     """
-    import sys, torch
+    import sys
+
+    import torch
+
     from tensorcas import ContentStoreWriter
-    url, i = sys.argv[1], int(sys.argv[2])
-    with ContentStoreWriter(url) as writer:
-        for j in range(6):
-            writer.write_tensor(f"p{i}/shared{j}", torch.full((16 if j % 2 else 20_000,), float(j)))
-        writer.write_tensor(f"p{i}/own", torch.full((20_000,), 100.0 + i))
+
+
+    def write(url, i):
+        with ContentStoreWriter(url) as writer:
+            for j in range(6):
+                writer.write_tensor(f"p{i}/shared{j}", torch.full((16 if j % 2 else 20_000,), float(j)))
+            writer.write_tensor(f"p{i}/own", torch.full((20_000,), 100.0 + i))
+
+
+    if __name__ == "__main__":
+        print("ready", flush=True)
+        sys.stdin.readline()  # all start together
+        write(sys.argv[1], int(sys.argv[2]))
     """
 )
 
 
 def test_writer_processes_share_one_prefix_and_dedupe(s3_env, s3_server):
+    """Two writer processes and this one, at once, on a new prefix: they create the store
+    together and store each shared storage once."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, s3_env, str(i)],
             env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(3)
+        for i in range(1, 3)
     ]
+    here: dict[str, object] = {"__name__": "writer"}
+    exec(WRITER, here)
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    here["write"](s3_env, 0)  # type: ignore[operator]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
