@@ -131,3 +131,18 @@ def test_an_unreachable_endpoint_is_a_clear_error(s3_server, s3_url):
     with pytest.raises(StoreUnavailableError, match="reached") as info:
         ContentStoreReader(backend)
     assert info.value.__cause__ is not None
+
+
+def test_a_stalled_upload_is_sent_again_and_lands_once(proxy, s3_server, s3_url):
+    """The client gives up on a stalled put and sends it again; the stalled one reaches the
+    server later.  Each object is published once and the log holds each record once."""
+    proxy.stall_seconds = 2.5  # past the client's 2 s timeout
+    tensors = {"small": torch.arange(4.0), "big": torch.randn(30_000)}
+    with ContentStoreWriter(_via(proxy, s3_server, s3_url)) as writer:
+        writer.write_tensor("warmup", torch.zeros(1))
+        proxy.fail("stall", times=2, when=_is_put)
+        for name, tensor in tensors.items():
+            writer.write_tensor(name, tensor)
+    proxy.heal()
+    _consistent(s3_server, s3_url, tensors)
+    assert ContentStoreReader(_direct(s3_server, s3_url)).list_tensors() == ["warmup", *tensors]
