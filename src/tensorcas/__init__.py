@@ -7,9 +7,12 @@ from a store is validated, so stores from strangers are safe to open.
 Importing the package registers ``torch.ops.tensorcas.load_tensor``.
 """
 
+from .dcp import load_state_dict, save_state_dict
 from .errors import (
     BlobLostError,
     BlobNotFoundError,
+    CheckpointError,
+    CheckpointNotFoundError,
     CorruptObjectError,
     DamagedStoreError,
     ExportError,
@@ -52,6 +55,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BlobLostError",
     "BlobNotFoundError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "ContentStoreReader",
     "ContentStoreWriter",
     "CorruptObjectError",
@@ -81,9 +86,11 @@ __all__ = [
     "gc",
     "hash_storage",
     "import_store",
+    "load_state_dict",
     "load_tensor_reader",
     "ls",
     "rm",
+    "save_state_dict",
     "show",
     "verify",
 ]

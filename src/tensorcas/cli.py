@@ -617,6 +617,80 @@ def import_command(store: str, source: str, prefix: str) -> None:
     )
 
 
+# -- checkpoints (tensorcas.dcp) ----------------------------------------------------------------
+
+
+@cli.group("checkpoints")
+def checkpoints_group() -> None:
+    """Checkpoints saved with tensorcas.dcp or tensorcas.save_state_dict (docs/checkpoints.md)."""
+
+
+@checkpoints_group.command("ls")
+@click.argument("store")
+@_json_option
+def checkpoints_ls(store: str, as_json: bool) -> None:
+    """List checkpoints, oldest first: logical size, bytes it added (new), bytes it shares with
+    other checkpoints, and bytes only it uses (what removing it and gc would free)."""
+    listing = m.list_checkpoints(store)
+    if as_json:
+        _echo_json(listing.to_json())
+        return
+    table = Table(box=None, show_header=True, pad_edge=False)
+    for column in ("logical", "new", "shared", "exclusive", "tensors", "name"):
+        table.add_column(column, justify="left" if column == "name" else "right", no_wrap=True)
+    for c in listing.checkpoints:
+        sizes = (c.logical_bytes, c.new_bytes, c.shared_bytes, c.exclusive_bytes)
+        note = f"  (damaged: {c.problem})" if c.problem else ""
+        table.add_row(*map(format_nbytes, sizes), str(c.tensors), escape(c.name + note))
+    for s in listing.incomplete:
+        table.add_row(
+            format_nbytes(s.logical_bytes),
+            "",
+            "",
+            "",
+            str(s.chunk_names),
+            escape(f"{s.name}  (incomplete save)"),
+        )
+    out = _console()
+    out.print(table)
+    out.print(
+        f"{len(listing.checkpoints)} checkpoint(s): {format_nbytes(listing.logical_bytes)} logical, {format_nbytes(listing.stored_bytes)} stored"
+    )
+
+
+@checkpoints_group.command("rm")
+@click.argument("store")
+@click.argument("names", nargs=-1)
+@click.option(
+    "--keep-last", type=click.IntRange(min=0), help="Also remove all but the newest N checkpoints."
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def checkpoints_rm(
+    store: str, names: tuple[str, ...], keep_last: int | None, dry_run: bool
+) -> None:
+    """Remove checkpoints (or leftovers of incomplete saves) by NAME, and with --keep-last N all
+    but the newest N.  Bytes are freed later by 'tensorcas gc'."""
+    if not names and keep_last is None:
+        raise click.UsageError("name the checkpoints to remove, or give --keep-last N")
+    report = m.remove_checkpoints(store, names, keep_last=keep_last, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name in report.removed:
+        _console().print(escape(f"{verb} {name}"))
+    _console().print(f"{verb} {len(report.removed)} checkpoint(s), {report.names} name(s)")
+
+
+@checkpoints_group.command("export")
+@click.argument("store")
+@click.argument("name")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def checkpoints_export(store: str, name: str, out: str, overwrite: bool) -> None:
+    """Write checkpoint NAME to OUT as a safetensors file: whole tensors by flattened key
+    (model.layers.0.weight); non-tensor values in its metadata as JSON."""
+    r = m.export_checkpoint(store, name, out, overwrite=overwrite)
+    _console().print(escape(f"exported {r.tensors} tensor(s), {format_nbytes(r.nbytes)}, and {r.values} value(s) to {r.out}"))
+
+
 # -- repro --------------------------------------------------------------------------------------
 
 

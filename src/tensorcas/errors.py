@@ -151,3 +151,16 @@ class Finding:
     blob: str | None = None
     names: tuple[str, ...] = ()
     severity: str = "error"  # or "warning" (an interrupted write's torn tail)
+
+
+class CheckpointError(StoreError):
+    """A checkpoint cannot be saved or loaded as asked (see ``tensorcas.dcp``): a value that cannot
+    be kept without pickle, a name already taken, a manifest that fails validation."""
+
+
+class CheckpointNotFoundError(CheckpointError, KeyError, FileNotFoundError):
+    """No complete checkpoint of that name is in the store (a save that never finished is not
+    one)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "checkpoint not found"

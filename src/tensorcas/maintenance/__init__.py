@@ -5,6 +5,16 @@ Each is one library function that the command line calls; none needs the command
 
 from __future__ import annotations
 
+from .checkpoints import (
+    CheckpointExport,
+    CheckpointInfo,
+    CheckpointList,
+    IncompleteSave,
+    RemoveReport,
+    export_checkpoint,
+    list_checkpoints,
+    remove_checkpoints,
+)
 from .copy import CopyReport, copy_store
 from .diff import DiffResult, Target, TensorDiff, diff, parse_target
 from .du import DiskUsage, du
@@ -23,6 +33,9 @@ from .verify import Finding, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "CheckpointExport",
+    "CheckpointInfo",
+    "CheckpointList",
     "CopyReport",
     "DamagedStoreError",
     "DiffResult",
@@ -34,6 +47,8 @@ __all__ = [
     "Histogram",
     "ImportReport",
     "ImportSourceError",
+    "IncompleteSave",
+    "RemoveReport",
     "RmReport",
     "Target",
     "TensorDiff",
@@ -43,12 +58,15 @@ __all__ = [
     "copy_store",
     "diff",
     "du",
+    "export_checkpoint",
     "export_safetensors",
     "gc",
     "import_store",
+    "list_checkpoints",
     "list_roots",
     "ls",
     "parse_target",
+    "remove_checkpoints",
     "rm",
     "show",
     "verify",
