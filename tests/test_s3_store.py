@@ -104,7 +104,8 @@ def test_anonymous_reads_of_a_public_bucket(s3_server):
 
 
 @pytest.mark.parametrize(
-    "location", ["foo://x", "s3x://bucket/p", "http://example.com/store", "s3:///nobucket"]
+    "location",
+    ["foo://x", "s3x://bucket/p", "http://example.com/store", "s3:///nobucket", "s3:bucket/p"],
 )
 def test_an_unknown_scheme_is_refused_never_taken_for_a_directory(location, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,8 @@ this backend against obstore's own calls on the same server is measured by
 ``benchmarks/s3_bench.py``.
 
 The core (get, read a range, stat, put-if-absent, delete, list) maps to one request each, or two
-where S3 cannot say in one (a delete that reports whether something was there).
+where S3 cannot say in one (a delete that reports whether something was there; a stat of a key
+that may be a run of segments, below, and is not plain).
 
 Object stores cannot append, so this backend appends the way they allow: a logical object that
 grows (a log, a pack) is a run of immutable *segments*, ``<key>.seg/<end offset, 20 digits>``,
@@ -23,21 +24,26 @@ of the logical key behave exactly as an appended object: the size is the last se
 modification time the last segment's, ``list`` shows the logical key only.  The segments of a
 key form a chain (each one's size is its end minus the previous end, starting at the empty first
 segment); only that chain is the object, so a segment planted out of place is ignored, and
-deleting the first segment (which ``delete`` does second, after the last) removes the object.
-Segment lists are cached per key; a read within the known end costs no listing, a ``stat`` one
-listing of the newest segments.
+deleting the first segment removes the object.  Segment lists are cached per key; a read within
+the known end costs no listing, a ``stat`` one listing of the newest segments.  When its writer
+closes it, a log or pack becomes one plain object of the same bytes (``_consolidate``), so a
+closed log costs one request to list and one to read however many appends made it.
 
-Large objects (over :data:`MULTIPART_THRESHOLD`) are uploaded in parallel multipart parts and
-read in parallel ranged requests.  A multipart upload becomes visible only when completed, so
-readers never see a part of it; it is published if a check just before finds the key absent
-(S3 offers no conditional completion through this client).  Two writers racing to publish the
+Objects over :data:`MULTIPART_THRESHOLD` are uploaded in parallel multipart parts; objects over
+:data:`READ_PART_SIZE` are read in parallel ranges.  A multipart upload becomes visible only when
+completed, so readers never see a part of it; it is published if a check just before finds the
+key absent (this client offers no conditional completion).  Two writers racing to publish the
 same large key may therefore both upload it, the second replacing the first: tensorcas writes
-large objects only under content-addressed keys (blobs), whose bytes are the same whoever
-writes them.  Small objects (records, packs' segments, the marker) use the true conditional put.
+large objects only under content-addressed keys (blobs, whose bytes are the same whoever writes
+them) and under the unique names of gc's moved-aside copies.  Small objects (records, segments,
+the marker) use the true conditional put.
 
 Failures: obstore retries 5xx answers (503 SlowDown included), dropped connections and timeouts
-with exponential backoff, at most :data:`DEFAULT_RETRY` allows; what still fails is raised as a
-:class:`~tensorcas.errors.ObjectStoreError` subclass, with obstore's error as ``__cause__``.
+with exponential backoff, at most :data:`DEFAULT_RETRY` allows, and this backend sends a put
+again when its connection failed (obstore does not: a put is not safe to repeat in general; a
+conditional one is, since a landed first attempt makes the second find the object there).  What
+still fails is raised as a :class:`~tensorcas.errors.ObjectStoreError` subclass, with obstore's
+error as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ from .base import Appender, Appending, Backend, Data, ObjectInfo, chunks_of
 #: URL schemes this backend opens (obstore's names for S3, Google Cloud Storage and Azure).
 SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss")
 
-#: Objects larger than this are uploaded in parallel multipart parts, and read in parallel ranges.
+#: Objects larger than this are uploaded in parallel multipart parts.
 MULTIPART_THRESHOLD = 16 << 20
 #: The size of each part of a multipart upload.
 PART_SIZE = 8 << 20
@@ -122,9 +128,12 @@ _CLIENT_KEYS = frozenset(
 
 
 def is_url(location: str) -> bool:
-    """Whether ``location`` has a URL scheme (``scheme://...``) rather than being a path."""
+    """Whether ``location`` has a URL scheme (``scheme://...``, or an object store's scheme with
+    slashes missing, ``s3:bucket``) rather than being a path."""
     scheme, sep, _ = location.partition("://")
-    return bool(sep) and scheme.isascii() and scheme.replace("+", "").replace("-", "").isalnum()
+    if sep:
+        return scheme.isascii() and scheme.replace("+", "").replace("-", "").isalnum()
+    return location.partition(":")[0].lower() in SCHEMES and ":" in location
 
 
 def segment_key(key: str, end: int) -> str:
