@@ -192,3 +192,23 @@ def test_credentials_from_a_named_profile(s3_env, s3_server, tmp_path, monkeypat
         with ContentStoreWriter(s3_env) as writer:
             writer.write_tensor("x", torch.arange(3))
         assert proxy.access_keys == {"PROFILEKEY"}
+
+
+def test_opening_and_listing_cost_requests_per_log_not_per_tensor(s3_server, s3_url):
+    from s3proxy import FaultProxy
+
+    direct = ObjectStoreBackend.from_url(s3_url, s3_server.options())
+    for writer_number in range(2):
+        with ContentStoreWriter(direct) as writer:
+            for i in range(40):
+                writer.write_tensor(f"w{writer_number}/t{i}", torch.full((8,), float(i)))
+    with FaultProxy(s3_server.endpoint) as proxy:
+        counted = tensorcas.store.open_backend(s3_url, storage_options=s3_server.options(proxy.endpoint))
+        names = ContentStoreReader(counted).list_tensors()
+        assert len(names) == 80
+        # The marker; then, for each time the reader reads the logs again (opening, listing):
+        # one listing of the logs, and a look at and a read of each of the 2 logs (closed logs
+        # are one object each, whatever the number of records).  Nothing about tensors.
+        logs = 2
+        assert proxy.count() <= 1 + 2 * (1 + 2 * logs), proxy.requests
+        assert not any("/blobs/" in path or "/packs/" in path for _, path, _ in proxy.requests)
