@@ -22,8 +22,10 @@ def proxy(s3_server: S3Server):
         yield p
 
 
-def _via(proxy: FaultProxy, s3_server: S3Server, url: str) -> ObjectStoreBackend:
-    options = {**s3_server.options(proxy.endpoint), "connect_timeout": "1s", "timeout": "2s"}
+def _via(
+    proxy: FaultProxy, s3_server: S3Server, url: str, timeout: str = "2s"
+) -> ObjectStoreBackend:
+    options = {**s3_server.options(proxy.endpoint), "connect_timeout": "1s", "timeout": timeout}
     return ObjectStoreBackend.from_url(url, options, retry=FAST_RETRY)
 
 
@@ -93,9 +95,9 @@ def test_lost_answers_to_conditional_puts_are_recognised(proxy, s3_server, s3_ur
 def test_a_stalled_read_is_retried(proxy, s3_server, s3_url):
     with ContentStoreWriter(_direct(s3_server, s3_url)) as writer:
         writer.write_tensor("t", torch.arange(50_000.0))
-    proxy.stall_seconds = 3.0  # past the client's 2 s timeout
+    proxy.stall_seconds = 1.5  # past the client's 1 s timeout
     proxy.fail("stall", times=1, when=lambda method, path: method == "GET")
-    reader = ContentStoreReader(_via(proxy, s3_server, s3_url))
+    reader = ContentStoreReader(_via(proxy, s3_server, s3_url, timeout="1s"))
     assert torch.equal(reader.read_tensor("t"), torch.arange(50_000.0))
 
 
@@ -136,9 +138,9 @@ def test_an_unreachable_endpoint_is_a_clear_error(s3_server, s3_url):
 def test_a_stalled_upload_is_sent_again_and_lands_once(proxy, s3_server, s3_url):
     """The client gives up on a stalled put and sends it again; the stalled one reaches the
     server later.  Each object is published once and the log holds each record once."""
-    proxy.stall_seconds = 2.5  # past the client's 2 s timeout
+    proxy.stall_seconds = 1.5  # past the client's 1 s timeout
     tensors = {"small": torch.arange(4.0), "big": torch.randn(30_000)}
-    with ContentStoreWriter(_via(proxy, s3_server, s3_url)) as writer:
+    with ContentStoreWriter(_via(proxy, s3_server, s3_url, timeout="1s")) as writer:
         writer.write_tensor("warmup", torch.zeros(1))
         proxy.fail("stall", times=2, when=_is_put)
         for name, tensor in tensors.items():
