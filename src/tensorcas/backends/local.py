@@ -68,7 +68,9 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
         # pack only grows; a deleted one still reads what it held).
         self._pack_fds: OrderedDict[str, int] = OrderedDict()
         self._pack_fds_lock = threading.Lock()
-        weakref.finalize(self, close_all, self._pack_fds, self._pack_fds_lock)
+        # Registered with the first kept descriptor: a backend that keeps none needs no
+        # finalizer (one that runs inside someone else's deep recursion can fail there).
+        self._finalizer: weakref.finalize | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -163,6 +165,8 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                 if fd is None:
                     return None
                 self._pack_fds[key] = fd
+                if self._finalizer is None:
+                    self._finalizer = weakref.finalize(self, close_all, self._pack_fds, self._pack_fds_lock)
                 if len(self._pack_fds) > MAX_PACK_FDS:
                     os.close(self._pack_fds.popitem(last=False)[1])
             else:
