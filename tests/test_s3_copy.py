@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -14,6 +15,7 @@ from s3proxy import FaultProxy
 from tensorcas import ContentStoreReader, ContentStoreWriter, verify
 from tensorcas.backends.objectstore import ObjectStoreBackend
 from tensorcas.cli import cli
+from tensorcas.errors import StoreNotFoundError
 from tensorcas.maintenance import copy_store
 
 
@@ -77,3 +79,23 @@ def test_cp_never_stores_damaged_bytes(s3_env, tmp_path):
     reader = ContentStoreReader(s3_env)
     assert "big" not in reader.list_tensors()
     assert reader.store.blobs.locate(record.blob) is None
+
+
+def test_cp_dry_run_changes_nothing(s3_env, tmp_path):
+    local = os.fspath(tmp_path / "local")
+    with ContentStoreWriter(local) as writer:
+        writer.write_tensor("a", torch.randn(30_000))
+        writer.write_tensor("b", torch.ones(3))
+    planned = copy_store(local, s3_env, dry_run=True)  # to a store that does not exist yet
+    assert (
+        sorted(planned.copied) == ["a", "b"]
+        and planned.blobs_sent == 2
+        and planned.target == s3_env
+    )
+    result = CliRunner().invoke(cli, ["cp", "--dry-run", local, s3_env])
+    assert result.exit_code == 0 and "would copy 2 tensor(s)" in result.output
+    with pytest.raises(StoreNotFoundError):
+        ContentStoreReader(s3_env)
+    copy_store(local, s3_env)
+    again = copy_store(local, s3_env, dry_run=True)
+    assert again.copied == [] and again.unchanged == 2 and again.blobs_sent == 0

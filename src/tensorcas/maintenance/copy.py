@@ -12,14 +12,16 @@ not are kept: ``cp`` adds and updates, it does not delete.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import format as fmt
-from ..backends.base import READ_WINDOW
+from ..backends.base import READ_WINDOW, Backend
+from ..backends.memory import MemoryBackend
 from ..blobs.locations import Loose, Packed
-from ..errors import CorruptObjectError
+from ..errors import CorruptObjectError, StoreNotFoundError
 from ..hashing import new_hasher
 from ..placement import Placement
 from ..store import Location, Store
@@ -56,10 +58,17 @@ def copy_store(
     if prefix:
         fmt.validate_prefix(prefix)
     source = open_store(src, read_only=True)
-    target = (
-        dst if isinstance(dst, Store) else Store.open(dst, create=not dry_run, read_only=dry_run)
-    )
-    report = CopyReport(source.location, target.location, dry_run)
+    if isinstance(dst, Store):
+        target = dst
+    elif not dry_run:
+        target = Store.open(dst, create=True)
+    else:
+        try:
+            target = Store.open(dst, read_only=True)
+        except StoreNotFoundError:  # nothing there yet: everything would be copied
+            target = Store.open(MemoryBackend(), create=True)
+    where = _describe(dst, target)
+    report = CopyReport(source.location, where, dry_run)
     source.refresh()
     target.refresh()
     records = source.records(prefix)
@@ -111,6 +120,13 @@ def copy_store(
     finally:
         log.close()
     return report
+
+
+def _describe(dst: Location | Store, target: Store) -> str:
+    """The target's location as the caller named it (a dry run may stand in an empty store)."""
+    if isinstance(dst, (Store, Backend)):
+        return dst.location
+    return os.fspath(dst) if isinstance(target.backend, MemoryBackend) else target.location
 
 
 class _Source:
