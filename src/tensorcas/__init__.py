@@ -24,6 +24,7 @@ from .errors import (
     InvalidNameError,
     ReaderContextError,
     ReadOnlyStoreError,
+    RecordingError,
     StoreError,
     StoreIOError,
     StoreNotFoundError,
@@ -46,13 +47,16 @@ from .maintenance import (
     show,
     verify,
 )
+from .maintenance.bisect import BisectResult, bisect
 from .ops import load_tensor_reader
 from .reader import ContentStoreReader
+from .recording import Recorder, RecordingBackend, make_repro, record, recording_backend
 from .writer import ContentStoreWriter
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BisectResult",
     "BlobLostError",
     "BlobNotFoundError",
     "CheckpointError",
@@ -71,6 +75,9 @@ __all__ = [
     "InvalidNameError",
     "ReadOnlyStoreError",
     "ReaderContextError",
+    "Recorder",
+    "RecordingBackend",
+    "RecordingError",
     "StoreError",
     "StoreIOError",
     "StoreNotFoundError",
@@ -80,6 +87,7 @@ __all__ = [
     "UnsupportedTensorError",
     "VerifyReport",
     "__version__",
+    "bisect",
     "diff",
     "du",
     "export_safetensors",
@@ -89,6 +97,9 @@ __all__ = [
     "load_state_dict",
     "load_tensor_reader",
     "ls",
+    "make_repro",
+    "record",
+    "recording_backend",
     "rm",
     "save_state_dict",
     "show",

@@ -24,6 +24,7 @@ from . import __version__
 from . import maintenance as m
 from .errors import StoreError
 from .maintenance._common import format_nbytes, record_to_json
+from .record_cli import bisect_command, make_repro_command, plot_diff, plot_option, plot_show
 
 EXIT_OK = 0
 EXIT_FOUND = 1
@@ -42,9 +43,10 @@ Examples:
   tensorcas export dumps/run1 model.safetensors model/ --strip-prefix
   tensorcas import dumps/run1 model.safetensors --prefix imported
   tensorcas repro minifier_launcher.py run
+  tensorcas bisect dumps:run-a dumps:run-b --plot errors.png
 
 \b
-Exit codes: 0 ok; 1 differences (diff) or damage (verify) found;
+Exit codes: 0 ok; 1 differences (diff, bisect) or damage (verify) found;
 2 usage error, or store error (one line on stderr).
 """
 
@@ -210,11 +212,13 @@ def _shape(shape: tuple[int, ...]) -> str:
     type=click.IntRange(min=0),
     help="Histogram bins (0: none).",
 )
+@plot_option
 @_json_option
-def show_command(store: str, name: str, values: int, bins: int, as_json: bool) -> None:
+def show_command(store: str, name: str, values: int, bins: int, plot: str | None, as_json: bool) -> None:
     """Show one tensor: its record, statistics (min, max, mean, std, NaN/Inf/zero counts) and a
     histogram.  Statistics are over finite elements; complex tensors are described by |z|."""
     summary = m.show(store, name, values=values, bins=bins)
+    plot_show(store, name, plot, bins)
     if as_json:
         _echo_json(summary.to_json())
         return
@@ -351,8 +355,11 @@ def du_command(store: str, top: int, as_json: bool) -> None:
     help="Absolute tolerance.",
 )
 @click.option("--all", "show_all", is_flag=True, help="Also list identical and close tensors.")
+@plot_option
 @_json_option
-def diff_command(a: str, b: str, rtol: float, atol: float, show_all: bool, as_json: bool) -> None:
+def diff_command(
+    a: str, b: str, rtol: float, atol: float, show_all: bool, plot: str | None, as_json: bool
+) -> None:
     """Compare tensors of the same name in A and B; exit 1 if any differ or are missing.
 
     A and B are STORE or STORE:PREFIX (split at the last ':' unless the whole argument is an
@@ -363,6 +370,7 @@ def diff_command(a: str, b: str, rtol: float, atol: float, show_all: bool, as_js
     """
     with _progress("comparing") as progress:
         result = m.diff(a, b, rtol=rtol, atol=atol, progress=progress)
+    plot_diff(a, b, result, plot)
     if as_json:
         _echo_json(result.to_json())
     else:
@@ -708,6 +716,10 @@ def repro_command(script: str, args: tuple[str, ...]) -> None:
     from .torch_compat import run_script
 
     run_script(script, args)
+
+
+cli.add_command(bisect_command)
+cli.add_command(make_repro_command)
 
 
 def main(argv: list[str] | None = None) -> None:

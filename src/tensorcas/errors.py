@@ -153,6 +153,15 @@ class Finding:
     severity: str = "error"  # or "warning" (an interrupted write's torn tail)
 
 
+class RecordingError(StoreError, ValueError):
+    """A recording cannot be made or read as asked: a bad option, an index that does not parse,
+    a graph that cannot be turned into a script."""
+
+
+class PlotUnavailableError(StoreError, ImportError):
+    """A plot was asked for but matplotlib is not installed (``pip install 'tensorcas[plot]'``)."""
+
+
 class CheckpointError(StoreError):
     """A checkpoint cannot be saved or loaded as asked (see ``tensorcas.dcp``): a value that cannot
     be kept without pickle, a name already taken, a manifest that fails validation."""
