@@ -124,3 +124,24 @@ def test_a_closed_log_becomes_one_object_and_readers_follow(s3_server, s3_url):
     fresh = ContentStoreReader(_backend(s3_server, s3_url), verify=True)
     assert fresh.list_tensors() == [*(f"t{i}" for i in range(5)), "last"]
     assert torch.equal(fresh.read_tensor("t3"), torch.full((4,), 3.0))
+
+
+def test_a_cache_directory_serves_whole_objects_by_their_etag(s3_server, s3_url, tmp_path):
+    from s3proxy import FaultProxy
+
+    data = bytes(range(256)) * 8192  # 2 MiB
+    writer = _backend(s3_server, s3_url)
+    assert writer.put_if_absent("blobs/ab/big", data)
+    with FaultProxy(s3_server.endpoint) as proxy:
+        options = {**s3_server.options(proxy.endpoint), "cache_dir": str(tmp_path / "cache")}
+        cached = ObjectStoreBackend.from_url(s3_url, options)
+        for _ in range(2):
+            out = bytearray(len(data))
+            assert cached.read_into("blobs/ab/big", memoryview(out)) == len(data) and out == data
+        assert proxy.count("GET") == 1 and proxy.count("HEAD") == 2  # the second read: a look only
+        # Replaced (a damaged blob healed): another ETag, so the copy kept is not used.
+        other = bytes(reversed(data))
+        assert writer.put_if_absent("blobs/ab/big", other, overwrite=True)
+        out = bytearray(len(data))
+        assert cached.read_into("blobs/ab/big", memoryview(out)) == len(data) and out == other
+        assert cached.read_into("blobs/ab/none", memoryview(bytearray(2 << 20))) is None

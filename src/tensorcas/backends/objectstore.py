@@ -49,6 +49,7 @@ error as ``__cause__``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
 import random
@@ -96,6 +97,9 @@ DEFAULT_RETRY: dict[str, Any] = {
         "base": 2,
     },
 }
+
+#: With a cache directory, objects read whole from this size up are kept on the local disk.
+CACHE_MIN_BYTES = 1 << 20
 
 #: A closed log or pack up to this size is consolidated into one object (see ``_SegmentAppender``).
 CONSOLIDATE_LIMIT = 64 << 20
@@ -189,6 +193,7 @@ class ObjectStoreBackend(Backend, Appending):
         max_concurrency: int = MAX_CONCURRENCY,
         retry: Mapping[str, Any] | None = None,
         appends_under: tuple[str, ...] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         import obstore
 
@@ -202,6 +207,7 @@ class ObjectStoreBackend(Backend, Appending):
         )
         self._max_concurrency = max_concurrency
         self._appends_under = appends_under
+        self._cache = None if cache_dir is None else os.path.abspath(os.fspath(cache_dir))
         retry = DEFAULT_RETRY if retry is None else retry
         backoff = retry.get("backoff", DEFAULT_RETRY["backoff"])
         self._put_retries = int(retry.get("max_retries", DEFAULT_RETRY["max_retries"]))
@@ -230,6 +236,8 @@ class ObjectStoreBackend(Backend, Appending):
         public bucket without credentials.  ``retry`` replaces :data:`DEFAULT_RETRY`.
         ``appends_under``: key prefixes that hold every appended object (a store passes its logs'
         and packs' directories), so that a key elsewhere costs no look for segments.
+        ``storage_options["cache_dir"]``: a local directory that keeps a copy of each object of
+        at least :data:`CACHE_MIN_BYTES` read whole (see :meth:`read_into`).
         """
         scheme = url.partition("://")[0].lower()
         if scheme not in SCHEMES:
@@ -250,6 +258,7 @@ class ObjectStoreBackend(Backend, Appending):
             ) from exc
         options = dict(storage_options or {})
         client: dict[str, Any] = {k: options.pop(k) for k in list(options) if k in _CLIENT_KEYS}
+        cache_dir = options.pop("cache_dir", None)
         if options.pop("anon", False):
             options["skip_signature"] = True
         kwargs: dict[str, Any] = {}
@@ -264,7 +273,7 @@ class ObjectStoreBackend(Backend, Appending):
                 retry_config=dict(retry if retry is not None else DEFAULT_RETRY),
                 **kwargs,
             )
-        return cls(store, location, retry=retry, appends_under=appends_under)
+        return cls(store, location, retry=retry, appends_under=appends_under, cache_dir=cache_dir)
 
     def _where(self, key: str) -> str:
         return f"{self.location}/{key}"
@@ -499,7 +508,66 @@ class ObjectStoreBackend(Backend, Appending):
         return None if info is None else self.read_range(key, 0, info.size)
 
     def read_into(self, key: str, out: memoryview) -> int | None:
+        """Fill ``out`` from the start of the object.
+
+        With a cache directory, an object of at least :data:`CACHE_MIN_BYTES` is looked up (one
+        ``HEAD``) by its key, size and ETag, which changes whenever the object is replaced: a copy
+        kept under them is read from the local disk instead of the service; otherwise the object
+        is fetched and a copy kept (published by rename, so a copy is whole or absent).  The
+        directory grows until it is emptied by hand."""
         out = out.cast("B") if out.format != "B" else out
+        if (
+            self._cache is not None
+            and out.nbytes >= CACHE_MIN_BYTES
+            and not self._known_segmented(key)
+        ):
+            return self._read_cached(key, out)
+        return self._read_into(key, out)
+
+    def _read_cached(self, key: str, out: memoryview) -> int | None:
+        with _errors("inspecting", self._where(key)):
+            try:
+                meta = self._obs.head(self.store, key)
+            except FileNotFoundError as exc:
+                _unless_bucket_missing(exc, self.location)
+                return self._read_into(key, out)  # perhaps segmented
+        size = int(meta["size"])
+        assert self._cache is not None
+        name = hashlib.sha256(
+            f"{self.location}\0{key}\0{meta.get('e_tag')}\0{size}".encode()
+        ).hexdigest()
+        path = os.path.join(self._cache, name[:2], name)
+        wanted = min(size, out.nbytes)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if os.fstat(fd).st_size == size:
+                    got = 0
+                    while got < wanted:
+                        n = os.readv(fd, [out[got:wanted]])
+                        if n <= 0:
+                            break
+                        got += n
+                    if got == wanted:
+                        return got
+            finally:
+                os.close(fd)
+        fetched = self._read_into(key, out)
+        if fetched is not None and fetched == size:  # the whole object: keep a copy
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+                with open(tmp, "wb") as f:
+                    f.write(out[:fetched])
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a cache that cannot be written only costs the next read a fetch
+        return fetched
+
+    def _read_into(self, key: str, out: memoryview) -> int | None:
         if self._known_segmented(key):
             data = self.read_range(key, 0, out.nbytes)
             if data is None:
@@ -511,7 +579,7 @@ class ObjectStoreBackend(Backend, Appending):
             if buffer is None:
                 if not self._may_be_segmented(key) or self._refresh_segments(key) is None:
                     return None
-                return self.read_into(key, out)
+                return self._read_into(key, out)
             out[: buffer.nbytes] = buffer
             return buffer.nbytes
         # A large object: its first part tells the size, the rest comes in parallel.
