@@ -165,9 +165,10 @@ class _Group(click.Group):
 def cli() -> None:
     """Inspect and maintain tensorcas stores: content-addressed stores of PyTorch tensors.
 
-    STORE is a store directory.  Read-only commands (ls, show, du, diff, verify) never write to
-    it and accept --json.  Text output escapes control, format and separator characters in names
-    as \\xNN / \\uNNNN (see docs/cli.md).
+    STORE is a store directory, or object storage: s3://BUCKET/PREFIX (gs://, az://), configured
+    from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID...).  Read-only commands (ls, show,
+    du, diff, verify) never write to it and accept --json.  Text output escapes control, format
+    and separator characters in names as \\xNN / \\uNNNN (see docs/cli.md).
     """
 
 
@@ -573,6 +574,35 @@ def gc_command(store: str, dry_run: bool, grace: float, force: bool) -> None:
             "recent or mostly in use"
         )
     _console().say(text)
+
+
+# -- cp -----------------------------------------------------------------------------------------
+
+
+@cli.command("cp")
+@click.argument("source")
+@click.argument("target")
+@click.option("--prefix", default="", help="Copy only the tensors below this prefix (e.g. model/).")
+@click.option("--dry-run", is_flag=True, help="Only report what would be copied.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def cp_command(source: str, target: str, prefix: str, dry_run: bool, as_json: bool) -> None:
+    """Copy the tensors and storage roots of SOURCE to TARGET (created if new), sending only the
+    blobs TARGET lacks: a directory, s3://BUCKET/PREFIX, gs://... or az://....
+
+    Bytes are checked against their digest as they are copied.  Names only TARGET holds are
+    kept.  Safe while others write to either store.
+    """
+    with _progress("copying", nbytes=True) as progress:
+        report = m.copy_store(source, target, prefix, dry_run=dry_run, progress=progress)
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    verb = "would copy" if dry_run else "copied"
+    _console().say(
+        f"{verb} {_count(len(report.copied), 'tensor')} and {_count(report.roots, 'root')}, "
+        f"sending {_count(report.blobs_sent, 'blob')} ({format_nbytes(report.bytes_sent)}); "
+        f"{_count(report.unchanged, 'tensor')} already there"
+    )
 
 
 # -- verify -------------------------------------------------------------------------------------

@@ -80,6 +80,30 @@ class StoreIOError(StoreError):
     """
 
 
+class ObjectStoreError(StoreIOError):
+    """An object-storage service failed a request, after the client's retries with backoff; the
+    client's error is ``__cause__``.  The store is left consistent: an object is published whole
+    or not at all."""
+
+
+class BucketNotFoundError(ObjectStoreError, FileNotFoundError):
+    """The bucket a location names does not exist (or the endpoint is not the service meant)."""
+
+
+class AccessDeniedError(ObjectStoreError, PermissionError):
+    """The object store refused the credentials, or they lack a permission the request needs."""
+
+
+class StoreUnavailableError(ObjectStoreError, ConnectionError):
+    """The object store could not be reached, dropped connections, or kept answering 503
+    (throttling) or another server error, however often the request was retried."""
+
+
+class UnsupportedLocationError(StoreError, ValueError):
+    """A location has a URL scheme tensorcas does not open (it is never taken for a path), or an
+    object-storage location lacks what it needs (a bucket, the obstore package)."""
+
+
 class ReaderContextError(StoreError, RuntimeError):
     """``load_tensor`` found a record that does not match the size, stride or device asked for."""
 

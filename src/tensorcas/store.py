@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from . import format as fmt
 from .backends.base import Backend, local_paths
 from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
+from .backends.objectstore import ObjectStoreBackend, is_url
 from .backends.readonly import read_only as read_only_backend
 from .blobs import PACK_THRESHOLD, STREAM_CHUNK, Blobs, PackIndex, tensor_context
 from .errors import Finding, FormatError, StoreError, StoreNotFoundError, TensorNotFoundError
@@ -39,15 +42,27 @@ __all__ = [
 Location = str | os.PathLike[str] | Backend
 
 
-def open_backend(loc: Location, *, durable: bool = False, read_only: bool = False) -> Backend:
+def open_backend(
+    loc: Location,
+    *,
+    durable: bool = False,
+    read_only: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Backend:
     """A backend for a location: a ``Backend`` as is, ``memory://`` for a fresh in-memory one,
-    otherwise a local directory; wrapped read-only when asked."""
+    ``s3://bucket/prefix`` (``gs://``, ``az://``) for object storage configured from the
+    environment and ``storage_options``, otherwise a local directory; wrapped read-only when
+    asked.  Any other ``scheme://`` is refused, never taken for a directory."""
     if isinstance(loc, Backend):
         backend = loc
     else:
         path = os.fspath(loc)
         if path == "memory://":
             backend = MemoryBackend()
+        elif is_url(path) and not path.startswith("file://"):
+            # Only logs and packs grow: other keys need no look for segments.
+            appended = (fmt.LOGS + "/", fmt.PACKS + "/")
+            backend = ObjectStoreBackend.from_url(path, storage_options, appends_under=appended)
         else:
             if path.startswith("file://"):
                 path = path[len("file://") :]

@@ -19,6 +19,7 @@ from .base import (
 )
 from .local import LocalBackend
 from .memory import MemoryBackend
+from .objectstore import ObjectStoreBackend
 from .readonly import ReadOnlyBackend, read_only
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "LocalPaths",
     "MemoryBackend",
     "ObjectInfo",
+    "ObjectStoreBackend",
     "ReadOnlyBackend",
     "Staged",
     "Staging",

@@ -1,4 +1,4 @@
-"""Whole-store operations: verify, ls, show, du, diff, rm, gc, and import/export.
+"""Whole-store operations: verify, ls, show, du, diff, rm, gc, import/export, and cp.
 
 Each is one library function that the command line calls; none needs the command line.
 Importing this package does not import torch: ``ls``, ``du``, ``rm``, ``gc`` and ``verify`` work
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         list_checkpoints,
         remove_checkpoints,
     )
+    from .copy import CopyReport, copy_store
     from .diff import DiffResult, Target, TensorDiff, diff, parse_target
     from .du import DiskUsage, du
     from .gc import DEFAULT_GRACE_SECONDS, DamagedStoreError, GcReport, RmReport, gc, rm
@@ -56,6 +57,7 @@ _LAZY = {
         ),
         ".checkpoints",
     ),
+    **dict.fromkeys(("CopyReport", "copy_store"), ".copy"),
     **dict.fromkeys(("DiskUsage", "du"), ".du"),
     **dict.fromkeys(
         ("DEFAULT_GRACE_SECONDS", "DamagedStoreError", "GcReport", "RmReport", "gc", "rm"), ".gc"
@@ -116,6 +118,7 @@ __all__ = [
     "CheckpointExport",
     "CheckpointInfo",
     "CheckpointList",
+    "CopyReport",
     "DamagedStoreError",
     "DiffResult",
     "DiskUsage",
@@ -134,6 +137,7 @@ __all__ = [
     "TensorStats",
     "TensorSummary",
     "VerifyReport",
+    "copy_store",
     "diff",
     "du",
     "export_checkpoint",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import format as fmt
 from ..backends.base import Backend
+from ..backends.objectstore import is_url
 from ..errors import FormatError
 from ..store import Location, Store
 from ._common import Progress, check_walkable, check_walkable_tensor, open_store, unravel
@@ -59,7 +60,8 @@ def parse_target(spec: str) -> Target:
     and ``runs/a:model/`` both name the store ``runs/a``, and a store whose path holds a ``:`` can
     still be named (``weird:dir:`` is that directory with an empty prefix).
     """
-    if spec == "memory://" or os.path.exists(spec) or ":" not in spec:
+    rest = spec.partition("://")[2] if is_url(spec) else spec
+    if spec == "memory://" or os.path.exists(spec) or ":" not in rest:
         return Target(spec, "")
     loc, _, prefix = spec.rpartition(":")
     fmt.validate_prefix(prefix)
