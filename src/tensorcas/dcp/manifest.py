@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +173,25 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: The deepest nesting of JSON arrays and objects a manifest may have (values nest at most
+#: ``MAX_VALUE_DEPTH`` levels inside a few levels of the document itself).
+MAX_NESTING = 128
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def _nesting(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON document (brackets inside strings do
+    not count), found without parsing it."""
+    skeleton = _NOT_BRACKET.sub(b"", _STRING.sub(b"", data))
+    depth = peak = 0
+    for byte in skeleton:
+        depth += 1 if byte in b"[{" else -1
+        peak = max(peak, depth)
+    return peak
+
+
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
 
 
@@ -181,6 +201,11 @@ def decode_manifest(data: bytes, checkpoint: str) -> Manifest:
     where = f"manifest of checkpoint {checkpoint!r}"
     if len(data) > MAX_MANIFEST_BYTES:
         raise CorruptObjectError(f"{where} is {len(data)} bytes; the limit is {MAX_MANIFEST_BYTES}")
+    depth = _nesting(data)
+    if depth > MAX_NESTING:
+        # Refused before parsing: a recursive parse of a hostile document would run into the
+        # interpreter's recursion limit, where even unrelated cleanup code can fail.
+        raise CorruptObjectError(f"{where} nests {depth} levels deep; the limit is {MAX_NESTING}")
     try:
         doc = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
