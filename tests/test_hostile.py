@@ -661,3 +661,20 @@ def test_special_files_in_place_of_store_files(tmp_path, template, target, how):
                 reader.read_tensor("big/w")
         if report is not None and target in ("blob", "blob-dir", "blobs", "pack", "packs"):
             assert not report.ok, "verify accepted a blob reached through a symlink"
+
+
+def test_an_empty_shape_torch_cannot_make_is_refused(tmp_path):
+    """[2**31, 2**62, 0] holds no element, but torch multiplies every size with an overflow check
+    and cannot make it: the record is refused as damaged, never handed to torch."""
+    loc = os.fspath(tmp_path / "store")
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", torch.ones(1))
+    record = json.loads(open(log_files(loc)[0], "rb").read().splitlines()[-2][17:])
+    assert record["op"] == "put"
+    record.update(name="empty", t=record["t"] + 1, shape=[2**31, 2**62, 0], stride=[0, 0, 0])
+    with open(log_files(loc)[0], "ab") as f:
+        f.write(frame(json.dumps(record, separators=(",", ":")).encode("ascii")))
+    reader = ContentStoreReader(loc)
+    with pytest.raises(tensorcas.CorruptObjectError, match="2\\*\\*63"):
+        reader.read_tensor("empty")
+    assert torch.equal(reader.read_tensor("x"), torch.ones(1))

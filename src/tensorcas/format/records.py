@@ -125,11 +125,13 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
         raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
     if not isinstance(record.blob, str) or not DIGEST_RE.match(record.blob):
         raise CorruptObjectError(f"{where}: blob {record.blob!r} is not a blake3 digest")
-    numel = 1
+    # The product of the non-zero sizes, not only the element count: torch multiplies every size
+    # with an overflow check, so an empty shape such as [2**31, 2**62, 0] cannot be made either.
+    product = 1
     for s in record.shape:
-        numel *= s
-    if numel > MAX_INT:
-        raise CorruptObjectError(f"{where}: shape {record.shape} has more than 2**63 elements")
+        product *= max(s, 1)
+    if product > MAX_INT:
+        raise CorruptObjectError(f"{where}: shape {record.shape} has more than 2**63 elements (or would)")
     need = required_nbytes(record.dtype, record.shape, record.stride, record.offset)
     if need > record.nbytes:
         raise CorruptObjectError(
