@@ -669,7 +669,8 @@ def test_an_empty_shape_torch_cannot_make_is_refused(tmp_path):
     loc = os.fspath(tmp_path / "store")
     with ContentStoreWriter(loc) as writer:
         writer.write_tensor("x", torch.ones(1))
-    record = json.loads(open(log_files(loc)[0], "rb").read().splitlines()[-2][17:])
+    with open(log_files(loc)[0], "rb") as f:
+        record = json.loads(f.read().splitlines()[-2][17:])
     assert record["op"] == "put"
     record.update(name="empty", t=record["t"] + 1, shape=[2**31, 2**62, 0], stride=[0, 0, 0])
     with open(log_files(loc)[0], "ab") as f:
