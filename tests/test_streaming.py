@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import tensorcas
+from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas.blobs import STREAM_CHUNK
 from tensorcas.hashing import cpu_storage_view
 from tensorcas.store import Store
@@ -29,3 +30,21 @@ def test_streamed_blob_holds_exactly_the_hashed_bytes(loc):
         assert digest == tensorcas.hash_storage(data.untyped_storage())
         assert tensorcas.verify(loc).ok
         data.add_(1)
+
+
+def test_large_reads_land_in_ordinary_storages(tmp_path):
+    """Read targets advised to use huge pages are still torch's own storages: resizable and
+    shareable between processes, and bit-exact."""
+    from tensorcas._memory import HUGE_PAGE_THRESHOLD
+
+    loc = str(tmp_path / "store")
+    x = torch.randn(HUGE_PAGE_THRESHOLD // 4 + 12345)
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", x)
+    y = ContentStoreReader(loc).read_tensor("x")
+    assert torch.equal(x, y)
+    y.share_memory_()
+    assert y.is_shared() and torch.equal(x, y)
+    z = ContentStoreReader(loc).read_tensor("x")
+    z.untyped_storage().resize_(8)
+    assert z.untyped_storage().nbytes() == 8

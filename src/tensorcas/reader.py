@@ -10,6 +10,7 @@ from typing import Any, cast
 import torch
 
 from . import format as fmt
+from ._memory import empty_cpu_storage
 from .blobs import PACK_THRESHOLD, Check, tensor_context
 from .errors import BlobLostError, BlobNotFoundError, InvalidDigestError, StoreError
 from .hashing import cpu_storage_view, hash_buffer
@@ -221,7 +222,7 @@ class ContentStoreReader:
             # A record may claim any size up to 2**63: compare it with the blob's true size
             # before allocating, not after (read_into checks small blobs as it reads).
             blobs.check_size(digest, nbytes, name=name)
-        storage = torch.UntypedStorage(nbytes)
+        storage = empty_cpu_storage(nbytes)
         blobs.read_into(digest, cpu_storage_view(storage), name=name, check=check)
         return storage
 
