@@ -85,7 +85,6 @@ def _no_match(store: str, prefix: str) -> str:
     )
 
 
-
 # -- show ---------------------------------------------------------------------------------------
 
 
@@ -113,8 +112,13 @@ def _no_match(store: str, prefix: str) -> str:
 def show_command(store: str, name: str, values: int, bins: int, plot: str | None, as_json: bool) -> None:
     """Show one tensor: its record, statistics (min, max, mean, std, NaN/Inf/zero counts) and a
     histogram.  Statistics are over finite elements; complex tensors are described by |z|."""
-    with _progress("reading") as progress:
-        summary = m.show(store, name, values=values, bins=bins, progress=progress)
+    try:
+        with _progress("reading") as progress:
+            summary = m.show(store, name, values=values, bins=bins, progress=progress)
+    except TensorNotFoundError as exc:
+        if "deleted" in str(exc):
+            raise
+        raise TensorNotFoundError(_no_match(store, name)) from None
     plot_show(store, name, plot, bins)
     if as_json:
         _echo_json(summary.to_json())
@@ -299,6 +303,12 @@ def diff_command(
         out.say(f"{len(result.entries)} compared: {counts}")
         if first is not None:
             out.say(f"first difference: {first.key}")
+        paired = sum(result.count(s) for s in ("identical", "close", "different"))
+        if not paired and result.count("only-in-a") and result.count("only-in-b"):
+            out.say(
+                "note: no name of A matches a name of B, so nothing was compared; names are taken "
+                "below each side's prefix (A:PREFIX/ and B:PREFIX/): did one side miss its prefix?"
+            )
     click.get_current_context().exit(EXIT_OK if result.ok else EXIT_FOUND)
 
 
