@@ -33,12 +33,12 @@ def test_streamed_blob_holds_exactly_the_hashed_bytes(loc):
 
 
 def test_large_reads_land_in_ordinary_storages(tmp_path):
-    """Read targets advised to use huge pages are still torch's own storages: resizable and
+    """Read targets populated in one step are still torch's own storages: resizable and
     shareable between processes, and bit-exact."""
-    from tensorcas._memory import HUGE_PAGE_THRESHOLD
+    from tensorcas._memory import POPULATE_THRESHOLD
 
     loc = str(tmp_path / "store")
-    x = torch.randn(HUGE_PAGE_THRESHOLD // 4 + 12345)
+    x = torch.randn(POPULATE_THRESHOLD // 4 + 12345)
     with ContentStoreWriter(loc) as writer:
         writer.write_tensor("x", x)
     y = ContentStoreReader(loc).read_tensor("x")

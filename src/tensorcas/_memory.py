@@ -1,31 +1,34 @@
-"""Host memory for blobs being read: large storages backed by huge pages where the kernel allows.
+"""Host memory for blobs being read: large storages whose pages are made present in one step.
 
-Reading a blob into new memory costs one page fault per page the read first touches.  With 4 KiB
-pages that is 8,192 faults for 32 MiB, and they, not the copy, dominate an eager read from the page
-cache.  Where transparent huge pages are in ``madvise`` mode (common), memory is backed by 2 MiB
-pages only when asked, and torch's CPU allocator does not ask (unless ``THP_MEM_ALLOC_ENABLE`` is
-set for the whole process).  So a large read target is allocated by torch as usual (it stays an
-ordinary, resizable, shareable storage) and the 2 MiB-aligned part of it is advised to use huge
-pages before anything touches it.  Measured here, reading 16 x 32 MiB from the page cache took
-0.127 s into advised storages against 0.273 s into plain ones (median of 7, interleaved).
+Reading a blob into new memory costs one page fault per page the read first touches: 8,192 of
+them for 32 MiB of 4 KiB pages, and they, not the copy, dominate an eager read from the page
+cache.  So a large read target is allocated by torch as usual (an ordinary, resizable, shareable
+storage) and its pages are populated with one ``madvise(MADV_POPULATE_WRITE)`` call (Linux 5.14
+and later; elsewhere the storage is simply left to fault page by page, as before).
+
+Asking for transparent huge pages instead (``MADV_HUGEPAGE``) was faster in isolation but slower
+inside the benchmark, where the kernel's synchronous compaction for such regions stalled some
+reads for a second or more.  Measured with ``benchmarks/bench.py --only read`` (1 GiB, median of
+5, two runs each): 0.48 and 0.50 s populated, 0.58 and 0.62 s left to fault, 0.87 and 0.83 s
+with huge pages.
 """
 
 from __future__ import annotations
 
 import ctypes
-import mmap
 import sys
+from collections.abc import Callable
 
 import torch
 
-#: Storages at least this large get huge-page advice; smaller ones would gain little.
-HUGE_PAGE_THRESHOLD = 4 << 20
-_HUGE_PAGE = 2 << 20
-_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
+#: Storages at least this large are populated in one step; for smaller ones it gains little.
+POPULATE_THRESHOLD = 4 << 20
+_PAGE = 4096
+_MADV_POPULATE_WRITE = 23  # linux/mman.h; not in Python's mmap module before 3.13
 
 
-def _libc_madvise() -> object | None:
-    if _MADV_HUGEPAGE is None or not sys.platform.startswith("linux"):
+def _libc_madvise() -> Callable[[int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
         return None
     try:
         madvise = ctypes.CDLL(None, use_errno=True).madvise
@@ -40,14 +43,14 @@ _madvise = _libc_madvise()
 
 
 def empty_cpu_storage(nbytes: int) -> torch.UntypedStorage:
-    """A new CPU storage of ``nbytes`` (contents undefined), huge-page backed where possible."""
+    """A new CPU storage of ``nbytes`` (contents undefined), its pages present where possible."""
     storage = torch.UntypedStorage(nbytes)
-    if _madvise is not None and nbytes >= HUGE_PAGE_THRESHOLD:
+    if _madvise is not None and nbytes >= POPULATE_THRESHOLD:
         start = storage.data_ptr()
-        first = -(-start // _HUGE_PAGE) * _HUGE_PAGE
-        last = (start + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+        first = -(-start // _PAGE) * _PAGE
+        last = (start + nbytes) // _PAGE * _PAGE
         if last > first:
-            # Only advice: a kernel without transparent huge pages refuses it (EINVAL), and the
-            # storage then works exactly as without it.
-            _madvise(first, last - first, _MADV_HUGEPAGE)  # type: ignore[operator]
+            # Only advice: an older kernel refuses it (EINVAL), and the storage then works
+            # exactly as without it, faulting its pages in as the read touches them.
+            _madvise(first, last - first, _MADV_POPULATE_WRITE)
     return storage
