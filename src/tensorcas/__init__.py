@@ -33,6 +33,7 @@ from .errors import (
     ReaderContextError,
     ReadOnlyStoreError,
     RecordingError,
+    ResourceLimitError,
     StoreError,
     StoreIOError,
     StoreNotFoundError,
@@ -89,7 +90,9 @@ _LAZY = {
     "save_state_dict": ".dcp",
     "BisectResult": ".maintenance.bisect",
     "bisect": ".maintenance.bisect",
-    **dict.fromkeys(("Recorder", "RecordingBackend", "make_repro", "record", "recording_backend"), ".recording"),
+    **dict.fromkeys(
+        ("Recorder", "RecordingBackend", "make_repro", "record", "recording_backend"), ".recording"
+    ),
 }
 
 
@@ -131,6 +134,7 @@ __all__ = [
     "Recorder",
     "RecordingBackend",
     "RecordingError",
+    "ResourceLimitError",
     "StoreError",
     "StoreIOError",
     "StoreNotFoundError",

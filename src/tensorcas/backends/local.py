@@ -19,31 +19,34 @@ It has every optional ability (``Appending``, ``LocalPaths``, ``Grace``, ``Stagi
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat as stat_module
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..errors import UnsafeFileError
 from .base import Appender, Appending, Backend, Data, LocalPaths, ObjectInfo, Staged, chunks_of
 from .local_files import (
-    MAX_PACK_FDS,
     O_CREATE,
     O_READ,
+    PACK_FDS,
     SMALL_READ,
     TMP_PREFIX,
     TRASH_PREFIX,
     LocalAppender,
     LocalStaged,
-    close_all,
     fsync_dir,
+    memory_errors,
+    open_evicting,
     os_errors,
 )
 from .local_gc import LocalCollecting
 
 __all__ = ["TMP_PREFIX", "TRASH_PREFIX", "LocalBackend", "os_errors"]
+
+#: Tells backends apart in the process's one cache of pack descriptors.
+_tokens = itertools.count()
 
 
 class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
@@ -56,7 +59,11 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, durable: bool = False, keep_open: tuple[str, ...] = ()
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durable: bool = False,
+        keep_open: tuple[str, ...] = (),
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.location = self.root
@@ -65,9 +72,9 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
         self._root_made = False
         self._checked_dirs: set[str] = set()
         # Packs are read a few hundred bytes at a time, so their descriptors are kept open (a
-        # pack only grows; a deleted one still reads what it held).
-        self._pack_fds: OrderedDict[str, int] = OrderedDict()
-        self._pack_fds_lock = threading.Lock()
+        # pack only grows; a deleted one still reads what it held), in one cache for the process
+        # (local_files.PACK_FDS), under this backend's token.
+        self._token = next(_tokens)
         # Registered with the first kept descriptor: a backend that keeps none needs no
         # finalizer (one that runs inside someone else's deep recursion can fail there).
         self._finalizer: weakref.finalize | None = None
@@ -89,7 +96,9 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             except FileNotFoundError:
                 return False
             if not stat_module.S_ISDIR(st.st_mode):
-                raise UnsafeFileError(f"{path} is not a directory (a symlink?); tensorcas does not follow it")
+                raise UnsafeFileError(
+                    f"{path} is not a directory (a symlink?); tensorcas does not follow it"
+                )
         self._checked_dirs.add(directory)
         return True
 
@@ -99,12 +108,14 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             return None
         path = self._path(key)
         try:
-            fd = os.open(path, O_READ)
+            fd = open_evicting(path, O_READ)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafeFileError(f"{path} is a symlink; tensorcas does not follow links in a store") from None
+                raise UnsafeFileError(
+                    f"{path} is a symlink; tensorcas does not follow links in a store"
+                ) from None
             raise
         if not stat_module.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -131,7 +142,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        with os_errors("reading", self._path(key)):
+        with os_errors("reading", self._path(key)), memory_errors(self._path(key)):
             fd = self._open_read(key)
             if fd is None:
                 return None
@@ -146,7 +157,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
         if length <= SMALL_READ and key.startswith(self.keep_open) and self.keep_open:
             return self._read_pack_range(key, offset, length)
-        with os_errors("reading", self._path(key)):
+        with os_errors("reading", self._path(key)), memory_errors(self._path(key)):
             fd = self._open_read(key)
             if fd is None:
                 return None
@@ -158,19 +169,20 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                 os.close(fd)
 
     def _read_pack_range(self, key: str, offset: int, length: int) -> bytes | None:
-        with self._pack_fds_lock, os_errors("reading", self._path(key)):
-            fd = self._pack_fds.get(key)
+        with PACK_FDS.lock, os_errors("reading", self._path(key)):
+            fd = PACK_FDS.get(self._token, key)
             if fd is None:
                 fd = self._open_read(key)
                 if fd is None:
                     return None
-                self._pack_fds[key] = fd
+                if not PACK_FDS.keep(self._token, key, fd):
+                    # No descriptor to spare under this process's limit: open, read, close.
+                    try:
+                        return os.pread(fd, length, offset)
+                    finally:
+                        os.close(fd)
                 if self._finalizer is None:
-                    self._finalizer = weakref.finalize(self, close_all, self._pack_fds, self._pack_fds_lock)
-                if len(self._pack_fds) > MAX_PACK_FDS:
-                    os.close(self._pack_fds.popitem(last=False)[1])
-            else:
-                self._pack_fds.move_to_end(key)
+                    self._finalizer = weakref.finalize(self, PACK_FDS.forget, self._token)
             return os.pread(fd, length, offset)  # short at the end of the file
 
     def read_into(self, key: str, out: memoryview) -> int | None:
@@ -199,7 +211,9 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             except FileNotFoundError:
                 return None
             if not stat_module.S_ISREG(st.st_mode):
-                raise UnsafeFileError(f"{path} is not a regular file (a symlink?); tensorcas does not follow it")
+                raise UnsafeFileError(
+                    f"{path} is not a regular file (a symlink?); tensorcas does not follow it"
+                )
             return ObjectInfo(st.st_size, st.st_mtime)
 
     def local_path(self, key: str) -> str | None:

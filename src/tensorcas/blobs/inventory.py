@@ -21,7 +21,13 @@ from .packindex import PackIndex
 class Inventory:
     """Every blob of one store (``refresh`` reads what the logs added)."""
 
-    def __init__(self, backend: base.Backend, packs: PackIndex, refresh: Callable[[], None], lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        backend: base.Backend,
+        packs: PackIndex,
+        refresh: Callable[[], None],
+        lock: threading.RLock,
+    ) -> None:
         self.backend = backend
         self.packs = packs
         self._refresh = refresh

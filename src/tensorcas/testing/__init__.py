@@ -39,5 +39,7 @@ __all__ = [
 ]
 
 
-class BackendTests(CoreTests, StoreTests, AppendingTests, GraceTests, StagingTests, LocalPathsTests):
+class BackendTests(
+    CoreTests, StoreTests, AppendingTests, GraceTests, StagingTests, LocalPathsTests
+):
     """Every test of the suite: subclass it and supply the ``backend`` fixture."""
