@@ -45,6 +45,9 @@ from .local_gc import LocalCollecting
 
 __all__ = ["TMP_PREFIX", "TRASH_PREFIX", "LocalBackend", "os_errors"]
 
+#: Keys have at most this many parts (``blobs/ab/cdef...``; docs/FORMAT.md section 1).
+MAX_KEY_PARTS = 3
+
 #: Tells backends apart in the process's one cache of pack descriptors.
 _tokens = itertools.count()
 
@@ -229,20 +232,22 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
 
     def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """Every entry below ``prefix`` that is not a directory (hidden ones included), with its
-        key; hidden directories and symlinks are not entered."""
+        key; hidden directories and symlinks are not entered, nor directories deeper than a key
+        can be (``MAX_KEY_PARTS``): they are junk, and a chain of them can be longer than any
+        path the system accepts."""
         start = self._path(prefix) if prefix else self.root
         with os_errors("listing", start):
             if not os.path.isdir(self.root) or not self._check_dir(prefix):
                 return
-            stack = [(start, prefix)]
+            stack = [(start, prefix, prefix.count("/") + 1 if prefix else 0)]
             while stack:
-                path, key = stack.pop()
+                path, key, parts = stack.pop()
                 with os.scandir(path) as entries:
                     for entry in entries:
                         child = f"{key}/{entry.name}" if key else entry.name
                         if entry.is_dir(follow_symlinks=False):
-                            if not entry.name.startswith("."):
-                                stack.append((entry.path, child))
+                            if not entry.name.startswith(".") and parts + 1 < MAX_KEY_PARTS:
+                                stack.append((entry.path, child, parts + 1))
                         else:
                             yield child, entry
 

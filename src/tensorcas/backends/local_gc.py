@@ -28,9 +28,13 @@ class LocalCollecting(Grace, Staging):
 
     def temporaries(self) -> Iterator[Leftover]:
         """Temporaries of interrupted writes (``.tmp-*``) and objects an interrupted gc moved
-        aside (``.gc-*``), anywhere in the store."""
+        aside (``.gc-*``), anywhere in the store.  A ``.tmp-*`` entry must be a regular file
+        (tensorcas makes no other kind: anything else is junk to ignore); a ``.gc-*`` entry of
+        another kind is listed so that gc removes it (``_link_back`` never makes it visible)."""
         for key, entry in self._walk(""):
-            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+            if entry.name.startswith(TRASH_PREFIX) or (
+                entry.name.startswith(TMP_PREFIX) and entry.is_file(follow_symlinks=False)
+            ):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
