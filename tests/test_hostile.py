@@ -263,7 +263,9 @@ def apply_byte_damage(world: World, damage: tuple[str, int, str, int, bytes]) ->
         new = content[:pos] + data + content[pos:]
     else:
         lines = content.split(b"\n")
-        i = pos * len(lines) // (len(content) + 1)
+        i = min(
+            pos * len(lines) // (len(content) + 1), len(lines) - 1
+        )  # pos may be past an empty file
         if op == "delete-line":
             del lines[i]
         elif op == "dup-line":
