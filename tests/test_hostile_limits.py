@@ -27,6 +27,8 @@ from storetools import frame, frame_obj
 from tensorcas import ContentStoreReader, ContentStoreWriter, StoreError
 from tensorcas import format as fmt
 from tensorcas.backends.memory import MemoryBackend
+from tensorcas.format._json import json_str
+from tensorcas.format.entries import _PUT_KEYS
 from tensorcas.maintenance import ImportSourceError
 from tensorcas.store import Store
 
@@ -424,7 +426,7 @@ def _model(name: str, line: bytes) -> fmt.TensorRecord | str | None:
         )
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None  # not strict JSON: nothing in it can be read
-    if not isinstance(obj, dict) or obj.get("op") != "put" or set(obj) != fmt._PUT_KEYS:
+    if not isinstance(obj, dict) or obj.get("op") != "put" or set(obj) != _PUT_KEYS:
         return None  # not a put entry at all
     if type(obj["t"]) is not int or not 0 <= obj["t"] <= fmt.MAX_INT or obj["name"] != name:
         return None
@@ -523,7 +525,7 @@ def test_fast_and_json_paths_agree_on_damaged_put_lines(two_names, edits):
     kinds = {}
     for name, record in records.items():
         line = fmt.encode_put(record, 2**62)  # newer than the sound record
-        name_end = line[17:].index(b'"name":') + len(b'"name":') + len(fmt._json_str(name).encode())
+        name_end = line[17:].index(b'"name":') + len(b'"name":') + len(json_str(name).encode())
         damaged = line
         for edit in edits:
             damaged = _edit(damaged, name_end, edit)
