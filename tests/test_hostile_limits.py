@@ -691,7 +691,7 @@ def test_gc_never_turns_planted_trash_into_names(small_store, tmp_path, kind):
 
 
 def test_a_full_disk_leaves_no_empty_pack_or_log_per_failed_write(loc, monkeypatch):
-    from tensorcas.backends import local as local_backend
+    from tensorcas.backends import local_files as local_backend
 
     with ContentStoreWriter(loc) as w:
         w.write_tensor("before", torch.arange(3.0))

@@ -8,6 +8,7 @@ import stat as stat_module
 import uuid
 from collections.abc import Iterator
 
+from ..errors import UnsafeFileError
 from .base import Grace, Leftover, Staging
 from .local_files import TMP_PREFIX, TRASH_PREFIX, fsync_dir, os_errors
 
@@ -46,8 +47,21 @@ class LocalCollecting(Grace, Staging):
     # -- writes ------------------------------------------------------------------------------
 
     def touch(self, key: str) -> bool:
+        """Mark the object in use, unless it shares its inode with another name (a hard link,
+        perhaps to a file outside the store): changing its time would write to that file too.
+        Then ``False``, as for an absent object, and the writer stores its own copy."""
         path = self._path(key)
         with os_errors("touching", path):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return False
+            if not stat_module.S_ISREG(st.st_mode):
+                raise UnsafeFileError(
+                    f"{path} is not a regular file (a symlink?); tensorcas does not follow it"
+                )
+            if st.st_nlink > 1:
+                return False
             try:
                 os.utime(path, follow_symlinks=False)
             except FileNotFoundError:

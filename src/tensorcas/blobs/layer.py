@@ -285,13 +285,14 @@ class Blobs:
 
     def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
-        of its own.  Replaces a stored blob of the wrong size (damaged); otherwise never
-        overwrites, and bytes already stored are only marked in use."""
+        of its own.  Bytes already stored are only marked in use.  A stored blob of the wrong
+        size (damaged), or one that cannot be marked in use (a hard link: see
+        ``LocalBackend.touch``), is replaced by this copy, which is fresh for gc."""
         if self.reuse(digest, nbytes):
             return
         key = blob_key(digest)
         info = self.backend.stat(key)
-        self.backend.put_if_absent(key, chunks, overwrite=info is not None and info.size != nbytes)
+        self.backend.put_if_absent(key, chunks, overwrite=info is not None)
 
     def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> str:
         """Hash and store bytes that must be fetched to be seen at all (a device storage copied to
