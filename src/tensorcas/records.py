@@ -133,10 +133,14 @@ class RecordLog:
         self._problems.pop((key, 0), None)
         size = 0 if info is None else info.size
         while size > state.offset:
-            data = (
-                self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW))
-                or b""
-            )
+            length = min(size - state.offset, LOG_WINDOW)
+            # A backend that can tell where a sparse file's holes are reads around them.
+            segments = self.backend.read_sparse(key, state.offset, length)
+            if segments is not None:
+                if not self._apply_sparse(key, state, length, segments):
+                    return
+                continue
+            data = self.backend.read_range(key, state.offset, length) or b""
             end = data.rfind(b"\n") + 1
             if end == 0:
                 if len(data) >= LOG_WINDOW:
@@ -144,15 +148,14 @@ class RecordLog:
                 elif data:
                     self._torn_tail(key, len(data))
                 return
-            self._apply_window(key, state, data, end)
+            self._apply_window(key, state, data, 0, end)
             state.offset += end
             if state.rejected:
                 return
         self._problems.pop((key, -1), None)
 
-    def _apply_window(self, key: str, state: _LogState, data: bytes, end: int) -> None:
-        """Apply the whole lines ``data[:end]``, in slices of about ``_APPLY_SLICE`` bytes."""
-        start = 0
+    def _apply_window(self, key: str, state: _LogState, data: bytes, start: int, end: int) -> None:
+        """Apply the whole lines ``data[start:end]``, in slices of about ``_APPLY_SLICE`` bytes."""
         while start < end and not state.rejected:
             stop = (
                 data.rfind(b"\n", start, min(end, start + _APPLY_SLICE)) + 1
@@ -160,6 +163,52 @@ class RecordLog:
             )
             self._apply_lines(key, state, data[start:stop])
             start = stop
+
+    def _apply_sparse(
+        self, key: str, state: _LogState, length: int, segments: list[tuple[int, bytes]]
+    ) -> bool:
+        """Apply a window of a sparse log given as its data ``segments`` (offset, bytes); the
+        gaps between them are holes, which read as zeros.  No sound line holds a zero byte, so a
+        line that reaches into a hole is damaged whatever else it holds: it is counted, not read.
+        Lines are numbered, counted and reported exactly as if every zero had been read, while
+        the work is that of the bytes really there.  ``False`` when reading this log stops."""
+        line_has_hole = False  # the line being read reaches into a hole
+        expected = state.offset
+        found = False
+        for position, data in segments:
+            if position > expected:
+                line_has_hole = True
+            expected = position + len(data)
+            first = data.find(b"\n")
+            if first < 0:
+                continue
+            found = True
+            start = 0
+            if line_has_hole:
+                number = state.lines + 1
+                if self._count_damage(key, number):
+                    self._problems[(key, number)] = Finding(
+                        "damaged-record",
+                        f"{key} line {number}: reaches into a hole of zero bytes (a sparse file); the line is damaged",
+                    )
+                state.lines += 1
+                if not state.header_ok:
+                    state.rejected = True  # its first line is not a header: ignored, for good
+                    return False
+                line_has_hole = False
+                start = first + 1
+            end = data.rfind(b"\n") + 1
+            self._apply_window(key, state, data, start, end)
+            state.offset = position + end
+            if state.rejected:
+                return False
+        if not found:
+            if length >= LOG_WINDOW:
+                self._reject_rest(key, state)
+            else:
+                self._torn_tail(key, length)
+            return False
+        return True
 
     def _reject_rest(self, key: str, state: _LogState) -> None:
         # No line ends within a whole window: far past the line limit, not ours.

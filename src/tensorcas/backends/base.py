@@ -110,6 +110,28 @@ class Backend(ABC):
             return None
         return total
 
+    def read_chunks(
+        self, key: str, offset: int, length: int, chunk: int
+    ) -> Iterator[memoryview | bytes]:
+        """Up to ``length`` bytes from ``offset``, ``chunk`` bytes at a time (fewer at the end of
+        the object; nothing if it is absent), so that a caller streaming a large object (verify
+        hashing it) holds one piece at a time whatever size the object claims.  Each piece is
+        valid until the next one is asked for."""
+        done = 0
+        while done < length:
+            piece = self.read_range(key, offset + done, min(chunk, length - done))
+            if not piece:
+                return
+            yield piece
+            done += len(piece)
+
+    def read_sparse(self, key: str, offset: int, length: int) -> list[tuple[int, bytes]] | None:
+        """The bytes really stored in ``[offset, offset + length)`` of an object that is mostly
+        holes (a sparse file), as ``(offset, bytes)`` segments in order: the gaps between them
+        read as zeros.  ``None`` (read it as usual) where the backend cannot tell, which is
+        always unless it overrides this."""
+        return None
+
 
 # -- optional abilities -------------------------------------------------------------------------
 
