@@ -41,6 +41,9 @@ Data = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 #: The most bytes :meth:`Backend.read_into` asks of :meth:`Backend.read_range` at once.
 READ_WINDOW = 16 << 20
 
+#: What ``read_sparse`` gives: ``(offset, bytes)`` of the data between a sparse file's holes.
+Segments = list[tuple[int, bytes]]
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -125,7 +128,7 @@ class Backend(ABC):
             yield piece
             done += len(piece)
 
-    def read_sparse(self, key: str, offset: int, length: int) -> list[tuple[int, bytes]] | None:
+    def read_sparse(self, key: str, offset: int, length: int) -> Segments | None:
         """The bytes really stored in ``[offset, offset + length)`` of an object that is mostly
         holes (a sparse file), as ``(offset, bytes)`` segments in order: the gaps between them
         read as zeros.  ``None`` (read it as usual) where the backend cannot tell, which is

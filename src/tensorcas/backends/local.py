@@ -27,7 +27,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UnsafeFileError
-from .base import Appender, Appending, Backend, Data, LocalPaths, ObjectInfo, Staged, chunks_of
+from .base import (
+    Appender,
+    Appending,
+    Backend,
+    Data,
+    LocalPaths,
+    ObjectInfo,
+    Segments,
+    Staged,
+    chunks_of,
+)
 from .local_files import (
     O_CREATE,
     O_READ,
@@ -189,7 +199,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                     self._finalizer = weakref.finalize(self, PACK_FDS.forget, self._token)
             return os.pread(fd, length, offset)  # short at the end of the file
 
-    def read_sparse(self, key: str, offset: int, length: int) -> list[tuple[int, bytes]] | None:
+    def read_sparse(self, key: str, offset: int, length: int) -> Segments | None:
         """Segments of a file that is mostly holes, from the filesystem's map of them
         (``SEEK_DATA``/``SEEK_HOLE``); ``None`` where the system cannot tell, and for a file that
         is not mostly holes.  Only a hostile or damaged store has sparse logs, and only for those
@@ -205,7 +215,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                 if st.st_blocks * 512 * 2 >= st.st_size:
                     return None
                 end = min(offset + length, st.st_size)
-                segments: list[tuple[int, bytes]] = []
+                segments: Segments = []
                 position = offset
                 while position < end:
                     try:
