@@ -101,6 +101,8 @@ def _modes(func: str) -> list[str]:
 VICTIMS = {
     "small": lambda: torch.arange(32, dtype=torch.float32) * 0.5,
     "large": lambda: torch.linspace(0, 1, 400_000, dtype=torch.float64),
+    # Written while it is hashed, on two threads (hashing.hash_while_writing).
+    "huge": lambda: torch.linspace(0, 1, 1_200_000, dtype=torch.float64),
 }
 
 

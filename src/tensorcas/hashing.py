@@ -10,7 +10,9 @@ host memory.  Large buffers are hashed on all cores by the BLAKE3 library's own 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import blake3
@@ -36,6 +38,55 @@ def hash_buffer(buffer: memoryview | bytes | bytearray) -> str:
     """The ``blake3:<hex>`` digest of a contiguous buffer."""
     hasher = new_hasher(len(buffer) if not isinstance(buffer, memoryview) else buffer.nbytes)
     hasher.update(buffer)
+    return format_digest(hasher.hexdigest())
+
+
+#: Pieces in which bytes are hashed while they are written (large enough that the two threads
+#: rarely wait for each other, small enough to stay in cache between the two).
+OVERLAP_PIECE = 4 << 20
+#: Below this, hashing and writing on one thread costs less than handing pieces to another.
+OVERLAP_THRESHOLD = 8 << 20
+
+_overlap_pool: ThreadPoolExecutor | None = None
+_overlap_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _overlap_pool
+    with _overlap_lock:
+        if _overlap_pool is None:
+            _overlap_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-hash")
+        return _overlap_pool
+
+
+def hash_while_writing(chunks: Iterable[memoryview], write: Callable[[memoryview], object], nbytes: int) -> str:
+    """Pass every byte of ``chunks`` to ``write`` and return their ``blake3:`` digest.
+
+    For large inputs each piece is hashed on a worker thread (one BLAKE3 thread) while the calling
+    thread writes the same piece; both release the GIL, so on two cores hashing costs little more
+    than the write.  Measured here, 16 x 32 MiB written to new files took 0.257 s this way against
+    0.322 s hashing first on all cores and then writing (raw writes: 0.190 s).  Each piece is
+    hashed and written before the next is taken: a chunk may be a reused buffer (device storages
+    are copied through one), valid only until the next one is produced.
+    """
+    if nbytes < OVERLAP_THRESHOLD:
+        hasher = new_hasher(0)
+        for chunk in chunks:
+            for start in range(0, chunk.nbytes, 1 << 20):
+                piece = chunk[start : start + (1 << 20)]
+                hasher.update(piece)
+                write(piece)
+        return format_digest(hasher.hexdigest())
+    hasher = blake3.blake3(max_threads=1)
+    pool = _pool()
+    for chunk in chunks:
+        for start in range(0, chunk.nbytes, OVERLAP_PIECE):
+            piece = chunk[start : start + OVERLAP_PIECE]
+            hashed = pool.submit(hasher.update, piece)
+            try:
+                write(piece)
+            finally:
+                hashed.result()
     return format_digest(hasher.hexdigest())
 
 

@@ -25,6 +25,7 @@ import torch
 
 from .errors import StoreError
 from .hashing import (
+    OVERLAP_THRESHOLD,
     check_storage,
     hash_and_copy_small,
     hash_buffer,
@@ -94,11 +95,11 @@ class Placement:
         def source() -> Iterable[memoryview]:
             return iter_storage_chunks(storage)
 
-        if storage.device.type == "cpu" or self._probably_stored(storage, name):
+        if self._probably_stored(storage, name) or (storage.device.type == "cpu" and nbytes < OVERLAP_THRESHOLD):
             # Hash first: if the bytes are unchanged, nothing is written at all.
             return self.known(hash_storage(storage), nbytes, source)
-        # A device storage that is probably new: copy it to the host once, hashing and writing
-        # each piece.
+        # Probably new: write while hashing (a device storage is copied to the host once); if the
+        # bytes turn out to be stored already, the written copy is discarded.
         return Placed(self.blobs.put_streaming(source, nbytes), nbytes, None, source)
 
     def known(self, digest: str, nbytes: int, source: Source) -> Placed:
@@ -128,9 +129,10 @@ class Placement:
             self.blobs.put(placed.digest, _chunks(placed.source()), placed.nbytes)
 
     def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
-        """Whether a device storage's bytes were likely stored before (the same storage was
-        written by this writer recently, or ``name`` already holds a blob of this size).  Only a
-        guess that picks the faster path; the digest decides what is stored."""
+        """Whether a storage's bytes were likely stored before (the same storage was written by
+        this writer recently, or ``name`` already holds a blob of this size).  Only a guess that
+        picks the faster path (hash first, so that unchanged bytes are not written); the digest
+        decides what is stored."""
         key = (storage.data_ptr(), storage.nbytes())
         if key in self._seen:
             self._seen.move_to_end(key)

@@ -22,7 +22,7 @@ from ..format import (
     blob_key,
     format_digest,
 )
-from ..hashing import new_hasher
+from ..hashing import hash_while_writing, new_hasher
 from .collector import Collector
 from .inventory import Inventory
 from .locations import BlobLocation, Loose, Packed, Reachable, cached_pack_key, holds
@@ -298,11 +298,11 @@ class Blobs:
         """Hash and store bytes that must be fetched to be seen at all (a device storage copied to
         the host a piece at a time); return their digest.
 
-        With ``Staging``, each piece is hashed, then written while it is still in cache, and the
-        object published under its digest at the end: the source is read once.  Without it, the
-        pieces are hashed first and fetched again to be put.  CPU storages are hashed first
-        anyway (see ``ContentStoreWriter``): measured here, that lets unchanged bytes skip the
-        write, and hashing and writing at once on two threads was slower.
+        With ``Staging``, the bytes are written to a temporary object while they are hashed (on
+        two threads for large ones, see ``hashing.hash_while_writing``), and the object is
+        published under its digest at the end: the source is read once.  Without it, the pieces
+        are hashed first and fetched again to be put.  Storages that were probably stored before
+        are hashed first instead (see ``placement``): unchanged bytes then skip the write.
         """
         staging = base.staging(self.backend)
         if staging is None:
@@ -312,14 +312,8 @@ class Blobs:
             digest = format_digest(hasher.hexdigest())
             self.put(digest, chunks(), nbytes)
             return digest
-        hasher = new_hasher(0)
         with staging.stage(BLOBS) as staged:
-            for chunk in chunks():
-                for start in range(0, chunk.nbytes, STREAM_CHUNK):
-                    piece = chunk[start : start + STREAM_CHUNK]
-                    hasher.update(piece)
-                    staged.write(piece)
-            digest = format_digest(hasher.hexdigest())
+            digest = hash_while_writing(chunks(), staged.write, nbytes)
             key = blob_key(digest)
             info = self.backend.stat(key)
             if info is not None and info.size == nbytes and self._touch(key):
