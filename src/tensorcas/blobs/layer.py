@@ -318,7 +318,8 @@ class Blobs:
             info = self.backend.stat(key)
             if info is not None and info.size == nbytes and self._touch(key):
                 return digest  # stored already (the temporary is discarded)
-            staged.publish(key, overwrite=info is not None)  # replaces a blob of the wrong size
+            # Replaces a blob of the wrong size, or one that cannot be touched (a hard link).
+            staged.publish(key, overwrite=info is not None)
         return digest
 
     def reachable_blobs(self) -> Reachable:
