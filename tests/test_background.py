@@ -20,9 +20,7 @@ def test_snapshot_is_taken_when_write_tensor_returns(loc):
             small.add_(1)
     reader = ContentStoreReader(loc)
     for step in range(5):
-        assert torch.equal(
-            reader.read_tensor(f"x/{step}"), torch.arange(300_000, dtype=torch.float32) + step
-        )
+        assert torch.equal(reader.read_tensor(f"x/{step}"), torch.arange(300_000, dtype=torch.float32) + step)
         assert torch.equal(reader.read_tensor(f"s/{step}"), torch.full((8,), float(step)))
 
 
@@ -80,17 +78,13 @@ def test_unchanged_tensors_are_not_copied(loc, monkeypatch):
         writer.write_tensor("x", x)
     copies = []
     real_snapshot = tensorcas.writer.snapshot
-    monkeypatch.setattr(
-        tensorcas.writer, "snapshot", lambda t: copies.append(t) or real_snapshot(t)
-    )
+    monkeypatch.setattr(tensorcas.writer, "snapshot", lambda t: copies.append(t) or real_snapshot(t))
     with ContentStoreWriter(loc, background=True) as writer:
         writer.write_tensor("x_again", x)
         writer.write_tensor("y", x + 1)
     assert len(copies) == 1  # only the new bytes were copied
     reader = ContentStoreReader(loc)
-    assert torch.equal(reader.read_tensor("x_again"), x) and torch.equal(
-        reader.read_tensor("y"), x + 1
-    )
+    assert torch.equal(reader.read_tensor("x_again"), x) and torch.equal(reader.read_tensor("y"), x + 1)
 
 
 def test_a_tensor_larger_than_the_pending_limit_is_written_at_once(loc, monkeypatch):

@@ -26,9 +26,7 @@ from tensorcas._cli_text import escape
 
 WIDTHS = (60, 80, 120)
 
-LONG_NAME = (
-    "model/encoder/layers.11/self_attention/output_projection/weight_with_a_long_descriptive_suffix"
-)
+LONG_NAME = "model/encoder/layers.11/self_attention/output_projection/weight_with_a_long_descriptive_suffix"
 #: Valid names (no C0 control, no backslash) holding characters a terminal acts on.
 HOSTILE_NAMES = [
     "evil\u2028float32  [1]  4 B  forged/row",  # line separator: splitlines() splits here
@@ -50,9 +48,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     with ContentStoreWriter(loc) as writer:
         writer.write_tensor("small/bias", torch.randn(10))
         writer.write_tensor(LONG_NAME, torch.randn(64, 64))
-        writer.write_tensor(
-            "big/activations", torch.randn(1_000_000)
-        )  # histogram counts of 6 digits
+        writer.write_tensor("big/activations", torch.randn(1_000_000))  # histogram counts of 6 digits
         for i, name in enumerate(HOSTILE_NAMES):
             writer.write_tensor(name, torch.full((3,), float(i)))
     return loc

@@ -87,6 +87,4 @@ def test_background_writer_on_a_core_backend():
         for i in range(20):
             writer.write_tensor(f"x/{i}", torch.arange(1000.0) + i)
     reader = tensorcas.ContentStoreReader(backend, verify=True)
-    assert all(
-        torch.equal(reader.read_tensor(f"x/{i}"), torch.arange(1000.0) + i) for i in range(20)
-    )
+    assert all(torch.equal(reader.read_tensor(f"x/{i}"), torch.arange(1000.0) + i) for i in range(20))

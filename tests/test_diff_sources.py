@@ -47,11 +47,7 @@ def test_diff_against_a_safetensors_file(store, model, tmp_path):
     before = sorted(os.listdir(tmp_path))
     result = tensorcas.diff(f"{store}:model/", path)
     statuses = {e.key: e.status for e in result.entries}
-    assert statuses == {
-        "layer/weight": "identical",
-        "layer/bias": "different",
-        "extra": "only-in-b",
-    }
+    assert statuses == {"layer/weight": "identical", "layer/bias": "different", "extra": "only-in-b"}
     assert sorted(os.listdir(tmp_path)) == before  # nothing written, nothing imported
 
     proc = run("diff", f"{store}:model/", path, "--json")

@@ -21,11 +21,9 @@ def test_a_closed_writer_refuses_to_write(loc):
     writer = ContentStoreWriter(loc)
     writer.write_tensor("a", torch.ones(2))
     writer.close()
-    for call in (
-        lambda: writer.write_tensor("b", torch.ones(2)),
-        lambda: writer.write_storage(torch.ones(2).untyped_storage()),
-        lambda: writer.delete_tensor("a"),
-    ):
+    for call in (lambda: writer.write_tensor("b", torch.ones(2)),
+                 lambda: writer.write_storage(torch.ones(2).untyped_storage()),
+                 lambda: writer.delete_tensor("a")):
         with pytest.raises(tensorcas.StoreError, match="is closed"):
             call()
     background = ContentStoreWriter(loc, background=True)
@@ -122,9 +120,7 @@ def test_show_and_diff_refuse_views_too_expanded_to_walk(loc):
         writer.write_tensor("x", torch.ones(4))
     blob = ContentStoreReader(loc).read_tensor_metadata("x").blob
     (log,) = glob.glob(os.path.join(loc, "logs", "*.log"))
-    record = fmt.TensorRecord(
-        "huge", "float32", (1 << 62,), (0,), 0, False, blob, 16
-    )  # valid, absurd
+    record = fmt.TensorRecord("huge", "float32", (1 << 62,), (0,), 0, False, blob, 16)  # valid, absurd
     with open(log, "ab") as f:
         f.write(fmt.encode_put(record, 2**62))
     with pytest.raises(tensorcas.StoreError, match="too large to walk"):

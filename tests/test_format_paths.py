@@ -19,12 +19,12 @@ from tensorcas.format import entries
 DIGESTS = st.binary(min_size=32, max_size=32).map(lambda b: "blake3:" + b.hex())
 INTS = st.integers(min_value=0, max_value=(1 << 63) - 1)
 SMALL = st.integers(min_value=0, max_value=1 << 20)
-COMPONENT = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=8
-).filter(lambda c: c not in (".", "..") and "/" not in c and "\\" not in c)
-PLAIN_COMPONENT = st.text(
-    st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=8
-).filter(lambda c: c not in (".", "..") and "/" not in c and "\\" not in c)
+COMPONENT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=8).filter(
+    lambda c: c not in (".", "..") and "/" not in c and "\\" not in c
+)
+PLAIN_COMPONENT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=8).filter(
+    lambda c: c not in (".", "..") and "/" not in c and "\\" not in c
+)
 NAMES = st.lists(st.one_of(COMPONENT, PLAIN_COMPONENT), min_size=1, max_size=4).map("/".join)
 
 
@@ -80,25 +80,12 @@ def test_put_fast_encoding_is_the_json_encoding(record: fmt.TensorRecord, time_n
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    DIGESTS,
-    INTS,
-    st.text("abcdef0123456789-", min_size=1, max_size=20).map(lambda s: "p" + s),
-    INTS,
-)
-def test_blob_fast_encoding_is_the_json_encoding(
-    blob: str, nbytes: int, pack: str, offset: int
-) -> None:
+@given(DIGESTS, INTS, st.text("abcdef0123456789-", min_size=1, max_size=20).map(lambda s: "p" + s), INTS)
+def test_blob_fast_encoding_is_the_json_encoding(blob: str, nbytes: int, pack: str, offset: int) -> None:
     packed = fmt.PackedBlob(blob, nbytes, pack, offset)
     line = packed.encode()
-    assert line == fmt._frame(
-        {"op": "blob", "blob": blob, "nbytes": nbytes, "pack": pack, "offset": offset}
-    )
-    assert (
-        fmt.PackedBlob.decode(line[:-1], "test")
-        == packed
-        == entries._decode_json(line[:-1], "test")
-    )
+    assert line == fmt._frame({"op": "blob", "blob": blob, "nbytes": nbytes, "pack": pack, "offset": offset})
+    assert fmt.PackedBlob.decode(line[:-1], "test") == packed == entries._decode_json(line[:-1], "test")
 
 
 # Values that are almost right: what a hostile or buggy writer might put in a field.
@@ -123,9 +110,7 @@ def odd_lines(draw: st.DrawFn) -> bytes:
         body = fmt.PackedBlob(draw(DIGESTS), draw(SMALL), "p1", draw(SMALL)).encode()[17:-1]
     obj = json.loads(body)
     raw = {k: json.dumps(v, separators=(",", ":")) for k, v in obj.items()}
-    for key in draw(
-        st.lists(st.sampled_from(sorted(set(raw) - {"op"})), min_size=1, max_size=2, unique=True)
-    ):
+    for key in draw(st.lists(st.sampled_from(sorted(set(raw) - {"op"})), min_size=1, max_size=2, unique=True)):
         raw[key] = draw(ODD_VALUES)
     text = "{" + ",".join(f'"{k}":{v}' for k, v in raw.items()) + "}"
     return fmt._frame_body(text.encode("utf-8"))[:-1]
@@ -151,8 +136,4 @@ def test_blob_decoder_agrees_with_json_path(line: bytes) -> None:
 @given(NAMES, INTS)
 def test_delete_round_trips(name: str, time_ns: int) -> None:
     line = fmt.encode_delete(name, time_ns)[:-1]
-    assert (
-        fmt.decode_entry(line, "test")
-        == fmt.LogEntry(name, time_ns, None)
-        == entries._decode_json(line, "test")
-    )
+    assert fmt.decode_entry(line, "test") == fmt.LogEntry(name, time_ns, None) == entries._decode_json(line, "test")

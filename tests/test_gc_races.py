@@ -312,11 +312,7 @@ def test_what_a_killed_gc_moved_aside_comes_back_at_the_next_gc(loc, kind):
         writer.write_tensor("x", tensor)
     store = Store.open(loc)
     record = store.get_record("x")
-    key = (
-        fmt.blob_key(record.blob)
-        if kind == "loose"
-        else next(iter(store.blobs.reachable_blobs().packs))
-    )
+    key = fmt.blob_key(record.blob) if kind == "loose" else next(iter(store.blobs.reachable_blobs().packs))
     trash = store.backend.quarantine(key, time.time() + 60)  # and then the gc was killed
     assert trash is not None and not store.backend.exists(key)
     report = tensorcas.gc(loc)  # default grace: the moved-aside file is recent, restored anyway

@@ -57,16 +57,8 @@ def test_torn_tail_is_a_warning_until_the_line_completes(loc):
     with ContentStoreWriter(loc) as writer:
         writer.write_tensor("a", torch.ones(2))
     (log,) = glob.glob(os.path.join(loc, "logs", "*.log"))
-    record = fmt.make_record(
-        "b",
-        torch.float32,
-        (2,),
-        (1,),
-        0,
-        False,
-        tensorcas.ContentStoreReader(loc).read_tensor_metadata("a").blob,
-        8,
-    )
+    record = fmt.make_record("b", torch.float32, (2,), (1,), 0, False,
+                             tensorcas.ContentStoreReader(loc).read_tensor_metadata("a").blob, 8)
     line = fmt.encode_put(record, 2**62)
     with open(log, "ab") as f:
         f.write(line[:20])

@@ -40,13 +40,8 @@ def test_readme_command_line_session_prints_what_it_shows(tmp_path):
     text = (ROOT / "README.md").read_text()
     session = re.search(r"```console\n(.*?)```", text, re.S).group(1)
     # The demo with no argument, as scripts/demo.sh runs it: the session uses the store it writes.
-    subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py")],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
     steps: list[tuple[str, list[str]]] = []
     for line in session.splitlines():
         if line.startswith("$ "):
@@ -60,13 +55,8 @@ def test_readme_command_line_session_prints_what_it_shows(tmp_path):
             continue
         args = command.split()
         assert args[0] == "tensorcas"
-        result = subprocess.run(
-            [sys.executable, "-m", "tensorcas", *args[1:]],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = subprocess.run([sys.executable, "-m", "tensorcas", *args[1:]], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
         last_code = result.returncode
         shown = [line.replace("/home/me/", f"{tmp_path}/") for line in expected]
         assert result.stdout.splitlines() == shown, (command, result.stdout, result.stderr)

@@ -203,9 +203,7 @@ def test_opening_and_listing_cost_requests_per_log_not_per_tensor(s3_server, s3_
             for i in range(40):
                 writer.write_tensor(f"w{writer_number}/t{i}", torch.full((8,), float(i)))
     with FaultProxy(s3_server.endpoint) as proxy:
-        counted = tensorcas.store.open_backend(
-            s3_url, storage_options=s3_server.options(proxy.endpoint)
-        )
+        counted = tensorcas.store.open_backend(s3_url, storage_options=s3_server.options(proxy.endpoint))
         names = ContentStoreReader(counted).list_tensors()
         assert len(names) == 80
         # The marker; then, for each time the reader reads the logs again (opening, listing):

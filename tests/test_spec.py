@@ -62,12 +62,7 @@ def test_load_tensor_in_reader_context(loc):
         with FakeTensorMode():
             x4 = op("x", (4,), (1,), dtype=torch.float32, device="cpu")
             assert isinstance(x4, FakeTensor)
-            assert (x4.shape, x4.stride(), x4.dtype, x4.device) == (
-                x.shape,
-                x.stride(),
-                x.dtype,
-                x.device,
-            )
+            assert (x4.shape, x4.stride(), x4.dtype, x4.device) == (x.shape, x.stride(), x.dtype, x.device)
         x5 = op("x", (4,), (1,), dtype=torch.float64, device="cpu")
         assert x5.dtype == torch.float64
         assert torch.equal(x5.float(), x)
@@ -77,9 +72,7 @@ def test_load_tensor_in_reader_context(loc):
 
 def test_verify_finds_a_flipped_byte(loc):
     with ContentStoreWriter(loc) as writer:
-        record = writer.write_tensor(
-            "w", torch.arange(100_000.0)
-        )  # big enough for a file of its own
+        record = writer.write_tensor("w", torch.arange(100_000.0))  # big enough for a file of its own
     assert tensorcas.verify(loc).ok
     path = writer.store.blobs.local_path(record.blob)
     import os

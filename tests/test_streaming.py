@@ -26,9 +26,7 @@ def test_streamed_blob_holds_exactly_the_hashed_bytes(loc):
     data = torch.randn(5 * STREAM_CHUNK // 4 + 123)  # several pieces per chunk, a short last one
     store = Store.open(loc, create=True)
     for _ in range(5):
-        digest = store.blobs.put_streaming(
-            lambda: reused_buffer_chunks(data, 2 * STREAM_CHUNK + 4096), data.nbytes
-        )
+        digest = store.blobs.put_streaming(lambda: reused_buffer_chunks(data, 2 * STREAM_CHUNK + 4096), data.nbytes)
         assert digest == tensorcas.hash_storage(data.untyped_storage())
         assert tensorcas.verify(loc).ok
         data.add_(1)

@@ -90,9 +90,7 @@ _LAZY = {
     "save_state_dict": ".dcp",
     "BisectResult": ".maintenance.bisect",
     "bisect": ".maintenance.bisect",
-    **dict.fromkeys(
-        ("Recorder", "RecordingBackend", "make_repro", "record", "recording_backend"), ".recording"
-    ),
+    **dict.fromkeys(("Recorder", "RecordingBackend", "make_repro", "record", "recording_backend"), ".recording"),
 }
 
 

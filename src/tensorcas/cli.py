@@ -266,9 +266,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 )
 @plot_option
 @_json_option
-def show_command(
-    store: str, name: str, values: int, bins: int, plot: str | None, as_json: bool
-) -> None:
+def show_command(store: str, name: str, values: int, bins: int, plot: str | None, as_json: bool) -> None:
     """Show one tensor: its record, statistics (min, max, mean, std, NaN/Inf/zero counts) and a
     histogram.  Statistics are over finite elements; complex tensors are described by |z|."""
     with _progress("reading") as progress:

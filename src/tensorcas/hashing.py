@@ -104,9 +104,7 @@ def cpu_storage_view(storage: torch.UntypedStorage) -> memoryview:
     return memoryview(array).cast("B")
 
 
-def iter_storage_chunks(
-    storage: torch.UntypedStorage, chunk_bytes: int = DEVICE_CHUNK_BYTES
-) -> Iterator[memoryview]:
+def iter_storage_chunks(storage: torch.UntypedStorage, chunk_bytes: int = DEVICE_CHUNK_BYTES) -> Iterator[memoryview]:
     """The storage's bytes as host buffers, in order; each is valid only until the next is produced.
 
     A CPU storage yields one zero-copy view.  Other devices copy at most ``chunk_bytes`` at a time
@@ -142,9 +140,7 @@ def check_storage(storage: object) -> None:
         raise UnsupportedTensorError("a storage on the meta device has no bytes to store or hash")
     if type(storage) is not torch.UntypedStorage:
         # FakeTensor and functional storages are subclasses without real bytes.
-        raise UnsupportedTensorError(
-            f"storage of type {type(storage).__name__} has no real bytes to hash"
-        )
+        raise UnsupportedTensorError(f"storage of type {type(storage).__name__} has no real bytes to hash")
 
 
 def hash_storage(storage: torch.UntypedStorage, *, stable_hash: bool = True) -> str:
@@ -161,11 +157,7 @@ def hash_storage(storage: torch.UntypedStorage, *, stable_hash: bool = True) -> 
 def _is_small_cpu(storage: torch.UntypedStorage) -> bool:
     import torch
 
-    return (
-        type(storage) is torch.UntypedStorage
-        and storage.device.type == "cpu"
-        and storage.nbytes() < PARALLEL_THRESHOLD
-    )
+    return type(storage) is torch.UntypedStorage and storage.device.type == "cpu" and storage.nbytes() < PARALLEL_THRESHOLD
 
 
 def hash_and_copy_small(storage: torch.UntypedStorage) -> tuple[str, bytes]:

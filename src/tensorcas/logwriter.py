@@ -70,11 +70,7 @@ class LogWriter:
         return packed
 
     def root(
-        self,
-        digest: str,
-        nbytes: int,
-        aliases: tuple[str, ...] = (),
-        packed_data: bytes | None = None,
+        self, digest: str, nbytes: int, aliases: tuple[str, ...] = (), packed_data: bytes | None = None
     ) -> None:
         """Append a root entry for a stored blob; with ``packed_data``, first pack those bytes
         (the blob) and publish their location in the same log write."""
@@ -115,9 +111,7 @@ class LogWriter:
         if self._pack is None:
             can_append = appending(self.backend)
             if can_append is None:
-                raise StoreError(
-                    f"store {self.backend.location} cannot hold packs (its backend cannot append)"
-                )
+                raise StoreError(f"store {self.backend.location} cannot hold packs (its backend cannot append)")
             self._packs_opened += 1
             self._pack_id = f"{self.writer_id}-{self._packs_opened}"
             self._pack = can_append.open_append(fmt.pack_key(self._pack_id))
@@ -175,11 +169,7 @@ class LogWriter:
         key = fmt.log_key(self.writer_id)
         try:
             can_append = appending(self.backend)
-            appender = (
-                can_append.open_append(key)
-                if can_append is not None
-                else _Republisher(self.backend, key)
-            )
+            appender = can_append.open_append(key) if can_append is not None else _Republisher(self.backend, key)
         except BaseException:
             self._abandon_log(None)
             raise
@@ -228,16 +218,12 @@ class _Republisher(Appender):
         first = not self._data
         self._data += data
         try:
-            published = self._backend.put_if_absent(
-                self._key, bytes(self._data), overwrite=not first
-            )
+            published = self._backend.put_if_absent(self._key, bytes(self._data), overwrite=not first)
         except BaseException:
             del self._data[len(self._data) - len(data) :]
             raise
         if first and not published:
-            raise StoreError(
-                f"log {self._key} exists already; writer ids are unique, so the store is damaged"
-            )
+            raise StoreError(f"log {self._key} exists already; writer ids are unique, so the store is damaged")
 
     def close(self) -> None:
         self._closed = True

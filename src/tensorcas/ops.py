@@ -51,12 +51,7 @@ def current_reader() -> ContentStoreReader | None:
 
 @torch.library.custom_op("tensorcas::load_tensor", mutates_args=())
 def load_tensor(
-    name: str,
-    size: Sequence[int],
-    stride: Sequence[int],
-    *,
-    dtype: torch.dtype,
-    device: torch.device,
+    name: str, size: Sequence[int], stride: Sequence[int], *, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """Load tensor ``name`` from the current reader context, or random data outside one."""
     size, stride, device = tuple(size), tuple(stride), torch.device(device)
@@ -71,9 +66,7 @@ def load_tensor(
             "regenerate the graph from this store or pass the stored size and stride"
         )
     if not _same_device(tensor.device, device):
-        raise ReaderContextError(
-            f"load_tensor({name!r}): loaded onto {tensor.device}, {device} was asked for"
-        )
+        raise ReaderContextError(f"load_tensor({name!r}): loaded onto {tensor.device}, {device} was asked for")
     tensor = tensor.detach()
     if tensor.dtype != dtype or tensor.storage_offset() != 0:
         # The fake implementation promises storage offset 0 (compilers such as Inductor rely on
@@ -83,14 +76,7 @@ def load_tensor(
 
 
 @load_tensor.register_fake
-def _(
-    name: str,
-    size: Sequence[int],
-    stride: Sequence[int],
-    *,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> torch.Tensor:
+def _(name: str, size: Sequence[int], stride: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.empty_strided(tuple(size), tuple(stride), dtype=dtype, device=device)
 
 
@@ -115,9 +101,7 @@ def _rebase(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return flat.to(dtype, copy=True).as_strided(size, stride)
 
 
-def _random_strided(
-    size: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def _random_strided(size: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Random values laid out exactly as ``size``/``stride`` say (overlapping strides included)."""
     if any(s == 0 for s in size):
         return torch.empty_strided(size, stride, dtype=dtype, device=device)
@@ -130,17 +114,10 @@ def _random_strided(
         except (RuntimeError, TypeError):  # float8 and friends have no normal kernel
             try:
                 base = torch.randn(numel, device=device).to(dtype)
-            except (
-                RuntimeError,
-                TypeError,
-            ):  # float4_e2m1fn_x2 has no kernels at all: random bytes
+            except (RuntimeError, TypeError):  # float4_e2m1fn_x2 has no kernels at all: random bytes
                 nbytes = numel * dtype.itemsize
-                base = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device).view(
-                    dtype
-                )
+                base = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device).view(dtype)
     else:
         info = torch.iinfo(dtype)
-        base = torch.randint(
-            max(info.min, -128), min(info.max, 127) + 1, (numel,), device=device
-        ).to(dtype)
+        base = torch.randint(max(info.min, -128), min(info.max, 127) + 1, (numel,), device=device).to(dtype)
     return base.as_strided(size, stride)

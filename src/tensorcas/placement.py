@@ -91,7 +91,6 @@ class Placement:
                 data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
                 digest = hash_buffer(data)
             return self.known(digest, nbytes, lambda: data)
-
         def source() -> Iterable[memoryview]:
             return iter_storage_chunks(storage)
 

@@ -88,9 +88,7 @@ class ContentStoreReader:
             Do not use on stores that another process may damage while they are mapped.
     """
 
-    def __init__(
-        self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False
-    ) -> None:
+    def __init__(self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False) -> None:
         self.store = Store.open(loc, read_only=True)
         self.store.refresh()
         self.verify = verify
@@ -190,9 +188,7 @@ class ContentStoreReader:
                 ) from None
             return found
 
-    def _storage(
-        self, digest: str, nbytes: int, device: torch.device, name: str | None
-    ) -> torch.UntypedStorage:
+    def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
         key = (digest, str(device))
         if self._cache is not None:
             cached = self._cache.get(key)
@@ -210,9 +206,7 @@ class ContentStoreReader:
             raise _too_large(digest, nbytes, name, _first_line(exc)) from None
         if device.type != "cpu":
             try:
-                storage = (
-                    torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
-                )
+                storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
             except MemoryError:
                 raise _too_large(digest, nbytes, name, "out of memory") from None
             except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent

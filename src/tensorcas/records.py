@@ -74,9 +74,7 @@ class _IndexEntry:
 class RecordLog:
     """The names of one store and their records, as far as its logs have been read."""
 
-    def __init__(
-        self, backend: Backend, packs: PackIndex, lock: threading.RLock, *, strict: bool = False
-    ) -> None:
+    def __init__(self, backend: Backend, packs: PackIndex, lock: threading.RLock, *, strict: bool = False) -> None:
         self.backend = backend
         self.packs = packs
         #: Validate every record as the logs are read (verify), not only records when used.
@@ -113,8 +111,7 @@ class RecordLog:
         top = "/".join(key.split("/", 2)[:2])
         if top != key and fmt.is_log_key(top) and (top, 0) not in self._problems:
             self._problems[(top, 0)] = Finding(
-                "damaged-record",
-                f"{top}: is a directory, not a log file; its records cannot be read",
+                "damaged-record", f"{top}: is a directory, not a log file; its records cannot be read"
             )
 
     def _read_log(self, key: str) -> None:
@@ -241,13 +238,6 @@ class RecordLog:
         lines.pop()
         blob_start, packs, entries = fmt.BLOB_LINE_START, self.packs, self._entries
         for number, line in enumerate(lines, state.lines + 1):
-            if (
-                len(line) < _SHORTEST_LINE
-                and state.header_ok
-                and state.damaged >= MAX_FINDINGS_PER_LOG
-            ):
-                state.damaged += 1  # too short for a checksum and an object: only counted
-                continue
             # Blob lines are parsed only when a packed blob is looked up (PackIndex.all).
             if state.header_ok and line.startswith(blob_start, 17):
                 packs.defer(line, key, number)
@@ -260,9 +250,7 @@ class RecordLog:
                 entry = fmt.scan_entry(line, "")
             except StoreError:
                 if self._count_damage(key, number):
-                    self._problems[(key, number)] = _rescan(
-                        line, f"{key} line {number}", state.header_ok
-                    )
+                    self._problems[(key, number)] = _rescan(line, f"{key} line {number}", state.header_ok)
                 if not state.header_ok:
                     state.rejected = True  # not a log we understand: ignore all of it, for good
                     return

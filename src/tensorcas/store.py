@@ -192,9 +192,7 @@ def _has_foreign_content(backend: Backend) -> bool:
     if root is None:
         return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
     try:
-        return any(
-            not entry.startswith(".") and entry not in fmt.TOP_LEVEL for entry in os.listdir(root)
-        )
+        return any(not entry.startswith(".") and entry not in fmt.TOP_LEVEL for entry in os.listdir(root))
     except OSError:
         return False
 

@@ -16,9 +16,7 @@ def check_tensor(name: str, tensor: object) -> torch.Tensor:
     item size.
     """
     if not isinstance(tensor, torch.Tensor):
-        raise UnsupportedTensorError(
-            f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}"
-        )
+        raise UnsupportedTensorError(f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}")
     if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
         raise UnsupportedTensorError(
             f"tensor {name!r}: tensor subclass {type(tensor).__name__} is not supported; "
@@ -34,13 +32,9 @@ def check_tensor(name: str, tensor: object) -> torch.Tensor:
             "quantization parameters, or .dequantize()"
         )
     if getattr(tensor, "is_nested", False):
-        raise UnsupportedTensorError(
-            f"tensor {name!r}: nested tensors are not supported; store each component"
-        )
+        raise UnsupportedTensorError(f"tensor {name!r}: nested tensors are not supported; store each component")
     if tensor.device.type == "meta":
-        raise UnsupportedTensorError(
-            f"tensor {name!r}: a tensor on the meta device has no data to store"
-        )
+        raise UnsupportedTensorError(f"tensor {name!r}: a tensor on the meta device has no data to store")
     if fmt.dtype_name(tensor.dtype) is None:
         raise UnsupportedTensorError(
             f"tensor {name!r}: dtype {tensor.dtype} cannot be stored; supported: {', '.join(fmt.DTYPES)}"

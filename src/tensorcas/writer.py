@@ -223,18 +223,13 @@ class ContentStoreWriter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(
-                f"this writer for {self.location} is closed; open a new ContentStoreWriter"
-            )
+            raise StoreError(f"this writer for {self.location} is closed; open a new ContentStoreWriter")
 
     def __enter__(self) -> ContentStoreWriter:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
 

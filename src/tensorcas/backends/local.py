@@ -73,11 +73,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     """
 
     def __init__(
-        self,
-        root: str | os.PathLike[str],
-        *,
-        durable: bool = False,
-        keep_open: tuple[str, ...] = (),
+        self, root: str | os.PathLike[str], *, durable: bool = False, keep_open: tuple[str, ...] = ()
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.location = self.root
@@ -110,9 +106,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             except FileNotFoundError:
                 return False
             if not stat_module.S_ISDIR(st.st_mode):
-                raise UnsafeFileError(
-                    f"{path} is not a directory (a symlink?); tensorcas does not follow it"
-                )
+                raise UnsafeFileError(f"{path} is not a directory (a symlink?); tensorcas does not follow it")
         self._checked_dirs.add(directory)
         return True
 
@@ -127,9 +121,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafeFileError(
-                    f"{path} is a symlink; tensorcas does not follow links in a store"
-                ) from None
+                raise UnsafeFileError(f"{path} is a symlink; tensorcas does not follow links in a store") from None
             raise
         if not stat_module.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -301,9 +293,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             except FileNotFoundError:
                 return None
             if not stat_module.S_ISREG(st.st_mode):
-                raise UnsafeFileError(
-                    f"{path} is not a regular file (a symlink?); tensorcas does not follow it"
-                )
+                raise UnsafeFileError(f"{path} is not a regular file (a symlink?); tensorcas does not follow it")
             return ObjectInfo(st.st_size, st.st_mtime)
 
     def local_path(self, key: str) -> str | None:

@@ -23,19 +23,8 @@ TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".gc-"
 # O_NONBLOCK: opening a FIFO planted in a store must not wait for a writer (it is then refused as
 # not a regular file); on regular files the flag changes nothing.
-O_READ = (
-    os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_NONBLOCK", 0)
-)
-O_CREATE = (
-    os.O_WRONLY
-    | os.O_CREAT
-    | os.O_EXCL
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
+O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @contextmanager
@@ -155,13 +144,7 @@ def memory_errors(path: str) -> Iterator[None]:
 class LocalStaged(Staged):
     """A temporary file in the target directory, linked to its final name when published."""
 
-    def __init__(
-        self,
-        path: Callable[[str], str],
-        makedirs: Callable[[str], None],
-        durable: bool,
-        directory: str,
-    ) -> None:
+    def __init__(self, path: Callable[[str], str], makedirs: Callable[[str], None], durable: bool, directory: str) -> None:
         self._path = path
         self._makedirs = makedirs
         self._durable = durable
@@ -193,9 +176,7 @@ class LocalStaged(Staged):
                 os.fsync(self._fd)
             size = os.fstat(self._fd).st_size
             if size != self._written:
-                raise OSError(
-                    errno.EIO, f"temporary file holds {size} bytes, {self._written} were written"
-                )
+                raise OSError(errno.EIO, f"temporary file holds {size} bytes, {self._written} were written")
             os.close(self._fd)
             self._fd = None
             if overwrite:
@@ -208,12 +189,7 @@ class LocalStaged(Staged):
                 except FileExistsError:
                     published = False
                 except OSError as exc:
-                    if exc.errno not in (
-                        errno.EPERM,
-                        errno.ENOTSUP,
-                        errno.EOPNOTSUPP,
-                        errno.EMLINK,
-                    ):
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                         raise
                     published = _rename_if_absent(self._tmp, final)
             if published and self._durable:

@@ -40,9 +40,7 @@ class LocalCollecting(Grace, Staging):
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # published or removed meanwhile by the write it belonged to
-                yield Leftover(
-                    key, st.st_mtime, st.st_size, restores=entry.name.startswith(TRASH_PREFIX)
-                )
+                yield Leftover(key, st.st_mtime, st.st_size, restores=entry.name.startswith(TRASH_PREFIX))
 
     # -- writes ------------------------------------------------------------------------------
 

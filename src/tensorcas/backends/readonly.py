@@ -68,8 +68,4 @@ def read_only(backend: Backend) -> ReadOnlyBackend:
     """``backend`` with every write refused (a read-only backend is returned as is)."""
     if isinstance(backend, ReadOnlyBackend):
         return backend
-    return (
-        _ReadOnlyLocalPaths(backend)
-        if isinstance(backend, LocalPaths)
-        else ReadOnlyBackend(backend)
-    )
+    return _ReadOnlyLocalPaths(backend) if isinstance(backend, LocalPaths) else ReadOnlyBackend(backend)

@@ -24,13 +24,7 @@ HASH_CHUNK = 16 << 20
 class Inventory:
     """Every blob of one store (``refresh`` reads what the logs added)."""
 
-    def __init__(
-        self,
-        backend: base.Backend,
-        packs: PackIndex,
-        refresh: Callable[[], None],
-        lock: threading.RLock,
-    ) -> None:
+    def __init__(self, backend: base.Backend, packs: PackIndex, refresh: Callable[[], None], lock: threading.RLock) -> None:
         self.backend = backend
         self.packs = packs
         self._refresh = refresh

@@ -52,13 +52,7 @@ class Blobs:
     where the logs said may have been moved by gc, which says so in a log.
     """
 
-    def __init__(
-        self,
-        backend: base.Backend,
-        packs: PackIndex,
-        refresh: Callable[[], None],
-        lock: threading.RLock,
-    ) -> None:
+    def __init__(self, backend: base.Backend, packs: PackIndex, refresh: Callable[[], None], lock: threading.RLock) -> None:
         self.backend = backend
         self.packs = packs
         self._refresh = refresh
@@ -94,9 +88,7 @@ class Blobs:
             return Loose(key), info
         return self._find_packed(digest)
 
-    def _find_packed(
-        self, digest: str, nbytes: int | None = None
-    ) -> tuple[Packed, base.ObjectInfo] | None:
+    def _find_packed(self, digest: str, nbytes: int | None = None) -> tuple[Packed, base.ObjectInfo] | None:
         """The first place a pack really holds the blob (of ``nbytes``, if given); the logs are
         read again before giving up, since gc may have moved it."""
         for attempt in range(2):
@@ -156,9 +148,7 @@ class Blobs:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def read_into(
-        self, digest: str, out: memoryview, *, name: str | None = None, check: Check | None = None
-    ) -> None:
+    def read_into(self, digest: str, out: memoryview, *, name: str | None = None, check: Check | None = None) -> None:
         """Fill ``out`` with the blob, which must hold exactly ``out.nbytes`` bytes.
 
         Each copy is tried in turn until one is whole and passes ``check``: the places the logs
@@ -202,8 +192,7 @@ class Blobs:
         # Lost (a BlobLostError, also a FileNotFoundError) if no copy that should hold the blob
         # exists at all; damaged if one exists but is cut short, or the logs give another size.
         gone = info is None and all(
-            e.nbytes == nbytes and not self.backend.exists(cached_pack_key(e.pack))
-            for e in self.packs.places(digest)
+            e.nbytes == nbytes and not self.backend.exists(cached_pack_key(e.pack)) for e in self.packs.places(digest)
         )
         raise (BlobLostError if gone else CorruptObjectError)(
             f"{tensor_context(name)}blob {digest} of {nbytes} bytes is lost: "
@@ -239,9 +228,7 @@ class Blobs:
     def _checked(out: memoryview, check: Check | None) -> str | None:
         return None if check is None else check(out)
 
-    def read(
-        self, digest: str, nbytes: int, *, name: str | None = None, check: Check | None = None
-    ) -> bytearray:
+    def read(self, digest: str, nbytes: int, *, name: str | None = None, check: Check | None = None) -> bytearray:
         """The blob's bytes (which must be ``nbytes``) in a new buffer."""
         out = bytearray(nbytes)
         self.read_into(digest, memoryview(out), name=name, check=check)

@@ -22,9 +22,7 @@ _INTS = rb"\[((?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18}))*)?\]"
 _PLAIN_NAME = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]+)"'
 
 #: The start of a put line with a plain name: enough to index a name without parsing the rest.
-_PUT_START_RE = re.compile(
-    rb'[0-9a-f]{16} \{"op":"put","t":' + _INT + rb',"name":' + _PLAIN_NAME + rb","
-)
+_PUT_START_RE = re.compile(rb'[0-9a-f]{16} \{"op":"put","t":' + _INT + rb',"name":' + _PLAIN_NAME + rb",")
 #: The rest of a put line after ``_PUT_START_RE``'s match, in the reference writer's exact form:
 #: only a line that is canonical to its end takes the fast path, so that a line whose JSON is
 #: broken after the name is treated exactly as the JSON path treats it (FORMAT.md section 4.5).
@@ -35,21 +33,12 @@ _PUT_TAIL_RE = re.compile(
 )
 _PUT_RE = re.compile(
     rb'[0-9a-f]{16} \{"op":"put","t":[0-9]+,"name":"[\x20\x21\x23-\x5b\x5d-\x7e]+","dtype":"([a-z0-9_]{1,32})",'
-    rb'"shape":'
-    + _INTS
-    + rb',"stride":'
-    + _INTS
-    + rb',"offset":'
-    + _INT
-    + rb',"requires_grad":(true|false),'
+    rb'"shape":' + _INTS + rb',"stride":' + _INTS + rb',"offset":' + _INT + rb',"requires_grad":(true|false),'
     rb'"blob":"(blake3:[0-9a-f]{64})","nbytes":' + _INT + rb"\}"
 )
 _BLOB_RE = re.compile(
-    rb'[0-9a-f]{16} \{"op":"blob","blob":"(blake3:[0-9a-f]{64})","nbytes":'
-    + _INT
-    + rb',"pack":"([0-9a-z][0-9a-z._-]{0,127})","offset":'
-    + _INT
-    + rb"\}"
+    rb'[0-9a-f]{16} \{"op":"blob","blob":"(blake3:[0-9a-f]{64})","nbytes":' + _INT
+    + rb',"pack":"([0-9a-z][0-9a-z._-]{0,127})","offset":' + _INT + rb"\}"
 )
 
 #: How a blob line's body starts (after the 16-digit checksum and a space).
@@ -68,9 +57,7 @@ def put_body(record: TensorRecord, time_ns: int) -> bytes:
 
 def blob_body(blob: str, nbytes: int, pack: str, offset: int) -> bytes:
     """The JSON body of a blob line, byte-identical to ``dumps`` of the same fields in this order."""
-    return f'{{"op":"blob","blob":"{blob}","nbytes":{nbytes},"pack":"{pack}","offset":{offset}}}'.encode(
-        "ascii"
-    )
+    return f'{{"op":"blob","blob":"{blob}","nbytes":{nbytes},"pack":"{pack}","offset":{offset}}}'.encode("ascii")
 
 
 def seal_body(pack: str) -> bytes:

@@ -54,9 +54,7 @@ _CHECKSUM_LEN = 16
 #: How a blob line's body starts: the index defers parsing these until a packed blob is looked up.
 BLOB_LINE_START = _fast.BLOB_LINE_START
 
-_PUT_KEYS = frozenset(
-    ("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes")
-)
+_PUT_KEYS = frozenset(("op", "t", "name", "dtype", "shape", "stride", "offset", "requires_grad", "blob", "nbytes"))
 _DEL_KEYS = frozenset(("op", "t", "name"))
 _BLOB_KEYS = frozenset(("op", "blob", "nbytes", "pack", "offset"))
 _SEAL_KEYS = frozenset(("op", "pack"))
@@ -79,14 +77,8 @@ def _frame_body(body: bytes) -> bytes:
 def _check_checksum(line: bytes, where: str) -> bytes:
     """The line's JSON body, once its length and checksum are found sound."""
     if len(line) > MAX_LINE_BYTES:
-        raise CorruptObjectError(
-            f"{where}: line of {len(line)} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
-        )
-    checksum, sep, body = (
-        line[:_CHECKSUM_LEN],
-        line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1],
-        line[_CHECKSUM_LEN + 1 :],
-    )
+        raise CorruptObjectError(f"{where}: line of {len(line)} bytes exceeds the {MAX_LINE_BYTES}-byte limit")
+    checksum, sep, body = line[:_CHECKSUM_LEN], line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1], line[_CHECKSUM_LEN + 1 :]
     if sep != b" " or blake3.blake3(body).hexdigest()[:_CHECKSUM_LEN].encode("ascii") != checksum:
         raise CorruptObjectError(f"{where}: checksum mismatch; the line is damaged")
     return body
@@ -106,9 +98,7 @@ def _unframe(line: bytes, where: str) -> dict[str, Any]:
 def _check_int(obj: dict[str, Any], field: str, where: str) -> int:
     value = obj[field]
     if type(value) is not int or not 0 <= value <= MAX_INT:
-        raise CorruptObjectError(
-            f"{where}: {field} is {value!r}; expected an integer in [0, 2**63)"
-        )
+        raise CorruptObjectError(f"{where}: {field} is {value!r}; expected an integer in [0, 2**63)")
     return value
 
 
@@ -140,9 +130,7 @@ class Header:
         if set(obj) != _HEADER_KEYS or obj["format"] != LOG_FORMAT_NAME:
             raise CorruptObjectError(f"{where}: first line is not a tensorcas log header")
         if type(obj["version"]) is not int or obj["version"] != FORMAT_VERSION:
-            raise FormatError(
-                f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas"
-            )
+            raise FormatError(f"{where}: log format version {obj['version']!r} is not supported; upgrade tensorcas")
         return cls(str(obj["writer"]))  # only a name: the log's key says which writer it is
 
 
@@ -233,9 +221,7 @@ class RootEntry:
         for alias in self.aliases:
             validate_alias(alias)
         if len(self.aliases) > MAX_ALIASES:
-            raise InvalidDigestError(
-                f"at most {MAX_ALIASES} aliases per root, not {len(self.aliases)}"
-            )
+            raise InvalidDigestError(f"at most {MAX_ALIASES} aliases per root, not {len(self.aliases)}")
         fields = {"op": "root", "t": self.time_ns, "blob": self.blob, "nbytes": self.nbytes}
         return _frame({**fields, "aliases": list(self.aliases)})
 
@@ -255,9 +241,7 @@ class UnrootEntry:
     time_ns: int
 
     def encode(self) -> bytes:
-        return _frame(
-            {"op": "unroot", "t": self.time_ns, "blob": format_digest(parse_digest(self.blob))}
-        )
+        return _frame({"op": "unroot", "t": self.time_ns, "blob": format_digest(parse_digest(self.blob))})
 
     @classmethod
     def decode(cls, line: bytes, where: str) -> UnrootEntry:
@@ -286,9 +270,7 @@ def decode_entry(line: bytes, where: str) -> Entry:
     if not isinstance(entry, tuple):
         return entry
     name, time_ns, fields = entry
-    return LogEntry(
-        name, time_ns, None if fields is None else record_from_fields(name, fields, where)
-    )
+    return LogEntry(name, time_ns, None if fields is None else record_from_fields(name, fields, where))
 
 
 def scan_entry(line: bytes, where: str) -> Whole | Scanned:
@@ -323,9 +305,7 @@ def record_from_fields(name: str, fields: Fields, where: str) -> TensorRecord:
 def _record_from_json(name: str, obj: dict[str, Any], where: str) -> TensorRecord:
     shape, stride = obj["shape"], obj["stride"]
     if not isinstance(shape, list) or not isinstance(stride, list):
-        raise CorruptObjectError(
-            f"{where}: record of tensor {name!r}: shape and stride must be lists"
-        )
+        raise CorruptObjectError(f"{where}: record of tensor {name!r}: shape and stride must be lists")
     record = TensorRecord(
         name=name,
         dtype=obj["dtype"],
@@ -354,11 +334,7 @@ def _scan_json(line: bytes, where: str) -> Whole | Scanned:
         nbytes, offset = _check_int(obj, "nbytes", where), _check_int(obj, "offset", where)
         return PackedBlob(blob=blob, nbytes=nbytes, pack=pack, offset=offset)
     if op == "seal":
-        if (
-            obj.keys() != _SEAL_KEYS
-            or not isinstance(obj["pack"], str)
-            or not ID_RE.match(obj["pack"])
-        ):
+        if obj.keys() != _SEAL_KEYS or not isinstance(obj["pack"], str) or not ID_RE.match(obj["pack"]):
             raise CorruptObjectError(f"{where}: not a seal entry")
         return SealedPack(obj["pack"])
     if op in ("root", "unroot"):
@@ -388,14 +364,8 @@ def _scan_root(obj: dict[str, Any], op: str, where: str) -> RootEntry | UnrootEn
     if op == "unroot":
         return UnrootEntry(blob, t)
     nbytes, aliases = _check_int(obj, "nbytes", where), obj["aliases"]
-    if (
-        not isinstance(aliases, list)
-        or len(aliases) > MAX_ALIASES
-        or not all(is_alias(a) for a in aliases)
-    ):
-        raise CorruptObjectError(
-            f"{where}: aliases must be a list of at most {MAX_ALIASES} '<scheme>:<hex>' strings"
-        )
+    if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES or not all(is_alias(a) for a in aliases):
+        raise CorruptObjectError(f"{where}: aliases must be a list of at most {MAX_ALIASES} '<scheme>:<hex>' strings")
     return RootEntry(blob, nbytes, t, tuple(aliases))
 
 
@@ -407,9 +377,7 @@ def _decode_json(line: bytes, where: str) -> Entry:
         return entry
     name, time_ns, fields = entry
     assert not isinstance(fields, bytes)
-    return LogEntry(
-        name, time_ns, None if fields is None else _record_from_json(name, fields, where)
-    )
+    return LogEntry(name, time_ns, None if fields is None else _record_from_json(name, fields, where))
 
 
 # -- the writer's side, as functions (the hot path) ---------------------------------------------

@@ -96,36 +96,22 @@ def key_to_digest(key: str) -> str | None:
 def pack_key(pack_id: str) -> str:
     """The key of a pack: an append-only file of small blobs written by one writer."""
     if not ID_RE.match(pack_id):
-        raise InvalidKeyError(
-            f"invalid pack id {pack_id!r}; expected lowercase letters, digits, '.', '_', '-'"
-        )
+        raise InvalidKeyError(f"invalid pack id {pack_id!r}; expected lowercase letters, digits, '.', '_', '-'")
     return f"{PACKS}/{pack_id}.pack"
 
 
 def is_pack_key(key: str) -> bool:
     parts = key.split("/")
-    return (
-        len(parts) == 2
-        and parts[0] == PACKS
-        and parts[1].endswith(".pack")
-        and bool(ID_RE.match(parts[1][:-5]))
-    )
+    return len(parts) == 2 and parts[0] == PACKS and parts[1].endswith(".pack") and bool(ID_RE.match(parts[1][:-5]))
 
 
 def log_key(writer_id: str) -> str:
     """The key of a writer's log."""
     if not ID_RE.match(writer_id):
-        raise InvalidKeyError(
-            f"invalid writer id {writer_id!r}; expected lowercase letters, digits, '.', '_', '-'"
-        )
+        raise InvalidKeyError(f"invalid writer id {writer_id!r}; expected lowercase letters, digits, '.', '_', '-'")
     return f"{LOGS}/{writer_id}.log"
 
 
 def is_log_key(key: str) -> bool:
     parts = key.split("/")
-    return (
-        len(parts) == 2
-        and parts[0] == LOGS
-        and parts[1].endswith(".log")
-        and bool(ID_RE.match(parts[1][:-4]))
-    )
+    return len(parts) == 2 and parts[0] == LOGS and parts[1].endswith(".log") and bool(ID_RE.match(parts[1][:-4]))

@@ -13,10 +13,7 @@ MAX_META_BYTES = 1 << 16
 
 def encode_meta() -> bytes:
     """The marker of a new store."""
-    return (
-        dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "digest": DIGEST_ALGORITHM})
-        + b"\n"
-    )
+    return dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "digest": DIGEST_ALGORITHM}) + b"\n"
 
 
 def validate_meta(data: bytes, where: str) -> None:
@@ -26,13 +23,9 @@ def validate_meta(data: bytes, where: str) -> None:
     try:
         obj = loads(data)
     except ValueError as exc:
-        raise FormatError(
-            f"{where}: store marker is not valid JSON ({exc}); not a tensorcas store"
-        ) from None
+        raise FormatError(f"{where}: store marker is not valid JSON ({exc}); not a tensorcas store") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
-        raise FormatError(
-            f"{where}: store marker does not say format 'tensorcas'; not a tensorcas store"
-        )
+        raise FormatError(f"{where}: store marker does not say format 'tensorcas'; not a tensorcas store")
     version = obj.get("version")
     if type(version) is not int:
         raise FormatError(f"{where}: store marker has no integer version")
@@ -42,6 +35,4 @@ def validate_meta(data: bytes, where: str) -> None:
             f"(it reads version {FORMAT_VERSION}); upgrade tensorcas to open it"
         )
     if obj.get("digest") != DIGEST_ALGORITHM:
-        raise FormatError(
-            f"{where}: store uses digest {obj.get('digest')!r}; this release supports 'blake3'"
-        )
+        raise FormatError(f"{where}: store uses digest {obj.get('digest')!r}; this release supports 'blake3'")

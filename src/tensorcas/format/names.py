@@ -47,9 +47,7 @@ def _check_path_like(name: str, what: str) -> None:
     except UnicodeEncodeError as exc:
         raise InvalidNameError(f"{what} {name!r} is not valid UTF-8: {exc.reason}") from None
     if len(encoded) > MAX_NAME_BYTES:
-        raise InvalidNameError(
-            f"{what} {name[:60]!r}... is {len(encoded)} bytes; the limit is {MAX_NAME_BYTES}"
-        )
+        raise InvalidNameError(f"{what} {name[:60]!r}... is {len(encoded)} bytes; the limit is {MAX_NAME_BYTES}")
     bad = _BAD_CHAR_RE.search(name)
     if bad is not None:
         raise InvalidNameError(

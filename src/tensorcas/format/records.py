@@ -62,9 +62,7 @@ class TensorRecord:
         return self.numel * itemsize(self.dtype)
 
 
-def required_nbytes(
-    dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int
-) -> int:
+def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
     """The smallest blob size (bytes) that holds every element of the view."""
     size = itemsize(dtype)
     if any(s == 0 for s in shape):
@@ -112,27 +110,17 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
         raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
     for field, value in (("shape", record.shape), ("stride", record.stride)):
         if not isinstance(value, tuple) or len(value) > MAX_NDIM:
-            raise CorruptObjectError(
-                f"{where}: {field} must be a list of at most {MAX_NDIM} integers"
-            )
+            raise CorruptObjectError(f"{where}: {field} must be a list of at most {MAX_NDIM} integers")
         for v in value:
             if type(v) is not int or not 0 <= v <= MAX_INT:
-                raise CorruptObjectError(
-                    f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)"
-                )
+                raise CorruptObjectError(f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)")
     if len(record.shape) != len(record.stride):
-        raise CorruptObjectError(
-            f"{where}: shape {record.shape} and stride {record.stride} differ in length"
-        )
+        raise CorruptObjectError(f"{where}: shape {record.shape} and stride {record.stride} differ in length")
     for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
         if type(number) is not int or not 0 <= number <= MAX_INT:
-            raise CorruptObjectError(
-                f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)"
-            )
+            raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
-        raise CorruptObjectError(
-            f"{where}: requires_grad is {record.requires_grad!r}; expected true or false"
-        )
+        raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
     if record.requires_grad and not is_floating_or_complex(record.dtype):
         raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
     if not isinstance(record.blob, str) or not DIGEST_RE.match(record.blob):
@@ -143,9 +131,7 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     for s in record.shape:
         product *= max(s, 1)
     if product > MAX_INT:
-        raise CorruptObjectError(
-            f"{where}: shape {record.shape} has more than 2**63 elements (or would)"
-        )
+        raise CorruptObjectError(f"{where}: shape {record.shape} has more than 2**63 elements (or would)")
     need = required_nbytes(record.dtype, record.shape, record.stride, record.offset)
     if need > record.nbytes:
         raise CorruptObjectError(

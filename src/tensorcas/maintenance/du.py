@@ -109,11 +109,7 @@ def du(loc: Location | Store, *, top: int = 10) -> DiskUsage:
         # The age of the pack is left out (cutoff: now and forever): du reports what gc frees
         # once the grace period has passed.
         if pack_is_collectible(
-            sealed=pack.sealed,
-            size=pack.info.size,
-            live_bytes=live_bytes,
-            mtime=0.0,
-            cutoff=math.inf,
+            sealed=pack.sealed, size=pack.info.size, live_bytes=live_bytes, mtime=0.0, cutoff=math.inf
         ):
             usage.freeable_blobs += len(unused)
             usage.freeable_bytes += pack.info.size - live_bytes

@@ -337,18 +337,12 @@ def _collect_packs(
             for place in pack.whole():
                 if place.blob in referenced:
                     live.setdefault(place.blob, Packed.of(place))
-                    report.referenced += (
-                        place.blob not in reachable.loose and place.blob not in copied
-                    )
+                    report.referenced += place.blob not in reachable.loose and place.blob not in copied
                 elif place.blob not in reachable.loose:
                     unused[place.blob] = place.nbytes
             live_bytes = sum(p.nbytes for p in live.values())
             if not pack_is_collectible(
-                sealed=pack.sealed,
-                size=info.size,
-                live_bytes=live_bytes,
-                mtime=info.mtime,
-                cutoff=cutoff,
+                sealed=pack.sealed, size=info.size, live_bytes=live_bytes, mtime=info.mtime, cutoff=cutoff
             ):
                 report.packed_unreferenced_blobs += len(unused)
                 report.packed_unreferenced_bytes += sum(unused.values())
@@ -369,9 +363,7 @@ def _collect_packs(
                 rewriter.put_packed(digest, data)
                 copied.add(digest)
             trash = store.blobs.collector.quarantine(key, cutoff)
-            if (
-                trash is not None
-            ):  # else reused meanwhile: kept (the copies are harmless duplicates)
+            if trash is not None:  # else reused meanwhile: kept (the copies are harmless duplicates)
                 moved.append(_MovedPack(collected, trash, list(pack.places), set(copied)))
     finally:
         if rewriter is not None:

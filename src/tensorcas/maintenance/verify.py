@@ -61,22 +61,13 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
     for digest in store.roots():
         if digest not in stored and digest not in users:
             report.findings.append(
-                Finding(
-                    "missing-blob",
-                    f"blob {digest} is missing; it is a storage root (write_storage)",
-                    digest,
-                )
+                Finding("missing-blob", f"blob {digest} is missing; it is a storage root (write_storage)", digest)
             )
     for digest, records in users.items():
         names = tuple(r.name for r in records)
         if digest not in stored:
             report.findings.append(
-                Finding(
-                    "missing-blob",
-                    f"blob {digest} is missing; lost tensors: {_names(names)}",
-                    digest,
-                    names,
-                )
+                Finding("missing-blob", f"blob {digest} is missing; lost tensors: {_names(names)}", digest, names)
             )
             continue
         sizes = {r.nbytes for r in records}
@@ -121,9 +112,7 @@ def verify(loc: Location | Store, *, progress: Callable[[int], None] | None = No
             try:
                 actual_digest, nbytes = blobs.inventory.hash_copy(copy)
             except StoreError as exc:
-                report.findings.append(
-                    Finding("unreadable", f"blob {digest} ({where}): {exc}", digest, names)
-                )
+                report.findings.append(Finding("unreadable", f"blob {digest} ({where}): {exc}", digest, names))
                 continue
             report.bytes_checked += nbytes
             if progress is not None:

@@ -39,7 +39,5 @@ __all__ = [
 ]
 
 
-class BackendTests(
-    CoreTests, StoreTests, AppendingTests, GraceTests, StagingTests, LocalPathsTests
-):
+class BackendTests(CoreTests, StoreTests, AppendingTests, GraceTests, StagingTests, LocalPathsTests):
     """Every test of the suite: subclass it and supply the ``backend`` fixture."""

@@ -58,9 +58,8 @@ class AppendingTests(_Hooks):
             t.join()
         for i in range(4):
             data = self.raw_get(backend, f"logs/w{i}.log")
-            assert data is not None and data.decode().splitlines() == [
-                f"{i}:{j}" for j in range(200)
-            ]
+            assert data is not None and data.decode().splitlines() == [f"{i}:{j}" for j in range(200)]
+
 
 
 class GraceTests(_Hooks):
@@ -114,6 +113,7 @@ class GraceTests(_Hooks):
             if deleted:
                 assert self.raw_get(backend, key) is None
         self._no_leftovers(backend)
+
 
     def test_quarantine_restore_purge(self, backend: Backend) -> None:
         g = grace(backend)
@@ -224,6 +224,7 @@ class StagingTests(_Hooks):
         assert s.delete_temporary(leftover.key) is True
         self._no_leftovers(backend)
         staged.abort()  # its file is gone already: still fine
+
 
 
 class LocalPathsTests(_Hooks):

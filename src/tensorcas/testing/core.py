@@ -23,6 +23,7 @@ KEY = "blobs/ab/cdef"
 DATA = bytes(range(256)) * 3
 
 
+
 class _Hooks:
     """The fixture every test class needs, and the raw hooks."""
 
@@ -41,6 +42,7 @@ class _Hooks:
     def _no_leftovers(self, backend: Backend) -> None:
         s = staging(backend)
         assert s is None or list(s.temporaries()) == []
+
 
 
 class CoreTests(_Hooks):
@@ -166,6 +168,7 @@ class CoreTests(_Hooks):
         assert list(backend.list("nothing")) == []
 
 
+
 class StoreTests(_Hooks):
     """Read-only access and a whole store, on every backend."""
 
@@ -196,12 +199,7 @@ class StoreTests(_Hooks):
         from .. import ContentStoreReader, ContentStoreWriter, gc, verify
 
         base = torch.arange(40_000, dtype=torch.float32)  # large enough for an object of its own
-        tensors = {
-            "w": base,
-            "w_t": base.view(200, 200).t(),
-            "b": torch.ones(3),
-            "gone": torch.zeros(70_000),
-        }
+        tensors = {"w": base, "w_t": base.view(200, 200).t(), "b": torch.ones(3), "gone": torch.zeros(70_000)}
         with ContentStoreWriter(backend) as writer:
             for name, tensor in tensors.items():
                 writer.write_tensor(name, tensor)
