@@ -104,7 +104,7 @@ def main(store: str) -> None:
     names = reader.list_tensors()
     logical = sum(reader.read_tensor_metadata(n).view_nbytes for n in names)
     stored = tensorcas.du(store).referenced_bytes  # each distinct blob once
-    print(f"{len(names)} tensors, {logical / 1e6:.2f} MB named, {stored / 1e6:.2f} MB stored "
+    print(f"{len(names)} tensors, {logical / 2**20:.2f} MiB named, {stored / 2**20:.2f} MiB stored "
           f"(dedupe x{logical / stored:.2f})")
     x, xt = reader.read_tensor("step0/input"), reader.read_tensor("step0/input_T")
     assert torch.equal(x, batch) and xt.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
@@ -139,4 +139,10 @@ def main(store: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_STORE)
+    args = sys.argv[1:]
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        # Never a store named "--help": anything that looks like an option gets the usage.
+        print(f"usage: python examples/demo.py [STORE_DIR]   (default {DEFAULT_STORE})")
+        print(__doc__.strip())
+        sys.exit(0 if args and args[0] in ("-h", "--help") else 2)
+    main(args[0] if args else DEFAULT_STORE)

@@ -225,3 +225,30 @@ def test_import_from_a_pytorch_content_store(tmp_path):
 
 def test_store_errors_are_one_line(tmp_path):
     assert "no tensorcas store" in one_line_error(run("show", str(tmp_path / "missing"), "y"))
+
+
+def test_help_summaries_are_never_cut_at_80_columns():
+    from click.testing import CliRunner
+
+    from tensorcas.cli import cli
+
+    for args in ([], ["checkpoints"]):
+        result = CliRunner().invoke(cli, [*args, "--help"], terminal_width=80)
+        commands = result.output.split("Commands:")[1].split("Examples:")[0]
+        assert result.exit_code == 0 and commands.strip()
+        assert "..." not in commands, commands
+        assert all(len(line) <= 80 for line in commands.splitlines())
+
+
+def test_diff_says_when_no_name_lines_up(tmp_path):
+    from click.testing import CliRunner
+
+    from tensorcas.cli import cli
+
+    loc = str(tmp_path / "store")
+    with tensorcas.ContentStoreWriter(loc) as writer:
+        writer.write_tensor("step0/a", torch.ones(2))
+    result = CliRunner().invoke(cli, ["diff", f"{loc}:step0/", loc])
+    assert result.exit_code == 1 and "did one side miss its prefix?" in result.output
+    same = CliRunner().invoke(cli, ["diff", f"{loc}:step0/", f"{loc}:step0/"])
+    assert same.exit_code == 0 and "miss its prefix" not in same.output

@@ -92,3 +92,14 @@ def test_one_store_name_and_the_environment_from_setup_to_the_cli_session(demo):
     }
     assert stores == {demo.DEFAULT_STORE}
     assert os.access(ROOT / "scripts" / "demo.sh", os.R_OK)
+
+
+def test_demo_help_prints_usage_and_writes_nothing(tmp_path):
+    """An option is never taken for a store directory (``--help`` once made a store of that name)."""
+    demo = ROOT / "examples" / "demo.py"
+    for args, code in ((["--help"], 0), (["-x"], 2), (["a", "b"], 2)):
+        result = subprocess.run(
+            [sys.executable, str(demo), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == code and "usage: python examples/demo.py" in result.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -104,8 +104,8 @@ class Store:
                 raise StoreNotFoundError(_not_a_directory(root))
             if not create:
                 raise StoreNotFoundError(
-                    f"no tensorcas store at {root}: the directory does not exist "
-                    "(write to it with ContentStoreWriter to create one)"
+                    f"no tensorcas store at {root}: the directory does not exist; check the path "
+                    "(a new store is made by writing to it, e.g. with ContentStoreWriter)"
                 )
         meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
@@ -116,9 +116,14 @@ class Store:
                         f"not a tensorcas store; convert it with 'tensorcas import NEW_STORE {root}' "
                         "(tensorcas diff also reads it as it is)"
                     )
+                if _has_foreign_content(backend):
+                    raise StoreNotFoundError(
+                        f"{backend.location} is not a tensorcas store: it holds other files and no "
+                        f"{fmt.META_KEY}; check the path"
+                    )
                 raise StoreNotFoundError(
                     f"no tensorcas store at {backend.location}: {fmt.META_KEY} is missing "
-                    "(write to it with ContentStoreWriter to create one)"
+                    "(a new store is made by writing to it, e.g. with ContentStoreWriter)"
                 )
             if _has_foreign_content(backend):
                 raise FormatError(

@@ -35,7 +35,7 @@ from ..dcp.names import PREFIX, chunks_prefix, is_checkpoint_name, manifest_name
 from ..errors import CheckpointNotFoundError, StoreError, StoreIOError
 from ..store import Location
 from ..writer import ContentStoreWriter
-from .transfer import ExportError
+from .transfer import ExportError, _umask
 
 
 @dataclass
@@ -274,6 +274,7 @@ def export_checkpoint(
     tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors makes its files private; ours are ordinary
         os.replace(tmp, out_path)
     except OSError as exc:
         raise StoreIOError(f"writing {out_path} failed: {exc.strerror or exc}") from exc

@@ -143,6 +143,7 @@ def export_safetensors(
     tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors makes its files private; ours are ordinary
         if not overwrite and os.path.exists(out_path):
             raise ExportError(f"{out_path} appeared while exporting; nothing was replaced")
         os.replace(tmp, out_path)
@@ -321,7 +322,7 @@ def torch_store_files(src: str, prefix: str = "") -> list[tuple[str, str]]:
     if not present:
         raise ImportSourceError(
             f"{src} is a directory without 'tensors/' or 'storages/': not a PyTorch content store "
-            "(to copy a tensorcas store, copy its directory)"
+            "(to copy a tensorcas store, use 'tensorcas cp SOURCE TARGET')"
         )
     files: list[tuple[int, str, str]] = []  # (mtime, name, path)
     walked = os.walk(tensors_dir, onerror=_walk_error) if "tensors" in present else ()
@@ -498,3 +499,17 @@ def _load_storage(src: str, h: str, user: str) -> torch.UntypedStorage:
     if not isinstance(obj, torch.UntypedStorage):
         raise ImportSourceError(f"{path} does not hold a storage but a {type(obj).__name__}")
     return obj
+
+
+def _umask() -> int:
+    """The process's file mode creation mask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back at once
+    os.umask(mask)
+    return mask
