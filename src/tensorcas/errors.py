@@ -104,6 +104,11 @@ class UnsupportedLocationError(StoreError, ValueError):
     object-storage location lacks what it needs (a bucket, the obstore package)."""
 
 
+class ResourceLimitError(StoreError):
+    """An object is larger than this process can allocate or map (a record may claim up to
+    2**63 bytes, and a sparse file may really be that large); nothing was read."""
+
+
 class ReaderContextError(StoreError, RuntimeError):
     """``load_tensor`` found a record that does not match the size, stride or device asked for."""
 
@@ -151,6 +156,8 @@ class Finding:
     blob: str | None = None
     names: tuple[str, ...] = ()
     severity: str = "error"  # or "warning" (an interrupted write's torn tail)
+    #: Damaged lines this finding stands for: 1, or for a log's summary the lines not listed.
+    count: int = 1
 
 
 class RecordingError(StoreError, ValueError):

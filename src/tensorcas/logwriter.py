@@ -119,21 +119,25 @@ class LogWriter:
         try:
             self._pack.append(bytes(data))
         except BaseException:
-            # The pack's length is unknown now: continue in a new one (sealed on close).
-            self._close_pack()
+            # The pack's length is unknown now: continue in a new one (sealed on close).  A pack
+            # that holds nothing a log names is removed instead, so that a full disk does not
+            # leave an empty pack per failed write.
+            self._close_pack(remove=self._pack_size == 0)
             raise
         packed = PackedBlob(blob=digest, nbytes=nbytes, pack=self._pack_id, offset=self._pack_size)
         self._pack_size += nbytes
         return packed
 
-    def _close_pack(self) -> None:
+    def _close_pack(self, *, remove: bool = False) -> None:
         pack, self._pack = self._pack, None
         if pack is not None:
-            self._unsealed.append(self._pack_id)
             try:
                 pack.close()
             except Exception:
                 pass  # the pack is done with either way
+            if remove and _remove_quietly(self.backend, fmt.pack_key(self._pack_id)):
+                return  # (its id is not used again: pack ids are never reused)
+            self._unsealed.append(self._pack_id)
 
     def _seal_packs(self) -> None:
         """Say in the log that this writer's packs are closed, so that gc may later rewrite them.
@@ -172,7 +176,10 @@ class LogWriter:
         try:
             appender.append(fmt.encode_header(self.writer_id))
         except BaseException:
+            # A log without a whole header is ignored by readers, and no line of it was
+            # acknowledged: remove it rather than leave an empty log per failed write.
             self._abandon_log(appender)
+            _remove_quietly(self.backend, key)
             raise
         return appender
 
@@ -185,6 +192,14 @@ class LogWriter:
                 appender.close()
             except Exception:
                 pass  # the append's own error is the one the caller needs to see
+
+
+def _remove_quietly(backend: Backend, key: str) -> bool:
+    """Delete an object this writer created and nothing refers to; ``False`` if that failed."""
+    try:
+        return backend.delete(key)
+    except Exception:
+        return False
 
 
 class _Republisher(Appender):

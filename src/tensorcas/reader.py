@@ -12,7 +12,14 @@ import torch
 from . import format as fmt
 from ._memory import empty_cpu_storage
 from .blobs import PACK_THRESHOLD, Check, tensor_context
-from .errors import BlobLostError, BlobNotFoundError, InvalidDigestError, StoreError
+from .errors import (
+    BlobLostError,
+    BlobNotFoundError,
+    InvalidDigestError,
+    ResourceLimitError,
+    StoreError,
+    StoreIOError,
+)
 from .hashing import cpu_storage_view, hash_buffer
 from .store import Location, Store
 from .tensors import record_to_tensor
@@ -189,11 +196,22 @@ class ContentStoreReader:
             # would silently grow a smaller one to fit a (hostile) larger view.
             if cached is not None and cached.nbytes() == nbytes:
                 return cached
-        storage = self._load(digest, nbytes, name)
+        try:
+            storage = self._load(digest, nbytes, name)
+        except MemoryError:
+            raise _too_large(digest, nbytes, name, "out of memory") from None
+        except RuntimeError as exc:  # torch's allocation failures
+            if not _is_allocation_failure(exc):
+                raise
+            raise _too_large(digest, nbytes, name, _first_line(exc)) from None
         if device.type != "cpu":
             try:
                 storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            except MemoryError:
+                raise _too_large(digest, nbytes, name, "out of memory") from None
             except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
+                if isinstance(exc, RuntimeError) and _is_allocation_failure(exc):
+                    raise _too_large(digest, nbytes, name, _first_line(exc)) from None
                 raise StoreError(
                     f"{tensor_context(name)}blob {digest} cannot be read onto device {device}: "
                     f"{str(exc) or type(exc).__name__}; read it onto the CPU (device=None) or use a "
@@ -209,7 +227,16 @@ class ContentStoreReader:
         path = blobs.local_path(digest) if self.mmap and nbytes > 0 else None
         if path is not None:
             blobs.check_size(digest, nbytes, name=name)
-            storage = cast(torch.UntypedStorage, torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes))
+            try:
+                mapped = torch.UntypedStorage.from_file(path, shared=False, nbytes=nbytes)
+            except RuntimeError as exc:
+                if _is_allocation_failure(exc):
+                    raise
+                raise StoreIOError(
+                    f"{tensor_context(name)}cannot map blob {digest} ({_first_line(exc)}); "
+                    f"run 'tensorcas verify {self.location}'"
+                ) from None
+            storage = cast(torch.UntypedStorage, mapped)
             problem = None if check is None else check(cpu_storage_view(storage))
             if problem is None:
                 return storage
@@ -238,6 +265,36 @@ def _hash_check(digest: str) -> Check:
         return None if actual == digest else f"its bytes hash to {actual}"
 
     return check
+
+
+def _is_allocation_failure(exc: RuntimeError) -> bool:
+    """Whether torch failed to allocate or map memory (it has no exception type of its own for
+    host memory, only these messages; ``OutOfMemoryError`` for devices)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return any(
+        hint in message
+        for hint in (
+            "can't allocate memory",
+            "Cannot allocate memory",
+            "out of memory",
+            "Error code 12",
+        )
+    )
+
+
+def _too_large(digest: str, nbytes: int, name: str | None, reason: str) -> ResourceLimitError:
+    return ResourceLimitError(
+        f"{tensor_context(name)}blob {digest} is {nbytes} bytes, more than this process can allocate "
+        f"or map ({reason}); read it where more memory is free, or check the record with "
+        "'tensorcas show' and the store with 'tensorcas verify'"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _device(device: DeviceLike) -> torch.device:

@@ -29,6 +29,17 @@ from .format import PackedBlob, RootEntry, TensorRecord, UnrootEntry
 #: The most bytes of a log read at once.
 LOG_WINDOW = 16 << 20
 
+#: The most bytes of lines split and applied at once (a window of one-byte lines would otherwise
+#: become millions of objects at a time).
+_APPLY_SLICE = 1 << 20
+
+#: Damaged lines kept as examples per log; the others are only counted, so that a log of millions
+#: of damaged lines costs bounded memory (docs/guarantees.md, promise 4).
+MAX_FINDINGS_PER_LOG = 20
+
+#: No line shorter than a checksum, a space and ``{}`` can be sound.
+_SHORTEST_LINE = 19
+
 #: Where an entry sits in the global order, (time_ns, log key, line number): newer positions
 #: win.  A plain tuple, so that comparing a million of them stays in C.
 _Position = tuple[int, str, int]
@@ -40,18 +51,20 @@ class _LogState:
     lines: int = 0
     header_ok: bool = False
     rejected: bool = False  # its header is not one this release reads: ignored, for good
+    damaged: int = 0  # damaged lines found, all counted (only the first few kept as examples)
 
 
 class _IndexEntry:
     """A name's newest entry.  A put's fields are validated into a record on first use, so that
     opening a store and listing its names does not validate every record."""
 
-    __slots__ = ("fields", "position", "record")
+    __slots__ = ("counted", "fields", "position", "record")
 
     def __init__(self, position: _Position, fields: dict[str, Any] | bytes | None) -> None:
         self.position = position
         self.fields = fields  # None: deleted
         self.record: TensorRecord | None = None
+        self.counted = False  # its damage is counted in the findings already
 
     @property
     def deleted(self) -> bool:
@@ -74,6 +87,8 @@ class RecordLog:
         self._roots: dict[str, tuple[_Position, RootEntry | None]] = {}
         #: Each alias's newest root entry's blob.
         self._aliases: dict[str, tuple[_Position, str]] = {}
+        # Damaged blob lines count against their log's examples like any other damaged line.
+        packs.count_damage = self._count_damage
 
     @property
     def location(self) -> str:
@@ -115,29 +130,108 @@ class RecordLog:
         self._problems.pop((key, 0), None)
         size = 0 if info is None else info.size
         while size > state.offset:
-            data = self.backend.read_range(key, state.offset, min(size - state.offset, LOG_WINDOW)) or b""
+            length = min(size - state.offset, LOG_WINDOW)
+            # A backend that can tell where a sparse file's holes are reads around them.
+            segments = self.backend.read_sparse(key, state.offset, length)
+            if segments is not None:
+                if not self._apply_sparse(key, state, length, segments):
+                    return
+                continue
+            data = self.backend.read_range(key, state.offset, length) or b""
             end = data.rfind(b"\n") + 1
             if end == 0:
                 if len(data) >= LOG_WINDOW:
-                    # No line ends within a whole window: far past the line limit, not ours.
-                    self._problems[(key, state.lines + 1)] = Finding(
-                        "damaged-record",
-                        f"{key} line {state.lines + 1}: no line end within {LOG_WINDOW} bytes; "
-                        "the rest of the log is ignored",
-                    )
-                    state.rejected = True
+                    self._reject_rest(key, state)
                 elif data:
-                    self._problems[(key, -1)] = Finding(
-                        "torn-tail",
-                        f"{key}: {len(data)} bytes after the last complete line (an interrupted write)",
-                        severity="warning",
-                    )
+                    self._torn_tail(key, len(data))
                 return
-            self._apply_lines(key, state, data[:end])
+            self._apply_window(key, state, data, 0, end)
             state.offset += end
             if state.rejected:
                 return
         self._problems.pop((key, -1), None)
+
+    def _apply_window(self, key: str, state: _LogState, data: bytes, start: int, end: int) -> None:
+        """Apply the whole lines ``data[start:end]``, in slices of about ``_APPLY_SLICE`` bytes."""
+        while start < end and not state.rejected:
+            stop = (
+                data.rfind(b"\n", start, min(end, start + _APPLY_SLICE)) + 1
+                or data.find(b"\n", start) + 1
+            )
+            self._apply_lines(key, state, data[start:stop])
+            start = stop
+
+    def _apply_sparse(
+        self, key: str, state: _LogState, length: int, segments: list[tuple[int, bytes]]
+    ) -> bool:
+        """Apply a window of a sparse log given as its data ``segments`` (offset, bytes); the
+        gaps between them are holes, which read as zeros.  No sound line holds a zero byte, so a
+        line that reaches into a hole is damaged whatever else it holds: it is counted, not read.
+        Lines are numbered, counted and reported exactly as if every zero had been read, while
+        the work is that of the bytes really there.  ``False`` when reading this log stops."""
+        line_has_hole = False  # the line being read reaches into a hole
+        expected = state.offset
+        found = False
+        for position, data in segments:
+            if position > expected:
+                line_has_hole = True
+            expected = position + len(data)
+            first = data.find(b"\n")
+            if first < 0:
+                continue
+            found = True
+            start = 0
+            if line_has_hole:
+                number = state.lines + 1
+                if self._count_damage(key, number):
+                    self._problems[(key, number)] = Finding(
+                        "damaged-record",
+                        f"{key} line {number}: reaches into a hole of zero bytes (a sparse file); the line is damaged",
+                    )
+                state.lines += 1
+                if not state.header_ok:
+                    state.rejected = True  # its first line is not a header: ignored, for good
+                    return False
+                line_has_hole = False
+                start = first + 1
+            end = data.rfind(b"\n") + 1
+            self._apply_window(key, state, data, start, end)
+            state.offset = position + end
+            if state.rejected:
+                return False
+        if not found:
+            if length >= LOG_WINDOW:
+                self._reject_rest(key, state)
+            else:
+                self._torn_tail(key, length)
+            return False
+        return True
+
+    def _reject_rest(self, key: str, state: _LogState) -> None:
+        # No line ends within a whole window: far past the line limit, not ours.
+        number = state.lines + 1
+        if self._count_damage(key, number):
+            self._problems[(key, number)] = Finding(
+                "damaged-record",
+                f"{key} line {number}: no line end within {LOG_WINDOW} bytes; the rest of the log is ignored",
+            )
+        state.rejected = True
+
+    def _torn_tail(self, key: str, nbytes: int) -> None:
+        self._problems[(key, -1)] = Finding(
+            "torn-tail",
+            f"{key}: {nbytes} bytes after the last complete line (an interrupted write)",
+            severity="warning",
+        )
+
+    def _count_damage(self, log: str, number: int) -> bool:
+        """Count one damaged line of ``log``; whether to keep it as an example (only the first
+        ``MAX_FINDINGS_PER_LOG`` of each log are; the caller then adds it to the findings)."""
+        if (log, number) in self._problems or (log, number) in self.packs.problems:
+            return False  # counted already
+        state = self._logs.setdefault(log, _LogState())
+        state.damaged += 1
+        return state.damaged <= MAX_FINDINGS_PER_LOG
 
     def _apply_lines(self, key: str, state: _LogState, data: bytes) -> None:
         lines = data.split(b"\n")
@@ -155,11 +249,8 @@ class RecordLog:
                     continue
                 entry = fmt.scan_entry(line, "")
             except StoreError:
-                where = f"{key} line {number}"
-                try:
-                    fmt.scan_entry(line, where) if state.header_ok else fmt.decode_header(line, where)
-                except StoreError as exc:
-                    self._problems[(key, number)] = damaged_line(where, exc)
+                if self._count_damage(key, number):
+                    self._problems[(key, number)] = _rescan(line, f"{key} line {number}", state.header_ok)
                 if not state.header_ok:
                     state.rejected = True  # not a log we understand: ignore all of it, for good
                     return
@@ -172,7 +263,8 @@ class RecordLog:
                     try:
                         fmt.record_from_fields(name, fields, where)
                     except StoreError as exc:
-                        self._problems[(key, number)] = damaged_line(where, exc)
+                        if self._count_damage(key, number):
+                            self._problems[(key, number)] = damaged_line(where, exc)
                 current = entries.get(name)
                 if current is None or current.position < position:
                     entries[name] = _IndexEntry(position, fields)
@@ -203,7 +295,10 @@ class RecordLog:
             try:
                 entry.record = fmt.record_from_fields(name, entry.fields, where)
             except CorruptObjectError as exc:
-                self._problems[(log, number)] = damaged_line(where, exc)
+                if not entry.counted and not self.strict:  # strict: counted as the log was read
+                    entry.counted = True
+                    if self._count_damage(log, number):
+                        self._problems[(log, number)] = damaged_line(where, exc)
                 raise CorruptObjectError(
                     f"tensor {name!r}: its record is damaged ({exc}); run 'tensorcas verify {self.location}'"
                 ) from None
@@ -215,7 +310,19 @@ class RecordLog:
         """Damage found in the logs read so far (blob lines included)."""
         self.packs.all()
         with self._lock:
-            return list(self._problems.values()) + list(self.packs.problems.values())
+            out = list(self._problems.values()) + list(self.packs.problems.values())
+            for log, state in sorted(self._logs.items()):
+                if state.damaged > MAX_FINDINGS_PER_LOG:
+                    hidden = state.damaged - MAX_FINDINGS_PER_LOG
+                    out.append(
+                        Finding(
+                            "damaged-record",
+                            f"{log}: {state.damaged} damaged lines in all; only the first "
+                            f"{MAX_FINDINGS_PER_LOG} are listed (the other {hidden} are counted, not kept)",
+                            count=hidden,
+                        )
+                    )
+            return out
 
     def peek(self, name: str) -> TensorRecord | None:
         """The current record of ``name`` as far as the logs read so far say (no I/O)."""
@@ -305,6 +412,15 @@ class RecordLog:
         """The size of every log together."""
         sizes = (self.backend.stat(key) for key in self.log_keys())
         return sum(info.size for info in sizes if info is not None)
+
+
+def _rescan(line: bytes, where: str, header_ok: bool) -> Finding:
+    """The finding of a line that failed a quick scan, with its location in the message."""
+    try:
+        fmt.scan_entry(line, where) if header_ok else fmt.decode_header(line, where)
+    except StoreError as exc:
+        return damaged_line(where, exc)
+    return Finding("damaged-record", f"{where}: damaged")
 
 
 @contextmanager

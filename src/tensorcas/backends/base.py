@@ -41,6 +41,9 @@ Data = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 #: The most bytes :meth:`Backend.read_into` asks of :meth:`Backend.read_range` at once.
 READ_WINDOW = 16 << 20
 
+#: What ``read_sparse`` gives: ``(offset, bytes)`` of the data between a sparse file's holes.
+Segments = list[tuple[int, bytes]]
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -109,6 +112,28 @@ class Backend(ABC):
         if total == 0 and out.nbytes == 0 and not self.exists(key):
             return None
         return total
+
+    def read_chunks(
+        self, key: str, offset: int, length: int, chunk: int
+    ) -> Iterator[memoryview | bytes]:
+        """Up to ``length`` bytes from ``offset``, ``chunk`` bytes at a time (fewer at the end of
+        the object; nothing if it is absent), so that a caller streaming a large object (verify
+        hashing it) holds one piece at a time whatever size the object claims.  Each piece is
+        valid until the next one is asked for."""
+        done = 0
+        while done < length:
+            piece = self.read_range(key, offset + done, min(chunk, length - done))
+            if not piece:
+                return
+            yield piece
+            done += len(piece)
+
+    def read_sparse(self, key: str, offset: int, length: int) -> Segments | None:
+        """The bytes really stored in ``[offset, offset + length)`` of an object that is mostly
+        holes (a sparse file), as ``(offset, bytes)`` segments in order: the gaps between them
+        read as zeros.  ``None`` (read it as usual) where the backend cannot tell, which is
+        always unless it overrides this."""
+        return None
 
 
 # -- optional abilities -------------------------------------------------------------------------

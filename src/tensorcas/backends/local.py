@@ -19,31 +19,48 @@ It has every optional ability (``Appending``, ``LocalPaths``, ``Grace``, ``Stagi
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat as stat_module
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UnsafeFileError
-from .base import Appender, Appending, Backend, Data, LocalPaths, ObjectInfo, Staged, chunks_of
+from .base import (
+    Appender,
+    Appending,
+    Backend,
+    Data,
+    LocalPaths,
+    ObjectInfo,
+    Segments,
+    Staged,
+    chunks_of,
+)
 from .local_files import (
-    MAX_PACK_FDS,
     O_CREATE,
     O_READ,
+    PACK_FDS,
     SMALL_READ,
     TMP_PREFIX,
     TRASH_PREFIX,
     LocalAppender,
     LocalStaged,
-    close_all,
     fsync_dir,
+    memory_errors,
+    open_evicting,
     os_errors,
 )
 from .local_gc import LocalCollecting
 
 __all__ = ["TMP_PREFIX", "TRASH_PREFIX", "LocalBackend", "os_errors"]
+
+#: Keys have at most this many parts (``blobs/ab/cdef...``; docs/FORMAT.md section 1).
+MAX_KEY_PARTS = 3
+
+#: Tells backends apart in the process's one cache of pack descriptors.
+_tokens = itertools.count()
 
 
 class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
@@ -65,9 +82,9 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
         self._root_made = False
         self._checked_dirs: set[str] = set()
         # Packs are read a few hundred bytes at a time, so their descriptors are kept open (a
-        # pack only grows; a deleted one still reads what it held).
-        self._pack_fds: OrderedDict[str, int] = OrderedDict()
-        self._pack_fds_lock = threading.Lock()
+        # pack only grows; a deleted one still reads what it held), in one cache for the process
+        # (local_files.PACK_FDS), under this backend's token.
+        self._token = next(_tokens)
         # Registered with the first kept descriptor: a backend that keeps none needs no
         # finalizer (one that runs inside someone else's deep recursion can fail there).
         self._finalizer: weakref.finalize | None = None
@@ -99,7 +116,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
             return None
         path = self._path(key)
         try:
-            fd = os.open(path, O_READ)
+            fd = open_evicting(path, O_READ)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -131,7 +148,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        with os_errors("reading", self._path(key)):
+        with os_errors("reading", self._path(key)), memory_errors(self._path(key)):
             fd = self._open_read(key)
             if fd is None:
                 return None
@@ -146,7 +163,7 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
         if length <= SMALL_READ and key.startswith(self.keep_open) and self.keep_open:
             return self._read_pack_range(key, offset, length)
-        with os_errors("reading", self._path(key)):
+        with os_errors("reading", self._path(key)), memory_errors(self._path(key)):
             fd = self._open_read(key)
             if fd is None:
                 return None
@@ -158,20 +175,97 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                 os.close(fd)
 
     def _read_pack_range(self, key: str, offset: int, length: int) -> bytes | None:
-        with self._pack_fds_lock, os_errors("reading", self._path(key)):
-            fd = self._pack_fds.get(key)
+        with PACK_FDS.lock, os_errors("reading", self._path(key)):
+            fd = PACK_FDS.get(self._token, key)
             if fd is None:
                 fd = self._open_read(key)
                 if fd is None:
                     return None
-                self._pack_fds[key] = fd
+                if not PACK_FDS.keep(self._token, key, fd):
+                    # No descriptor to spare under this process's limit: open, read, close.
+                    try:
+                        return os.pread(fd, length, offset)
+                    finally:
+                        os.close(fd)
                 if self._finalizer is None:
-                    self._finalizer = weakref.finalize(self, close_all, self._pack_fds, self._pack_fds_lock)
-                if len(self._pack_fds) > MAX_PACK_FDS:
-                    os.close(self._pack_fds.popitem(last=False)[1])
-            else:
-                self._pack_fds.move_to_end(key)
+                    self._finalizer = weakref.finalize(self, PACK_FDS.forget, self._token)
             return os.pread(fd, length, offset)  # short at the end of the file
+
+    def read_sparse(self, key: str, offset: int, length: int) -> Segments | None:
+        """Segments of a file that is mostly holes, from the filesystem's map of them
+        (``SEEK_DATA``/``SEEK_HOLE``); ``None`` where the system cannot tell, and for a file that
+        is not mostly holes.  Only a hostile or damaged store has sparse logs, and only for those
+        is the map trusted."""
+        if not hasattr(os, "SEEK_HOLE"):
+            return None
+        with os_errors("reading", self._path(key)):
+            fd = self._open_read(key)
+            if fd is None:
+                return None
+            try:
+                st = os.fstat(fd)
+                if st.st_blocks * 512 * 2 >= st.st_size:
+                    return None
+                end = min(offset + length, st.st_size)
+                segments: Segments = []
+                position = offset
+                while position < end:
+                    try:
+                        data = os.lseek(fd, position, os.SEEK_DATA)
+                    except OSError as exc:
+                        if exc.errno == errno.ENXIO:
+                            break  # holes up to the end of the file
+                        raise
+                    if data >= end:
+                        break
+                    stop = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+                    if stop <= data:
+                        return None  # an inconsistent map: read every byte instead
+                    segments.append((data, os.pread(fd, stop - data, data)))
+                    position = stop
+                return segments
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                    return None  # the system cannot tell (an optimisation only: read every byte)
+                raise
+            finally:
+                os.close(fd)
+
+    def read_chunks(
+        self, key: str, offset: int, length: int, chunk: int
+    ) -> Iterator[memoryview | bytes]:
+        """As views of two reused buffers of ``chunk`` bytes, the next read (on one helper
+        thread) while the caller works on this one: hashing streams about as fast as from a
+        mapping, without the SIGBUS a mapping gets if someone truncates the file meanwhile."""
+        if length <= chunk:
+            yield from super().read_chunks(key, offset, length, chunk)
+            return
+        path = self._path(key)
+        with os_errors("reading", path):
+            fd = self._open_read(key)
+            if fd is None:
+                return
+            try:
+                buffers = [memoryview(bytearray(chunk)), memoryview(bytearray(chunk))]
+
+                def fill(i: int, done: int) -> int:
+                    want = min(chunk, length - done)
+                    return os.preadv(fd, [buffers[i][:want]], offset + done) if want > 0 else 0
+
+                with ThreadPoolExecutor(1, thread_name_prefix="tensorcas-read") as pool:
+                    done, current = 0, 0
+                    pending = pool.submit(fill, current, done)
+                    while True:
+                        n = pending.result()
+                        if n <= 0:
+                            return
+                        done += n
+                        view = buffers[current][:n]
+                        current = 1 - current
+                        pending = pool.submit(fill, current, done)
+                        yield view
+            finally:
+                os.close(fd)
 
     def read_into(self, key: str, out: memoryview) -> int | None:
         with os_errors("reading", self._path(key)):
@@ -215,20 +309,22 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
 
     def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """Every entry below ``prefix`` that is not a directory (hidden ones included), with its
-        key; hidden directories and symlinks are not entered."""
+        key; hidden directories and symlinks are not entered, nor directories deeper than a key
+        can be (``MAX_KEY_PARTS``): they are junk, and a chain of them can be longer than any
+        path the system accepts."""
         start = self._path(prefix) if prefix else self.root
         with os_errors("listing", start):
             if not os.path.isdir(self.root) or not self._check_dir(prefix):
                 return
-            stack = [(start, prefix)]
+            stack = [(start, prefix, prefix.count("/") + 1 if prefix else 0)]
             while stack:
-                path, key = stack.pop()
+                path, key, parts = stack.pop()
                 with os.scandir(path) as entries:
                     for entry in entries:
                         child = f"{key}/{entry.name}" if key else entry.name
                         if entry.is_dir(follow_symlinks=False):
-                            if not entry.name.startswith("."):
-                                stack.append((entry.path, child))
+                            if not entry.name.startswith(".") and parts + 1 < MAX_KEY_PARTS:
+                                stack.append((entry.path, child, parts + 1))
                         else:
                             yield child, entry
 

@@ -11,8 +11,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..errors import StoreError, StoreIOError
+from ..errors import ResourceLimitError, StoreError, StoreIOError
 from .base import Appender, Staged
+
+try:
+    import resource
+except ImportError:  # not on Windows: no limit to adapt to
+    resource = None  # type: ignore[assignment]
 
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".gc-"
@@ -36,17 +41,104 @@ def os_errors(action: str, path: str) -> Iterator[None]:
 #: Reads of packs up to this size use a kept-open descriptor (larger ones are clamped to the
 #: file's size first, so that a damaged length cannot allocate without bound).
 SMALL_READ = 1 << 20
+#: The most pack descriptors the process keeps open, for all its stores together; fewer when
+#: the process's descriptor limit is low (see PackDescriptors.budget).
 MAX_PACK_FDS = 64
 
 
-def close_all(fds: OrderedDict[str, int], lock: threading.Lock) -> None:
-    with lock:
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        fds.clear()
+class PackDescriptors:
+    """The pack descriptors the process keeps open, least recently used first.
+
+    One cache for every store the process opens, within a budget taken from the process's
+    descriptor limit (``RLIMIT_NOFILE``) each time a descriptor is added: a sixteenth of the soft
+    limit, at most ``MAX_PACK_FDS``.  So readers never use up the descriptors the rest of the
+    process needs, and a read never fails for want of one: with no budget left it opens, reads
+    and closes.  Callers hold ``lock`` while they use a descriptor, so none is closed under them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._fds: OrderedDict[tuple[int, str], int] = OrderedDict()
+
+    @staticmethod
+    def budget() -> int:
+        if resource is None:
+            return MAX_PACK_FDS
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (OSError, ValueError):
+            return MAX_PACK_FDS
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            return MAX_PACK_FDS
+        return min(MAX_PACK_FDS, soft // 16)
+
+    def get(self, token: int, key: str) -> int | None:
+        fd = self._fds.get((token, key))
+        if fd is not None:
+            self._fds.move_to_end((token, key))
+        return fd
+
+    def keep(self, token: int, key: str, fd: int) -> bool:
+        """Keep ``fd`` open for later reads if the budget allows (evicting the oldest first)."""
+        budget = self.budget()
+        while self._fds and len(self._fds) >= budget:
+            _close_quietly(self._fds.popitem(last=False)[1])
+        if budget <= 0:
+            return False
+        self._fds[(token, key)] = fd
+        return True
+
+    def close_all(self) -> int:
+        """Close every kept descriptor (the process ran out); how many were closed."""
+        with self.lock:
+            count = len(self._fds)
+            while self._fds:
+                _close_quietly(self._fds.popitem()[1])
+            return count
+
+    def forget(self, token: int) -> None:
+        """Close the descriptors of a backend that is gone."""
+        with self.lock:
+            for item in [item for item in self._fds if item[0] == token]:
+                _close_quietly(self._fds.pop(item))
+
+    def after_fork(self) -> None:
+        """In a forked child: a thread of the parent may have held the lock at the fork."""
+        self.lock = threading.RLock()
+
+
+PACK_FDS = PackDescriptors()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=PACK_FDS.after_fork)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def open_evicting(path: str, flags: int) -> int:
+    """``os.open``; if the process is out of descriptors, close the kept pack descriptors (they
+    are only a cache) and try once more."""
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE) or not PACK_FDS.close_all():
+            raise
+    return os.open(path, flags)
+
+
+@contextmanager
+def memory_errors(path: str) -> Iterator[None]:
+    """A read too large for memory (a sparse file of a terabyte) is a ``ResourceLimitError``."""
+    try:
+        yield
+    except (MemoryError, OverflowError):
+        raise ResourceLimitError(
+            f"reading {path}: it is larger than this process can hold in memory; "
+            "the store is damaged or hostile (run 'tensorcas verify')"
+        ) from None
 
 
 class LocalStaged(Staged):

@@ -8,6 +8,7 @@ import stat as stat_module
 import uuid
 from collections.abc import Iterator
 
+from ..errors import UnsafeFileError
 from .base import Grace, Leftover, Staging
 from .local_files import TMP_PREFIX, TRASH_PREFIX, fsync_dir, os_errors
 
@@ -28,9 +29,13 @@ class LocalCollecting(Grace, Staging):
 
     def temporaries(self) -> Iterator[Leftover]:
         """Temporaries of interrupted writes (``.tmp-*``) and objects an interrupted gc moved
-        aside (``.gc-*``), anywhere in the store."""
+        aside (``.gc-*``), anywhere in the store.  A ``.tmp-*`` entry must be a regular file
+        (tensorcas makes no other kind: anything else is junk to ignore); a ``.gc-*`` entry of
+        another kind is listed so that gc removes it (``_link_back`` never makes it visible)."""
         for key, entry in self._walk(""):
-            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+            if entry.name.startswith(TRASH_PREFIX) or (
+                entry.name.startswith(TMP_PREFIX) and entry.is_file(follow_symlinks=False)
+            ):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -40,8 +45,21 @@ class LocalCollecting(Grace, Staging):
     # -- writes ------------------------------------------------------------------------------
 
     def touch(self, key: str) -> bool:
+        """Mark the object in use, unless it shares its inode with another name (a hard link,
+        perhaps to a file outside the store): changing its time would write to that file too.
+        Then ``False``, as for an absent object, and the writer stores its own copy."""
         path = self._path(key)
         with os_errors("touching", path):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return False
+            if not stat_module.S_ISREG(st.st_mode):
+                raise UnsafeFileError(
+                    f"{path} is not a regular file (a symlink?); tensorcas does not follow it"
+                )
+            if st.st_nlink > 1:
+                return False
             try:
                 os.utime(path, follow_symlinks=False)
             except FileNotFoundError:

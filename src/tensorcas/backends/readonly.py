@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..errors import ReadOnlyStoreError
-from .base import Backend, Data, LocalPaths, ObjectInfo
+from .base import Backend, Data, LocalPaths, ObjectInfo, Segments
 
 
 class ReadOnlyBackend(Backend):
@@ -28,6 +28,14 @@ class ReadOnlyBackend(Backend):
 
     def read_into(self, key: str, out: memoryview) -> int | None:
         return self.inner.read_into(key, out)
+
+    def read_chunks(
+        self, key: str, offset: int, length: int, chunk: int
+    ) -> Iterator[memoryview | bytes]:
+        return self.inner.read_chunks(key, offset, length, chunk)
+
+    def read_sparse(self, key: str, offset: int, length: int) -> Segments | None:
+        return self.inner.read_sparse(key, offset, length)
 
     def stat(self, key: str) -> ObjectInfo | None:
         return self.inner.stat(key)

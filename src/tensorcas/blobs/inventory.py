@@ -17,6 +17,9 @@ from ..hashing import new_hasher
 from .locations import BlobLocation, PackContents, Packed, Reachable
 from .packindex import PackIndex
 
+#: Bytes read and hashed at a time by verify: its memory stays bounded by this, whatever the store.
+HASH_CHUNK = 16 << 20
+
 
 class Inventory:
     """Every blob of one store (``refresh`` reads what the logs added)."""
@@ -72,28 +75,38 @@ class Inventory:
         return data
 
     def hash_copy(self, location: BlobLocation) -> tuple[str, int]:
-        """The digest and size of one copy as it is stored; :class:`StoreError` if unreadable."""
+        """The digest and size of one copy as it is stored; :class:`StoreError` if unreadable.
+
+        Read and hashed ``HASH_CHUNK`` bytes at a time, so that memory stays bounded whatever
+        size a file claims (a sparse file of a terabyte is a terabyte of zeros to hash, never in
+        memory at once).  Reads rather than maps: a file truncated meanwhile by someone else ends
+        the hash early (and fails it) instead of killing the process with SIGBUS."""
         if isinstance(location, Packed):
-            hasher = new_hasher(location.nbytes)
-            hasher.update(self.read_copy(location))
-            return format_digest(hasher.hexdigest()), location.nbytes
+            info = self.backend.stat(location.pack)
+            if info is None:
+                raise CorruptObjectError("the pack is missing")
+            if info.size < location.offset + location.nbytes:
+                have = max(0, info.size - location.offset)
+                raise CorruptObjectError(
+                    f"the pack is cut short ({have} of {location.nbytes} bytes)"
+                )
+            digest, nbytes = self._hash_range(location.pack, location.offset, location.nbytes)
+            if nbytes != location.nbytes:
+                raise CorruptObjectError(
+                    f"the pack is cut short ({nbytes} of {location.nbytes} bytes)"
+                )
+            return digest, nbytes
         info = self.backend.stat(location.key)  # also refuses symlinks and special files
         if info is None:
             raise CorruptObjectError("the file vanished while it was verified")
-        hasher = new_hasher(info.size)
-        paths = base.local_paths(self.backend)
-        path = paths.local_path(location.key) if paths is not None else None
-        if path is not None and info.size > 0:
-            try:
-                hasher.update_mmap(path)
-            except OSError as exc:
-                raise CorruptObjectError(f"cannot read {path}: {exc.strerror}") from exc
-        else:
-            offset = 0
-            while offset < info.size:
-                chunk = self.backend.read_range(location.key, offset, base.READ_WINDOW)
-                if not chunk:
-                    break
-                hasher.update(chunk)
-                offset += len(chunk)
-        return format_digest(hasher.hexdigest()), info.size
+        return self._hash_range(location.key, 0, info.size)
+
+    def _hash_range(self, key: str, offset: int, nbytes: int) -> tuple[str, int]:
+        """The digest of up to ``nbytes`` bytes of an object from ``offset``, and how many
+        there were."""
+        hasher = new_hasher(nbytes)
+        done = 0
+        for piece in self.backend.read_chunks(key, offset, nbytes, HASH_CHUNK):
+            hasher.update(piece)
+            done += len(piece)
+        return format_digest(hasher.hexdigest()), done

@@ -272,13 +272,14 @@ class Blobs:
 
     def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
-        of its own.  Replaces a stored blob of the wrong size (damaged); otherwise never
-        overwrites, and bytes already stored are only marked in use."""
+        of its own.  Bytes already stored are only marked in use.  A stored blob of the wrong
+        size (damaged), or one that cannot be marked in use (a hard link: see
+        ``LocalBackend.touch``), is replaced by this copy, which is fresh for gc."""
         if self.reuse(digest, nbytes):
             return
         key = blob_key(digest)
         info = self.backend.stat(key)
-        self.backend.put_if_absent(key, chunks, overwrite=info is not None and info.size != nbytes)
+        self.backend.put_if_absent(key, chunks, overwrite=info is not None)
 
     def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> str:
         """Hash and store bytes that must be fetched to be seen at all (a device storage copied to
@@ -304,7 +305,8 @@ class Blobs:
             info = self.backend.stat(key)
             if info is not None and info.size == nbytes and self._touch(key):
                 return digest  # stored already (the temporary is discarded)
-            staged.publish(key, overwrite=info is not None)  # replaces a blob of the wrong size
+            # Replaces a blob of the wrong size, or one that cannot be touched (a hard link).
+            staged.publish(key, overwrite=info is not None)
         return digest
 
     def reachable_blobs(self) -> Reachable:

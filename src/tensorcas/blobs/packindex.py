@@ -8,6 +8,7 @@ opens only list names, and a store may hold millions of small blobs.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ..errors import Finding, StoreError
 from ..format import PackedBlob, decode_blob_line
@@ -26,6 +27,9 @@ class PackIndex:
         self.sealed: set[str] = set()
         #: Blob lines that could not be read, by (log key, line number).
         self.problems: dict[tuple[str, int], Finding] = {}
+        #: Counts a damaged line of a log; whether to keep it as an example (the record log
+        #: sets this, so that a log of millions of damaged lines costs bounded memory).
+        self.count_damage: Callable[[str, int], bool] = lambda log, number: True
 
     def defer(self, line: bytes, log: str, number: int) -> None:
         """Keep a blob line for parsing when a packed blob is first looked up."""
@@ -48,7 +52,8 @@ class PackIndex:
                     try:
                         entry = decode_blob_line(line, where)
                     except StoreError as exc:
-                        self.problems[(log, number)] = damaged_line(where, exc)
+                        if self.count_damage(log, number):
+                            self.problems[(log, number)] = damaged_line(where, exc)
                         continue
                     self.add(entry)
                 self._pending.clear()

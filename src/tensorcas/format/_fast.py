@@ -23,6 +23,16 @@ _PLAIN_NAME = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]+)"'
 
 #: The start of a put line with a plain name: enough to index a name without parsing the rest.
 _PUT_START_RE = re.compile(rb'[0-9a-f]{16} \{"op":"put","t":' + _INT + rb',"name":' + _PLAIN_NAME + rb",")
+#: The rest of a put line after ``_PUT_START_RE``'s match, in the reference writer's exact form:
+#: only a line that is canonical to its end takes the fast path, so that a line whose JSON is
+#: broken after the name is treated exactly as the JSON path treats it (FORMAT.md section 4.5).
+_PUT_TAIL_RE = re.compile(
+    rb'"dtype":"[a-z0-9_]{1,32}","shape":(?:\[(?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18}))*\]|\[\]),'
+    rb'"stride":(?:\[(?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18}))*\]|\[\]),"offset":(?:0|[1-9][0-9]{0,18}),'
+    rb'"requires_grad":(?:true|false),"blob":"blake3:[0-9a-f]{64}","nbytes":(?:0|[1-9][0-9]{0,18})\}'
+)
+#: A whole put line with a plain name in that form: one match, not two.
+_PUT_WHOLE_RE = re.compile(_PUT_START_RE.pattern + _PUT_TAIL_RE.pattern)
 _PUT_RE = re.compile(
     rb'[0-9a-f]{16} \{"op":"put","t":[0-9]+,"name":"[\x20\x21\x23-\x5b\x5d-\x7e]+","dtype":"([a-z0-9_]{1,32})",'
     rb'"shape":' + _INTS + rb',"stride":' + _INTS + rb',"offset":' + _INT + rb',"requires_grad":(true|false),'
@@ -57,8 +67,10 @@ def seal_body(pack: str) -> bytes:
 
 
 def put_start(line: bytes) -> tuple[int, str] | None:
-    """``(time_ns, name)`` of a put line with a plain name, unchecked beyond syntax; else ``None``."""
-    match = _PUT_START_RE.match(line)
+    """``(time_ns, name)`` of a put line with a plain name in the writer's exact form to its
+    end, unchecked beyond syntax; else ``None`` (the JSON path then decides: both paths must
+    agree on every line, FORMAT.md section 4.5)."""
+    match = _PUT_WHOLE_RE.fullmatch(line)
     if match is None:
         return None
     return int(match[1]), match[2].decode("ascii")

@@ -259,7 +259,7 @@ def _refuse_damage(store: Store, force: bool) -> None:
     damaged = [p for p in store.problems() if p.severity == "error"]
     if damaged and not force:
         raise DamagedStoreError(
-            f"store {store.location} has {len(damaged)} unreadable log line(s) or log(s) (first: "
+            f"store {store.location} has {sum(p.count for p in damaged)} unreadable log line(s) or log(s) (first: "
             f"{damaged[0].message}); the blobs they use would look unused. Run "
             f"'tensorcas verify {store.location}', then 'tensorcas gc --force {store.location}' to collect anyway"
         )

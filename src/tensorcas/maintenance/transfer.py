@@ -232,6 +232,11 @@ def import_store(
     target = loc.backend if isinstance(loc, Store) else loc
     if stat.S_ISDIR(st.st_mode):
         return _import_torch_store(target, src, prefix, progress)
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would block the reader (or never end): refuse it before opening.
+        raise ImportSourceError(
+            f"{src} is not a regular file or a directory; give a safetensors file or a directory"
+        )
     return _import_safetensors(target, src, prefix, progress)
 
 
@@ -310,13 +315,18 @@ def torch_store_files(src: str, prefix: str = "") -> list[tuple[str, str]]:
     """``(name, path)`` of every tensor file of the PyTorch content store ``src``, in writing
     order (the files' modification times, then names); names are checked, symlinks refused."""
     tensors_dir = os.path.join(src, "tensors")
-    if not os.path.isdir(os.path.join(src, "storages")) and not os.path.isdir(tensors_dir):
+    # Inside the source, nothing is followed: its two directories are checked like its files.
+    present = [sub for sub in ("storages", "tensors") if os.path.lexists(os.path.join(src, sub))]
+    for sub in present:
+        _regular(os.path.join(src, sub), directory=True)
+    if not present:
         raise ImportSourceError(
             f"{src} is a directory without 'tensors/' or 'storages/': not a PyTorch content store "
             "(to copy a tensorcas store, use 'tensorcas cp SOURCE TARGET')"
         )
     files: list[tuple[int, str, str]] = []  # (mtime, name, path)
-    for dirpath, dirs, filenames in os.walk(tensors_dir):
+    walked = os.walk(tensors_dir, onerror=_walk_error) if "tensors" in present else ()
+    for dirpath, dirs, filenames in walked:
         for d in dirs:
             _regular(os.path.join(dirpath, d), directory=True)
         for filename in filenames:
@@ -382,8 +392,27 @@ def _import_name(prefix: str, key: str, src: str) -> str:
         ) from None
 
 
+def _walk_error(exc: OSError) -> None:
+    """A directory of the source that cannot be listed (too deep for a path, unreadable) would
+    silently lose its tensors: refuse the import instead."""
+    raise ImportSourceError(
+        f"cannot list {_short(str(exc.filename))}: {exc.strerror}; the source is damaged or unreadable"
+    )
+
+
+def _short(path: str) -> str:
+    return path[:200] + ("..." if len(path) > 200 else "")
+
+
 def _regular(path: str, *, directory: bool = False) -> os.stat_result:
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a path too long for the system, a directory that cannot be searched
+        raise ImportSourceError(
+            f"cannot list {_short(path)}: {exc.strerror}; the source is damaged or unreadable"
+        ) from None
     ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
     if not ok:
         raise ImportSourceError(
@@ -393,9 +422,27 @@ def _regular(path: str, *, directory: bool = False) -> os.stat_result:
 
 
 def _torch_load(path: str) -> Any:
-    """``torch.load`` restricted to tensors, storages and plain data (``weights_only=True``)."""
+    """``torch.load`` restricted to tensors, storages and plain data (``weights_only=True``), of
+    the regular file at ``path`` itself: opened without following a link or waiting on a FIFO."""
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except OSError as exc:
+        raise ImportSourceError(
+            f"cannot open {path}: {exc.strerror}; tensorcas does not follow symlinks in a source"
+        ) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ImportSourceError(
+                f"{path} is not a regular file; tensorcas does not read special files"
+            )
+        return _torch_load_file(f, path)
+
+
+def _torch_load_file(f: Any, path: str) -> Any:
+    try:
+        return torch.load(f, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many kinds for a damaged or hostile file
         raise ImportSourceError(
             f"{path} cannot be loaded with torch.load(weights_only=True): {type(exc).__name__}: "
