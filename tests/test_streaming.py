@@ -26,7 +26,7 @@ def test_streamed_blob_holds_exactly_the_hashed_bytes(loc):
     data = torch.randn(5 * STREAM_CHUNK // 4 + 123)  # several pieces per chunk, a short last one
     store = Store.open(loc, create=True)
     for _ in range(5):
-        digest = store.blobs.put_streaming(lambda: reused_buffer_chunks(data, 2 * STREAM_CHUNK + 4096), data.nbytes)
+        digest, _ = store.blobs.put_streaming(lambda: reused_buffer_chunks(data, 2 * STREAM_CHUNK + 4096), data.nbytes)
         assert digest == tensorcas.hash_storage(data.untyped_storage())
         assert tensorcas.verify(loc).ok
         data.add_(1)
@@ -48,3 +48,35 @@ def test_large_reads_land_in_ordinary_storages(tmp_path):
     z = ContentStoreReader(loc).read_tensor("x")
     z.untyped_storage().resize_(8)
     assert z.untyped_storage().nbytes() == 8
+
+
+def test_new_large_storages_are_written_while_hashed_unless_mostly_stored(tmp_path, monkeypatch):
+    """New large bytes are written while they are hashed; once most large storages of a writer
+    turn out to be stored already (an unchanged checkpoint under new names), it hashes first and
+    skips their writes."""
+    import tensorcas.blobs.layer as layer
+    from tensorcas.hashing import OVERLAP_THRESHOLD
+
+    streamed: list[int] = []
+    real = layer.hash_while_writing
+
+    def counting(chunks, write, nbytes):
+        streamed.append(nbytes)
+        return real(chunks, write, nbytes)
+
+    monkeypatch.setattr(layer, "hash_while_writing", counting)
+    loc = str(tmp_path / "store")
+    n = OVERLAP_THRESHOLD // 4 + 1000
+    weights = [torch.full((n,), float(i)) for i in range(4)]
+    with ContentStoreWriter(loc) as writer:
+        for i, w in enumerate(weights):
+            writer.write_tensor(f"ckpt1/w{i}", w)
+    assert len(streamed) == 4  # all new: each written while hashed
+    streamed.clear()
+    with ContentStoreWriter(loc) as writer:
+        for i, w in enumerate(weights):
+            writer.write_tensor(f"ckpt2/w{i}", w.clone())  # same bytes, new names and storages
+    assert len(streamed) == 1  # the first is written and discarded; the rest are hashed first
+    reader = ContentStoreReader(loc, verify=True)
+    for i, w in enumerate(weights):
+        assert torch.equal(reader.read_tensor(f"ckpt2/w{i}"), w)

@@ -17,7 +17,7 @@ grace period.  Background writing decides only *when* this runs (``writer``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -72,6 +72,8 @@ class Placement:
         self._index_read = False
         #: (data pointer, size) of storages written lately: a hint that the bytes may be unchanged.
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
+        #: For this writer's last large storages: whether each was stored already.
+        self._stored_lately: deque[bool] = deque(maxlen=8)
 
     def read_index_once(self) -> None:
         """Learn what earlier writers stored, once (a writer's first write)."""
@@ -94,12 +96,22 @@ class Placement:
         def source() -> Iterable[memoryview]:
             return iter_storage_chunks(storage)
 
-        if self._probably_stored(storage, name) or (storage.device.type == "cpu" and nbytes < OVERLAP_THRESHOLD):
+        small_cpu = storage.device.type == "cpu" and nbytes < OVERLAP_THRESHOLD
+        if small_cpu or self._probably_stored(storage, name) or self._mostly_stored_lately():
             # Hash first: if the bytes are unchanged, nothing is written at all.
             return self.known(hash_storage(storage), nbytes, source)
         # Probably new: write while hashing (a device storage is copied to the host once); if the
         # bytes turn out to be stored already, the written copy is discarded.
-        return Placed(self.blobs.put_streaming(source, nbytes), nbytes, None, source)
+        digest, new = self.blobs.put_streaming(source, nbytes)
+        self._stored_lately.append(not new)
+        return Placed(digest, nbytes, None, source)
+
+    def _mostly_stored_lately(self) -> bool:
+        """Whether most of this writer's last large storages turned out to be stored already (a
+        checkpoint of mostly unchanged weights under new names): then hashing first pays, since
+        it skips their writes; a run of new storages goes back to writing while hashing."""
+        lately = self._stored_lately
+        return bool(lately) and 2 * sum(lately) >= len(lately)
 
     def known(self, digest: str, nbytes: int, source: Source) -> Placed:
         """The decision for bytes whose digest is known (see the module's docstring)."""
@@ -107,7 +119,9 @@ class Placement:
         if self.blobs.packs_size(nbytes):
             packed = None if self.blobs.reuse(digest, nbytes) else _joined(source())
             return Placed(digest, nbytes, packed, source)
-        self.blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
+        new = self.blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
+        if nbytes >= OVERLAP_THRESHOLD:
+            self._stored_lately.append(not new)
         return Placed(digest, nbytes, None, source)
 
     def confirm(self, placed: Placed) -> None:

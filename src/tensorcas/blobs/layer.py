@@ -270,20 +270,22 @@ class Blobs:
             self.packs.add(entry)
         self._touched[cached_pack_key(entry.pack)] = time.monotonic()
 
-    def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> None:
+    def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> bool:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
-        of its own.  Bytes already stored are only marked in use.  A stored blob of the wrong
-        size (damaged), or one that cannot be marked in use (a hard link: see
+        of its own; ``False`` if they were stored already (then only marked in use).  A stored
+        blob of the wrong size (damaged), or one that cannot be marked in use (a hard link: see
         ``LocalBackend.touch``), is replaced by this copy, which is fresh for gc."""
         if self.reuse(digest, nbytes):
-            return
+            return False
         key = blob_key(digest)
         info = self.backend.stat(key)
         self.backend.put_if_absent(key, chunks, overwrite=info is not None)
+        return True
 
-    def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> str:
+    def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> tuple[str, bool]:
         """Hash and store bytes that must be fetched to be seen at all (a device storage copied to
-        the host a piece at a time); return their digest.
+        the host a piece at a time); return their digest, and whether they were new (``False``:
+        stored already, the copy just written is discarded).
 
         With ``Staging``, the bytes are written to a temporary object while they are hashed (on
         two threads for large ones, see ``hashing.hash_while_writing``), and the object is
@@ -297,17 +299,16 @@ class Blobs:
             for chunk in chunks():
                 hasher.update(chunk)
             digest = format_digest(hasher.hexdigest())
-            self.put(digest, chunks(), nbytes)
-            return digest
+            return digest, self.put(digest, chunks(), nbytes)
         with staging.stage(BLOBS) as staged:
             digest = hash_while_writing(chunks(), staged.write, nbytes)
             key = blob_key(digest)
             info = self.backend.stat(key)
             if info is not None and info.size == nbytes and self._touch(key):
-                return digest  # stored already (the temporary is discarded)
+                return digest, False  # stored already (the temporary is discarded)
             # Replaces a blob of the wrong size, or one that cannot be touched (a hard link).
             staged.publish(key, overwrite=info is not None)
-        return digest
+        return digest, True
 
     def reachable_blobs(self) -> Reachable:
         """Every blob stored, where, and how large (see :class:`Inventory`)."""
