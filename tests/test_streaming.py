@@ -80,3 +80,29 @@ def test_new_large_storages_are_written_while_hashed_unless_mostly_stored(tmp_pa
     reader = ContentStoreReader(loc, verify=True)
     for i, w in enumerate(weights):
         assert torch.equal(reader.read_tensor(f"ckpt2/w{i}"), w)
+
+
+def test_a_forked_child_writes_large_new_storages(tmp_path):
+    """The hashing thread of a parent does not exist in a forked child: the child's large writes
+    (hashed while written) must not wait for it."""
+    import multiprocessing
+
+    from tensorcas.hashing import OVERLAP_THRESHOLD
+
+    loc = str(tmp_path / "store")
+    with ContentStoreWriter(loc) as writer:  # the parent's hashing thread is started here
+        writer.write_tensor("parent", torch.randn(OVERLAP_THRESHOLD // 4 + 1000))
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(loc,))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert ContentStoreReader(loc, verify=True).read_tensor("child").numel() == OVERLAP_THRESHOLD // 4 + 7
+
+
+def _write_in_child(loc: str) -> None:
+    from tensorcas.hashing import OVERLAP_THRESHOLD
+
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("child", torch.randn(OVERLAP_THRESHOLD // 4 + 7))

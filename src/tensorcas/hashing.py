@@ -10,6 +10,7 @@ host memory.  Large buffers are hashed on all cores by the BLAKE3 library's own 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,18 @@ def _pool() -> ThreadPoolExecutor:
         if _overlap_pool is None:
             _overlap_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-hash")
         return _overlap_pool
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has none of its parent's threads: an inherited pool would queue work that
+    never runs.  The child makes its own on first use."""
+    global _overlap_pool, _overlap_lock
+    _overlap_pool = None
+    _overlap_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def hash_while_writing(chunks: Iterable[memoryview], write: Callable[[memoryview], object], nbytes: int) -> str:
