@@ -4,6 +4,7 @@ walk, and turning records into JSON-ready dictionaries.  Nothing here imports to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -88,3 +89,10 @@ def format_nbytes(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def json_number(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

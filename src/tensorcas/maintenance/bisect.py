@@ -26,7 +26,7 @@ from .. import format as fmt
 from ..errors import RecordingError
 from ..reader import ContentStoreReader
 from ..recording.log import Entry, read_order
-from ._common import Progress, check_walkable, unravel
+from ._common import Progress, check_walkable, json_number, unravel
 from ._walk import iter_chunks, to_wide
 from .diff import Target, parse_target
 
@@ -79,9 +79,7 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         out = dict(vars(self))
         for key in ("max_abs_error", "max_rel_error", "mean_abs_error"):
-            value = out[key]
-            if not math.isfinite(value):
-                out[key] = "nan" if math.isnan(value) else "inf"
+            out[key] = json_number(out[key])
         return out
 
 

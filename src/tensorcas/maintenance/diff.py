@@ -28,7 +28,14 @@ from ..backends.base import Backend
 from ..backends.objectstore import is_url
 from ..errors import FormatError
 from ..store import Location, Store
-from ._common import Progress, check_walkable, check_walkable_tensor, open_store, unravel
+from ._common import (
+    Progress,
+    check_walkable,
+    check_walkable_tensor,
+    json_number,
+    open_store,
+    unravel,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -92,9 +99,7 @@ class TensorDiff:
     def to_json(self) -> dict[str, Any]:
         out = dict(vars(self))
         for key in ("max_abs_error", "max_rel_error"):
-            value = out[key]
-            if isinstance(value, float) and not math.isfinite(value):
-                out[key] = "nan" if math.isnan(value) else "inf"
+            out[key] = json_number(out[key])
         return out
 
 

@@ -8,13 +8,12 @@ callback follows the walk.  torch is imported only when values are looked at.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import format as fmt
 from ..store import Location, Store
-from ._common import Progress, check_walkable, open_store, record_to_json
+from ._common import Progress, check_walkable, json_number, open_store, record_to_json
 
 #: Dtypes torch cannot convert to float64 element by element (packed sub-byte formats).
 _NO_ARITHMETIC = frozenset({"float4_e2m1fn_x2"})
@@ -80,7 +79,7 @@ class TensorSummary:
     def to_json(self) -> dict[str, Any]:
         stats = None
         if self.stats is not None:
-            stats = {k: _json_number(v) for k, v in vars(self.stats).items()}
+            stats = {k: json_number(v) for k, v in vars(self.stats).items()}
             stats["inf"] = self.stats.inf
         return {
             "location": self.location,
@@ -89,7 +88,7 @@ class TensorSummary:
             "histogram": None
             if self.histogram is None
             else {
-                "edges": [_json_number(e) for e in self.histogram.edges],
+                "edges": [json_number(e) for e in self.histogram.edges],
                 "counts": self.histogram.counts,
             },
             "values": None if self.values is None else [_json_value(v) for v in self.values],
@@ -160,14 +159,7 @@ def show(
     return summary
 
 
-def _json_number(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
 def _json_value(value: Any) -> Any:
     if isinstance(value, complex):
-        return [_json_number(value.real), _json_number(value.imag)]
-    return _json_number(value)
+        return [json_number(value.real), json_number(value.imag)]
+    return json_number(value)
