@@ -148,3 +148,13 @@ def test_a_stalled_upload_is_sent_again_and_lands_once(proxy, s3_server, s3_url)
     proxy.heal()
     _consistent(s3_server, s3_url, tensors)
     assert ContentStoreReader(_direct(s3_server, s3_url)).list_tensors() == ["warmup", *tensors]
+
+
+def test_a_timing_in_a_client_message_is_not_a_status_code():
+    """"in 107.148503ms" once made an unreachable endpoint read as a busy service."""
+    from tensorcas.backends.objectstore import _classify
+
+    unreachable = RuntimeError("Error performing GET in 107.148503ms - HTTP error: error sending request")
+    assert "could not be reached" in str(_classify(unreachable, "reading", "x"))
+    busy = RuntimeError("Server returned non-2xx status code: 503 Service Unavailable")
+    assert "busy" in str(_classify(busy, "reading", "x"))
