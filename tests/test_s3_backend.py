@@ -49,7 +49,7 @@ class TestObjectStoreBackend(BackendTests):
 
 
 def test_large_objects_go_in_parts_and_come_back_in_parallel_ranges(s3_server, s3_url, monkeypatch):
-    from tensorcas.backends import objectstore
+    from tensorcas.backends.objectstore import backend as objectstore
 
     monkeypatch.setattr(objectstore, "MULTIPART_THRESHOLD", 1 << 20)
     monkeypatch.setattr(objectstore, "READ_PART_SIZE", 256 << 10)

@@ -152,9 +152,9 @@ def test_a_stalled_upload_is_sent_again_and_lands_once(proxy, s3_server, s3_url)
 
 def test_a_timing_in_a_client_message_is_not_a_status_code():
     """"in 107.148503ms" once made an unreachable endpoint read as a busy service."""
-    from tensorcas.backends.objectstore import _classify
+    from tensorcas.backends.objectstore.failures import classify
 
     unreachable = RuntimeError("Error performing GET in 107.148503ms - HTTP error: error sending request")
-    assert "could not be reached" in str(_classify(unreachable, "reading", "x"))
+    assert "could not be reached" in str(classify(unreachable, "reading", "x"))
     busy = RuntimeError("Server returned non-2xx status code: 503 Service Unavailable")
-    assert "busy" in str(_classify(busy, "reading", "x"))
+    assert "busy" in str(classify(busy, "reading", "x"))

@@ -1,0 +1,506 @@
+"""The object-storage backend: the core, appends as segments, parallel and cached reads.
+
+The core (get, read a range, stat, put-if-absent, delete, list) maps to one request each, or two
+where S3 cannot say in one (a delete that reports whether something was there; a stat of a key
+that may be a run of segments, and is not plain).  ``get``, ``read_range``, ``stat`` and ``list``
+of a segmented key (``segments.py``) behave exactly as an appended object: the size is the last
+segment's end, the modification time the last segment's, ``list`` shows the logical key only.
+Segment lists are cached per key; a read within the known end costs no listing, a ``stat`` one
+listing of the newest segments.  When its writer closes it, a log or pack becomes one plain
+object of the same bytes (``_consolidate``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..base import Appender, Appending, Backend, Data, ObjectInfo, chunks_of
+from .cache import CACHE_MIN_BYTES, copy_path, keep_copy, read_copy
+from .config import open_url, put_backoff
+from .failures import resend, translated, unless_bucket_missing
+from .segments import (
+    SEGMENTS,
+    Chain,
+    Listed,
+    SegmentAppender,
+    chain_of,
+    segment_key,
+    split_segment,
+    timestamp,
+)
+
+#: Objects larger than this are uploaded in parallel multipart parts.
+MULTIPART_THRESHOLD = 16 << 20
+#: The size of each part of a multipart upload.
+PART_SIZE = 8 << 20
+#: Objects up to this size are read in one request; larger ones in ranges of this size, several
+#: at once (S3's guidance for throughput).  Not smaller: each ranged request costs a round trip,
+#: and some servers (moto's among them) read the whole object for each range.
+READ_PART_SIZE = 32 << 20
+#: Requests one backend has in flight at once for one large object or a run of segments.
+MAX_CONCURRENCY = 8
+
+
+class ObjectStoreBackend(Backend, Appending):
+    """Objects under a prefix of a bucket, through an obstore store.
+
+    Open one with :meth:`from_url`; or wrap an obstore store built by hand (any obstore store
+    works, which is how the tests also run the contract on obstore's in-memory store).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        location: str,
+        *,
+        max_concurrency: int = MAX_CONCURRENCY,
+        retry: Mapping[str, Any] | None = None,
+        appends_under: tuple[str, ...] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        import obstore
+
+        self._obs = obstore
+        self.store = store
+        self.location = location
+        self._segments: dict[str, Chain] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_concurrency, thread_name_prefix="tensorcas-obj"
+        )
+        self._max_concurrency = max_concurrency
+        self._appends_under = appends_under
+        self._cache = None if cache_dir is None else os.path.abspath(os.fspath(cache_dir))
+        self._put_retries, self._backoff = put_backoff(retry)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        retry: Mapping[str, Any] | None = None,
+        appends_under: tuple[str, ...] | None = None,
+    ) -> ObjectStoreBackend:
+        """The bucket and prefix ``url`` names (``s3://bucket/prefix``, ``gs://...``, ``az://...``).
+
+        Configuration comes from the service's standard environment (``AWS_ENDPOINT_URL``,
+        ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` or ``AWS_DEFAULT_REGION``,
+        ``AWS_PROFILE`` when boto3 is installed; ``GOOGLE_*``; ``AZURE_*``), then from
+        ``storage_options``, which win: obstore's configuration keys (``endpoint``,
+        ``access_key_id``, ``region``, ``skip_signature``...) and its HTTP client's
+        (``allow_http``, ``timeout``...).  ``anon=True`` (or ``skip_signature=True``) reads a
+        public bucket without credentials.  ``retry`` replaces :data:`DEFAULT_RETRY`.
+        ``appends_under``: key prefixes that hold every appended object (a store passes its logs'
+        and packs' directories), so that a key elsewhere costs no look for segments.
+        ``storage_options["cache_dir"]``: a local directory that keeps a copy of each object of
+        at least :data:`CACHE_MIN_BYTES` read whole (see :meth:`read_into`).
+        """
+        opened = open_url(url, storage_options, retry)
+        return cls(
+            opened.store,
+            opened.location,
+            retry=retry,
+            appends_under=appends_under,
+            cache_dir=opened.cache_dir,
+        )
+
+    def _where(self, key: str) -> str:
+        return f"{self.location}/{key}"
+
+    # -- plain objects ------------------------------------------------------------------------
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        with translated("inspecting", self._where(key)):
+            try:
+                meta = self._obs.head(self.store, key)
+            except FileNotFoundError as exc:
+                unless_bucket_missing(exc, self.location)
+                return None
+        return ObjectInfo(int(meta["size"]), timestamp(meta))
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes | None:
+        """Bytes ``start:end`` of a plain object (fewer at its end), ``None`` if absent."""
+        buffer = self._get_buffer(key, start, end)
+        return None if buffer is None else bytes(buffer)
+
+    def _get_buffer(self, key: str, start: int, end: int) -> memoryview | None:
+        """Like :meth:`_get_range`, as a view of the client's own buffer (no copy)."""
+        if end <= start:
+            return memoryview(b"") if self._head(key) is not None else None
+        with translated("reading", self._where(key)):
+            try:
+                return memoryview(self._obs.get_range(self.store, key, start=start, end=end))
+            except FileNotFoundError as exc:
+                unless_bucket_missing(exc, self.location)
+                return None
+            except self._obs.exceptions.GenericError as exc:
+                if "416" in str(exc):  # the range starts at or past the end: the object is there
+                    return memoryview(b"")
+                raise
+
+    def _put(self, key: str, data: Data, *, create: bool) -> bool:
+        """Publish ``data`` under ``key``: conditionally (``create``) or replacing what is there."""
+        exc_type = self._obs.exceptions.AlreadyExistsError
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            body = memoryview(data).cast("B")
+            if body.nbytes <= MULTIPART_THRESHOLD:
+                mode = "create" if create else "overwrite"
+                try:
+                    self._resending(
+                        key,
+                        lambda: self._obs.put(
+                            self.store, key, body, mode=mode, use_multipart=False
+                        ),
+                    )
+                except exc_type:
+                    return False
+                return True
+            return self._put_large(key, lambda: iter([body]), create)
+        # Pieces may be views of a buffer their producer reuses: copy each as it is taken.
+        pieces = chunks_of(data)
+        head: list[bytes] = []
+        total = 0
+        for piece in pieces:
+            head.append(bytes(piece))
+            total += len(head[-1])
+            if total > MULTIPART_THRESHOLD:
+                rest = itertools.chain(head, (bytes(p) for p in pieces))
+                return self._put_large(key, lambda rest=rest: rest, create, again=False)  # type: ignore[misc]
+        return self._put(key, b"".join(head), create=create)
+
+    def _put_large(
+        self,
+        key: str,
+        pieces: Callable[[], Iterator[bytes | memoryview]],
+        create: bool,
+        *,
+        again: bool = True,
+    ) -> bool:
+        if create and self._head(key) is not None:
+            return False
+        upload = functools.partial(
+            self._obs.put,
+            self.store,
+            key,
+            use_multipart=True,
+            chunk_size=PART_SIZE,
+            max_concurrency=self._max_concurrency,
+        )
+        if again:
+            self._resending(key, lambda: upload(pieces()))
+        else:
+            with translated("writing", self._where(key)):
+                upload(pieces())
+        return True
+
+    def _resending(self, key: str, put: Callable[[], object]) -> None:
+        resend(put, self._where(key), retries=self._put_retries, backoff=self._backoff)
+
+    # -- segments -------------------------------------------------------------------------------
+
+    def _list_segments(self, key: str, after: int | None = None) -> list[Listed]:
+        """The segments of ``key`` as listed (those ending after ``after``, if given)."""
+        offset = None if after is None else segment_key(key, after)
+        out: list[Listed] = []
+        with translated("listing", self._where(key + SEGMENTS)):
+            for batch in self._obs.list(
+                self.store, prefix=key + SEGMENTS.rstrip("/"), offset=offset, chunk_size=1000
+            ):
+                for meta in batch:
+                    split = split_segment(meta["path"])
+                    if split is not None and split[0] == key:
+                        out.append((split[1], int(meta["size"]), timestamp(meta)))
+        return out
+
+    def _refresh_segments(self, key: str) -> Chain | None:
+        """The chain of ``key`` now; one listing of the newest segments when it is cached (if
+        the last known segment is still there, every earlier one is: ``delete`` removes the last
+        one first), a full listing otherwise."""
+        with self._lock:
+            cached = self._segments.get(key)
+        chain: Chain | None = None
+        if cached is not None and len(cached) >= 2:
+            newer = self._list_segments(key, after=cached[-2][0])
+            if newer and min(newer)[0] == cached[-1][0]:
+                known = [
+                    (end, end - prev, mtime)
+                    for (prev, _), (end, mtime) in itertools.pairwise(cached)
+                ]
+                chain = chain_of([(0, 0, cached[0][1]), *known[:-1], *newer])
+        if chain is None:
+            chain = chain_of(self._list_segments(key))
+        with self._lock:
+            if chain is None:
+                self._segments.pop(key, None)
+            else:
+                self._segments[key] = chain
+        return chain
+
+    def _read_segments(self, key: str, chain: Chain, start: int, end: int) -> bytes | None:
+        """Bytes ``start:end`` of a segmented object; ``None`` if a segment vanished."""
+        wanted = []
+        previous = 0
+        for seg_end, _ in chain[1:]:
+            if seg_end > start and previous < end:
+                wanted.append(
+                    (
+                        segment_key(key, seg_end),
+                        max(start, previous) - previous,
+                        min(end, seg_end) - previous,
+                    )
+                )
+            previous = seg_end
+            if previous >= end:
+                break
+        if not wanted:
+            return b""
+        if len(wanted) == 1:
+            pieces = [self._get_range(*wanted[0])]
+        else:
+            pieces = list(self._pool.map(lambda w: self._get_range(*w), wanted))
+        if any(p is None for p in pieces):
+            return None
+        return b"".join(p for p in pieces if p is not None)
+
+    def _segmented_range(self, key: str, offset: int, length: int) -> bytes | None:
+        """Bytes of a key known to be segmented; a cached chain is used while the range lies
+        within it, re-listed past its end or when a segment vanished."""
+        with self._lock:
+            chain = self._segments.get(key)
+        for attempt in range(2):
+            if chain is None or attempt or offset + length > chain[-1][0]:
+                chain = self._refresh_segments(key)
+                if chain is None:
+                    return None
+            data = self._read_segments(key, chain, offset, min(offset + length, chain[-1][0]))
+            if data is not None:
+                return data
+        return None
+
+    # -- the core ------------------------------------------------------------------------------
+
+    def _known_segmented(self, key: str) -> bool:
+        with self._lock:
+            return key in self._segments
+
+    def _may_be_segmented(self, key: str) -> bool:
+        return self._appends_under is None or key.startswith(self._appends_under)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        if not self._may_be_segmented(key):
+            return self._head(key)
+        known = self._known_segmented(key)
+        if not known:
+            info = self._head(key)
+            if info is not None:
+                return info
+        chain = self._refresh_segments(key)
+        if chain is not None:
+            return ObjectInfo(chain[-1][0], chain[-1][1])
+        return self._head(key) if known else None  # gc may have put it back whole
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
+        if offset < 0 or length < 0:
+            raise ValueError(f"negative range {offset}+{length} of {key}")
+        if self._known_segmented(key):
+            data = self._segmented_range(key, offset, length)
+            if data is not None:
+                return data
+        data = self._get_range(key, offset, offset + length)
+        if data is None and not self._known_segmented(key) and self._may_be_segmented(key):
+            return self._segmented_range(key, offset, length)
+        return data
+
+    def get(self, key: str) -> bytes | None:
+        if not self._known_segmented(key):
+            with translated("reading", self._where(key)):
+                try:
+                    return bytes(self._obs.get(self.store, key).bytes())
+                except FileNotFoundError as exc:
+                    unless_bucket_missing(exc, self.location)
+                    if not self._may_be_segmented(key):
+                        return None
+        info = self.stat(key)
+        return None if info is None else self.read_range(key, 0, info.size)
+
+    def read_into(self, key: str, out: memoryview) -> int | None:
+        """Fill ``out`` from the start of the object.
+
+        With a cache directory, an object of at least :data:`CACHE_MIN_BYTES` is looked up (one
+        ``HEAD``) by its key, size and ETag, which changes whenever the object is replaced: a copy
+        kept under them is read from the local disk instead of the service; otherwise the object
+        is fetched and a copy kept (published by rename, so a copy is whole or absent).  The
+        directory grows until it is emptied by hand."""
+        out = out.cast("B") if out.format != "B" else out
+        if (
+            self._cache is not None
+            and out.nbytes >= CACHE_MIN_BYTES
+            and not self._known_segmented(key)
+        ):
+            return self._read_cached(key, out)
+        return self._read_into(key, out)
+
+    def _read_cached(self, key: str, out: memoryview) -> int | None:
+        with translated("inspecting", self._where(key)):
+            try:
+                meta = self._obs.head(self.store, key)
+            except FileNotFoundError as exc:
+                unless_bucket_missing(exc, self.location)
+                return self._read_into(key, out)  # perhaps segmented
+        size = int(meta["size"])
+        assert self._cache is not None
+        path = copy_path(self._cache, self.location, key, meta.get("e_tag"), size)
+        got = read_copy(path, size, out)
+        if got is not None:
+            return got
+        fetched = self._read_into(key, out)
+        if fetched is not None and fetched == size:  # the whole object: keep a copy
+            keep_copy(path, out[:fetched])
+        return fetched
+
+    def _read_into(self, key: str, out: memoryview) -> int | None:
+        if self._known_segmented(key):
+            data = self.read_range(key, 0, out.nbytes)
+            if data is None:
+                return None
+            out[: len(data)] = data
+            return len(data)
+        if out.nbytes <= READ_PART_SIZE:
+            buffer = self._get_buffer(key, 0, out.nbytes)
+            if buffer is None:
+                if not self._may_be_segmented(key) or self._refresh_segments(key) is None:
+                    return None
+                return self._read_into(key, out)
+            out[: buffer.nbytes] = buffer
+            return buffer.nbytes
+        # A large object: its first part tells the size, the rest comes in parallel.
+        with translated("reading", self._where(key)):
+            try:
+                first = self._obs.get(self.store, key, options={"range": (0, READ_PART_SIZE)})
+                head = first.bytes()
+                size = min(int(first.meta["size"]), out.nbytes)
+            except FileNotFoundError as exc:
+                unless_bucket_missing(exc, self.location)
+                first = None
+            except self._obs.exceptions.GenericError as exc:
+                if "416" not in str(exc):
+                    raise
+                return 0  # an empty object
+        if first is None:  # a segmented object, or none
+            if not self._may_be_segmented(key):
+                return None
+            data = self._segmented_range(key, 0, out.nbytes)
+            if data is None:
+                return None
+            out[: len(data)] = data
+            return len(data)
+        n = min(len(head), size)
+        out[:n] = memoryview(head)[:n]
+        ranges = [(s, min(s + READ_PART_SIZE, size)) for s in range(n, size, READ_PART_SIZE)]
+
+        def fetch(r: tuple[int, int]) -> int:
+            piece = self._get_buffer(key, *r)
+            if piece is None:
+                return 0
+            out[r[0] : r[0] + piece.nbytes] = piece
+            return piece.nbytes
+
+        got = sum(self._pool.map(fetch, ranges))
+        return n + got
+
+    def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
+        return self._put(key, data, create=not overwrite)
+
+    def delete(self, key: str) -> bool:
+        existed = False
+        if self._head(key) is not None:
+            with translated("deleting", self._where(key)):
+                self._obs.delete(self.store, key)
+            existed = True
+        if not self._may_be_segmented(key):
+            return existed
+        listed = self._list_segments(key)
+        with self._lock:
+            self._segments.pop(key, None)
+        if listed:
+            # The last segment first: a reader that finds the last segment it knew still there
+            # may trust every earlier one (see ``_refresh_segments``); then the first, which
+            # ends the object; then the rest.
+            names = [segment_key(key, end) for end, _, _ in sorted(listed)]
+            with translated("deleting", self._where(key)):
+                self._obs.delete(self.store, names[-1])
+                if len(names) > 1:
+                    self._obs.delete(self.store, names[0])
+                if len(names) > 2:
+                    self._obs.delete(self.store, names[1:-1])
+            existed = True
+        return existed
+
+    def list(self, prefix: str) -> Iterator[str]:
+        prefix = prefix.strip("/")
+        plain: list[str] = []
+        segmented: dict[str, list[Listed]] = {}
+        with translated("listing", self._where(prefix)):
+            for batch in self._obs.list(self.store, prefix=prefix or None, chunk_size=1000):
+                for meta in batch:
+                    path = meta["path"]
+                    split = split_segment(path)
+                    if split is None:
+                        plain.append(path)
+                    else:
+                        segmented.setdefault(split[0], []).append(
+                            (split[1], int(meta["size"]), timestamp(meta))
+                        )
+        keys = dict.fromkeys(plain)
+        with self._lock:
+            for key, listed in segmented.items():
+                chain = chain_of(listed)
+                if chain is not None:
+                    self._segments[key] = chain
+                    keys[key] = None
+        return iter(keys)
+
+    def _consolidate(self, key: str, data: bytearray, ends: Sequence[int]) -> None:
+        """Replace the segments of a closed object by one plain object of the same bytes: publish
+        it, then delete the first segment (which ends the chain, so readers turn to the plain
+        object), then the others.  A reader in the middle of reading segments finds one gone,
+        looks again and reads the plain object."""
+        if not self._put(key, memoryview(data), create=True):
+            return  # something is there already: leave both alone
+        names = [segment_key(key, end) for end in ends]
+        with translated("deleting", self._where(key)):
+            self._obs.delete(self.store, names[0])
+            self._obs.delete(self.store, names[1:])
+        with self._lock:
+            self._segments.pop(key, None)
+
+    def _appended(self, key: str, start: int, end: int) -> None:
+        """An appender of this backend added the segment ``start:end`` of ``key``."""
+        with self._lock:
+            chain = self._segments.get(key)
+            if chain is not None and chain[-1][0] == start:
+                chain.append((end, time.time()))
+
+    # -- Appending ------------------------------------------------------------------------------
+
+    def open_append(self, key: str) -> Appender:
+        if not self._may_be_segmented(key):
+            raise ValueError(
+                f"{key}: appended objects of this backend live under {self._appends_under}"
+            )
+        if self._head(key) is not None:
+            raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
+        if not self._put(segment_key(key, 0), b"", create=True):
+            raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
+        with self._lock:
+            self._segments[key] = [(0, time.time())]
+        return SegmentAppender(self, key)
+
