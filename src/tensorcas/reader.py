@@ -26,9 +26,6 @@ from .tensors import record_to_tensor
 
 DeviceLike = torch.device | str | int | None
 
-#: Blobs at least this large have their size checked before memory is allocated for them.
-_CHECK_BEFORE_ALLOCATING = 1 << 20
-
 
 #: PyTorch's tensor metadata tuple: (dtype, storage hash, storage offset, shape, stride, extra).
 TorchMetadata = tuple[torch.dtype, str, int, tuple[int, ...], tuple[int, ...], dict[str, bool]]
@@ -245,13 +242,20 @@ class ContentStoreReader:
             # Small (often packed): one read, wrapped without another copy.
             data = blobs.read(digest, nbytes, name=name, check=check)
             return torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
-        if nbytes >= _CHECK_BEFORE_ALLOCATING:
-            # A record may claim any size up to 2**63: compare it with the blob's true size
-            # before allocating, not after (read_into checks small blobs as it reads).
-            blobs.check_size(digest, nbytes, name=name)
-        storage = empty_cpu_storage(nbytes)
-        blobs.read_into(digest, cpu_storage_view(storage), name=name, check=check)
-        return storage
+        # A record may claim any size up to 2**63: the storage is allocated only once a copy of
+        # the blob is found to hold that many bytes (on object storage, by the read's own answer),
+        # or is made over the buffer the backend read it into for this read alone.
+        made: list[torch.UntypedStorage] = []
+
+        def allocate() -> memoryview:
+            made.append(empty_cpu_storage(nbytes))
+            return cpu_storage_view(made[0])
+
+        def adopt(buffer: memoryview) -> None:
+            made.append(torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage())
+
+        blobs.read_allocated(digest, nbytes, allocate, adopt=adopt, name=name, check=check)
+        return made[0]
 
     def __repr__(self) -> str:
         return f"ContentStoreReader({self.location!r})"

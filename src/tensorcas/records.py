@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import format as fmt
-from .backends.base import Backend
+from .backends.base import Backend, ObjectInfo
 from .blobs import PackIndex, damaged_line
 from .errors import CorruptObjectError, Finding, StoreError, TensorNotFoundError, UnsafeFileError
 from .format import PackedBlob, RootEntry, TensorRecord, UnrootEntry
@@ -99,9 +99,9 @@ class RecordLog:
     def refresh(self) -> None:
         """Read what was appended to any log since the last refresh."""
         with self._lock, _no_cyclic_gc():
-            for key in sorted(self.backend.list(fmt.LOGS)):
+            for key, listed in sorted(self.backend.list_info(fmt.LOGS), key=lambda item: item[0]):
                 if fmt.is_log_key(key):
-                    self._read_log(key)
+                    self._read_log(key, listed)
                 else:
                     self._check_log_shaped(key)
 
@@ -114,14 +114,15 @@ class RecordLog:
                 "damaged-record", f"{top}: is a directory, not a log file; its records cannot be read"
             )
 
-    def _read_log(self, key: str) -> None:
+    def _read_log(self, key: str, listed: ObjectInfo | None = None) -> None:
         """Apply what was appended to one log since it was last read, a bounded window at a time
-        (a log may be huge, or a hostile sparse file), whole lines only."""
+        (a log may be huge, or a hostile sparse file), whole lines only.  ``listed``: its size as
+        the listing just gave it, if it did (else it is looked up)."""
         state = self._logs.setdefault(key, _LogState())
         if state.rejected:
             return
         try:
-            info = self.backend.stat(key)
+            info = listed if listed is not None else self.backend.stat(key)
         except UnsafeFileError as exc:
             # A log that cannot be read (a symlink, a FIFO...) may hold records: its blobs would
             # look unused, so it is damage that stops gc, never a log to skip quietly.

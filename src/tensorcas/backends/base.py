@@ -31,7 +31,7 @@ for every backend (``backends.readonly``).  ``tensorcas.testing`` checks the con
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 #: Bytes a backend accepts: one buffer, or an iterable of buffers written in order (a large
@@ -94,6 +94,12 @@ class Backend(ABC):
 
     # -- built on the core; a backend may override them with something faster ------------------
 
+    def list_info(self, prefix: str) -> Iterator[tuple[str, ObjectInfo | None]]:
+        """The keys :meth:`list` gives, each with its size and mtime where the listing told them
+        (``None``: not told; ``stat`` it).  An object store's listing tells them, which saves a
+        request per key to a caller about to read what it lists (a store reading its logs)."""
+        return ((key, None) for key in self.list(prefix))
+
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
@@ -112,6 +118,35 @@ class Backend(ABC):
         if total == 0 and out.nbytes == 0 and not self.exists(key):
             return None
         return total
+
+    def read_whole(
+        self,
+        key: str,
+        size: int,
+        allocate: Callable[[], memoryview],
+        *,
+        adopt: Callable[[memoryview], None] | None = None,
+    ) -> int | None:
+        """Read the whole object, which should hold ``size`` bytes, into the buffer of ``size``
+        bytes that ``allocate()`` returns, asked for only once the object is known to hold
+        ``size`` bytes: a size claimed elsewhere (a record) costs no memory until the object
+        confirms it.  Returns the object's size as found, or ``None`` if it is absent (or vanished
+        while it was read).  The buffer is filled exactly when ``size`` is returned; any other
+        number means the object holds another size (the buffer was not asked for) or changed
+        size while it was read.
+
+        ``adopt``, if given, may be called instead of ``allocate`` with a writable buffer of
+        exactly the object's ``size`` bytes that the backend made for this read alone, which the
+        caller then owns: the bytes are not copied again.
+
+        Here a ``stat``, then ``read_into``; a backend whose read reports the size (an object
+        store's ``GET``) overrides it with one request."""
+        info = self.stat(key)
+        if info is None:
+            return None
+        if info.size != size:
+            return info.size
+        return self.read_into(key, allocate())
 
     def read_chunks(
         self, key: str, offset: int, length: int, chunk: int

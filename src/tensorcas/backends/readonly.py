@@ -7,7 +7,7 @@ passed through, so the layers above never even try an append, a touch or a tempo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import ReadOnlyStoreError
 from .base import Backend, Data, LocalPaths, ObjectInfo, Segments
@@ -29,6 +29,16 @@ class ReadOnlyBackend(Backend):
     def read_into(self, key: str, out: memoryview) -> int | None:
         return self.inner.read_into(key, out)
 
+    def read_whole(
+        self,
+        key: str,
+        size: int,
+        allocate: Callable[[], memoryview],
+        *,
+        adopt: Callable[[memoryview], None] | None = None,
+    ) -> int | None:
+        return self.inner.read_whole(key, size, allocate, adopt=adopt)
+
     def read_chunks(
         self, key: str, offset: int, length: int, chunk: int
     ) -> Iterator[memoryview | bytes]:
@@ -45,6 +55,9 @@ class ReadOnlyBackend(Backend):
 
     def list(self, prefix: str) -> Iterator[str]:
         return self.inner.list(prefix)
+
+    def list_info(self, prefix: str) -> Iterator[tuple[str, ObjectInfo | None]]:
+        return self.inner.list_info(prefix)
 
     def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
         raise self._refuse(f"write {key}")

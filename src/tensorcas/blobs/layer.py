@@ -155,32 +155,61 @@ class Blobs:
         give in packs, then its own object, then the places of log entries added since (gc may
         have moved the blob).  Raises :class:`CorruptObjectError` (:class:`BlobNotFoundError` for
         a digest no tensor asked for) saying which copies were tried."""
-        nbytes = out.nbytes
+        self.read_allocated(digest, out.nbytes, lambda: out, name=name, check=check)
+
+    def read_allocated(
+        self,
+        digest: str,
+        nbytes: int,
+        allocate: Callable[[], memoryview],
+        *,
+        adopt: Callable[[memoryview], None] | None = None,
+        name: str | None = None,
+        check: Check | None = None,
+    ) -> memoryview:
+        """Like :meth:`read_into`, into the buffer of ``nbytes`` that ``allocate()`` returns,
+        asked for only once a copy is found to hold ``nbytes`` (so a size a record claims costs
+        no memory before the store confirms it); returns that buffer, filled.  A loose blob costs
+        the backend's :meth:`~tensorcas.backends.base.Backend.read_whole`: one request on object
+        storage.  ``adopt``: as in ``read_whole``, a buffer the backend made for the read and
+        hands over instead of filling the one ``allocate`` gives."""
+        made: list[memoryview] = []
+
+        def target() -> memoryview:
+            if not made:
+                made.append(allocate())
+            return made[0]
+
+        def adopted(buffer: memoryview) -> None:
+            assert adopt is not None and not made
+            made.append(buffer)
+            adopt(buffer)
+
         tried: list[str] = []
         damaged: str | None = None
         if digest in self.packs:
-            found, damaged = self._read_packed(digest, out, check, tried)
+            found, damaged = self._read_packed(digest, nbytes, target, check, tried)
             if found:
-                return
+                return target()
         key = blob_key(digest)
-        info = self.backend.stat(key)
-        if info is not None:
+        size = self.backend.read_whole(key, nbytes, target, adopt=None if adopt is None else adopted)
+        if size is not None:
             tried.append(key)
-            self._check_size(digest, info.size, nbytes, name)
-            n = self.backend.read_into(key, out)
-            if n is None or n != nbytes:
+            if size != nbytes and not made:
+                self._check_size(digest, size, nbytes, name)  # raises: another size
+            if size != nbytes:
                 raise CorruptObjectError(
                     f"{tensor_context(name)}blob {digest} changed size while it was read "
-                    f"({n} of {nbytes} bytes); run 'tensorcas verify {self.location}'"
+                    f"({size} of {nbytes} bytes); run 'tensorcas verify {self.location}'"
                 )
-            damaged = self._checked(out, check)
+            damaged = self._checked(target(), check)
             if damaged is None:
-                return
+                return target()
         else:
             self._refresh()
-            found, also_damaged = self._read_packed(digest, out, check, tried)
+            found, also_damaged = self._read_packed(digest, nbytes, target, check, tried)
             if found:
-                return
+                return target()
             damaged = damaged or also_damaged
         if damaged is not None:
             raise CorruptObjectError(
@@ -191,7 +220,7 @@ class Blobs:
             self._check_size(digest, None, nbytes, name)  # raises: missing
         # Lost (a BlobLostError, also a FileNotFoundError) if no copy that should hold the blob
         # exists at all; damaged if one exists but is cut short, or the logs give another size.
-        gone = info is None and all(
+        gone = size is None and all(
             e.nbytes == nbytes and not self.backend.exists(cached_pack_key(e.pack)) for e in self.packs.places(digest)
         )
         raise (BlobLostError if gone else CorruptObjectError)(
@@ -201,7 +230,7 @@ class Blobs:
         )
 
     def _read_packed(
-        self, digest: str, out: memoryview, check: Check | None, tried: list[str]
+        self, digest: str, nbytes: int, target: Callable[[], memoryview], check: Check | None, tried: list[str]
     ) -> tuple[bool, str | None]:
         """Try each place the logs give that was not tried yet: (found, what was damaged)."""
         damaged = None
@@ -213,11 +242,12 @@ class Blobs:
             if where in tried:
                 continue
             tried.append(where)
-            if place.nbytes != out.nbytes:
+            if place.nbytes != nbytes:
                 continue  # not the blob the record describes
             data = self.backend.read_range(key, place.offset, place.nbytes)
             if data is None or len(data) != place.nbytes:
                 continue
+            out = target()
             out[:] = data
             damaged = self._checked(out, check)
             if damaged is None:

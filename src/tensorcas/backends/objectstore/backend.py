@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..base import Appender, Appending, Backend, Data, ObjectInfo, chunks_of
+from .buffers import owned_view
 from .cache import CACHE_MIN_BYTES, copy_path, keep_copy, read_copy
 from .config import open_url, put_backoff
 from .failures import resend, translated, unless_bucket_missing
@@ -79,6 +80,11 @@ class ObjectStoreBackend(Backend, Appending):
         self._appends_under = appends_under
         self._cache = None if cache_dir is None else os.path.abspath(os.fspath(cache_dir))
         self._put_retries, self._backoff = put_backoff(retry)
+        # A service's answers are collected into memory made for each (see ``buffers.py``);
+        # other stores (obstore's in-memory one) may return the stored bytes themselves.
+        from obstore.store import AzureStore, GCSStore, S3Store
+
+        self._fresh_responses = isinstance(store, (S3Store, GCSStore, AzureStore))
 
     @classmethod
     def from_url(
@@ -404,7 +410,12 @@ class ObjectStoreBackend(Backend, Appending):
             return len(data)
         n = min(len(head), size)
         out[:n] = memoryview(head)[:n]
-        ranges = [(s, min(s + READ_PART_SIZE, size)) for s in range(n, size, READ_PART_SIZE)]
+        return n + self._fetch_ranges(key, out, n, size)
+
+    def _fetch_ranges(self, key: str, out: memoryview, start: int, end: int) -> int:
+        """Fill ``out[start:end]`` with the same bytes of ``key``, in ranges of
+        :data:`READ_PART_SIZE` fetched in parallel, each copied in place by the thread that
+        fetched it; the number of bytes the ranges held (fewer if the object is shorter)."""
 
         def fetch(r: tuple[int, int]) -> int:
             piece = self._get_buffer(key, *r)
@@ -413,8 +424,55 @@ class ObjectStoreBackend(Backend, Appending):
             out[r[0] : r[0] + piece.nbytes] = piece
             return piece.nbytes
 
-        got = sum(self._pool.map(fetch, ranges))
-        return n + got
+        ranges = [(s, min(s + READ_PART_SIZE, end)) for s in range(start, end, READ_PART_SIZE)]
+        return sum(self._pool.map(fetch, ranges))
+
+    def read_whole(
+        self,
+        key: str,
+        size: int,
+        allocate: Callable[[], memoryview],
+        *,
+        adopt: Callable[[memoryview], None] | None = None,
+    ) -> int | None:
+        """One ``GET`` (for an object over :data:`READ_PART_SIZE`, of its first part, the
+        others following in parallel ranges), and no ``HEAD`` before it: the size the answer
+        reports is compared with ``size`` before its body is read or the buffer is asked for.
+        The body of a single ``GET`` from a service is handed to ``adopt`` as it is (see
+        ``buffers.py``); otherwise it is copied into the buffer ``allocate`` gives.  Segmented
+        objects, and objects the local cache may hold, are read as by any backend."""
+        if self._known_segmented(key) or (self._cache is not None and size >= CACHE_MIN_BYTES):
+            return super().read_whole(key, size, allocate)
+        ranged = size > READ_PART_SIZE
+        options: Any = {"range": (0, READ_PART_SIZE)} if ranged else None
+        with translated("reading", self._where(key)):
+            try:
+                result = self._obs.get(self.store, key, options=options)
+                found = int(result.meta["size"])
+                if found != size:
+                    return found  # another size: its body is not read
+                body = result.bytes()
+            except FileNotFoundError as exc:
+                unless_bucket_missing(exc, self.location)
+                if self._may_be_segmented(key):
+                    return super().read_whole(key, size, allocate)
+                return None
+            except self._obs.exceptions.GenericError as exc:
+                if not ranged or "416" not in str(exc):
+                    raise
+                return 0  # the range starts past the end: an empty object
+        first = memoryview(body).cast("B")
+        if first.nbytes > size or (first.nbytes < size and not ranged):
+            return first.nbytes  # a body of another length than its answer said
+        if adopt is not None and not ranged and self._fresh_responses:
+            owned = owned_view(body)
+            if owned is not None:
+                adopt(owned)
+                return size
+        out = allocate()
+        out = out.cast("B") if out.format != "B" else out
+        out[: first.nbytes] = first
+        return first.nbytes + self._fetch_ranges(key, out, first.nbytes, size)
 
     def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
         return self._put(key, data, create=not overwrite)
@@ -445,8 +503,13 @@ class ObjectStoreBackend(Backend, Appending):
         return existed
 
     def list(self, prefix: str) -> Iterator[str]:
+        return (key for key, _ in self.list_info(prefix))
+
+    def list_info(self, prefix: str) -> Iterator[tuple[str, ObjectInfo | None]]:
+        """One listing gives every key's size and mtime: a segmented key's those of its chain
+        (as ``stat`` gives them once the listing cached the chain), a plain key's its own."""
         prefix = prefix.strip("/")
-        plain: list[str] = []
+        plain: dict[str, ObjectInfo] = {}
         segmented: dict[str, list[Listed]] = {}
         with translated("listing", self._where(prefix)):
             for batch in self._obs.list(self.store, prefix=prefix or None, chunk_size=1000):
@@ -454,19 +517,19 @@ class ObjectStoreBackend(Backend, Appending):
                     path = meta["path"]
                     split = split_segment(path)
                     if split is None:
-                        plain.append(path)
+                        plain[path] = ObjectInfo(int(meta["size"]), timestamp(meta))
                     else:
                         segmented.setdefault(split[0], []).append(
                             (split[1], int(meta["size"]), timestamp(meta))
                         )
-        keys = dict.fromkeys(plain)
+        keys: dict[str, ObjectInfo | None] = dict(plain)
         with self._lock:
             for key, listed in segmented.items():
                 chain = chain_of(listed)
                 if chain is not None:
                     self._segments[key] = chain
-                    keys[key] = None
-        return iter(keys)
+                    keys[key] = ObjectInfo(chain[-1][0], chain[-1][1])
+        return iter(keys.items())
 
     def _consolidate(self, key: str, data: bytearray, ends: Sequence[int]) -> None:
         """Replace the segments of a closed object by one plain object of the same bytes: publish
