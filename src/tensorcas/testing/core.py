@@ -93,6 +93,42 @@ class CoreTests(_Hooks):
         assert backend.read_into(KEY, memoryview(long)) == len(DATA)  # what there was
         assert bytes(long[: len(DATA)]) == DATA
 
+    def test_read_whole_asks_for_memory_only_for_the_size_expected(self, backend: Backend) -> None:
+        self.raw_put(backend, KEY, DATA)
+        asked: list[memoryview] = []
+        adopted: list[memoryview] = []
+
+        def allocate() -> memoryview:
+            asked.append(memoryview(bytearray(len(DATA))))
+            return asked[-1]
+
+        assert backend.read_whole(KEY, len(DATA), allocate, adopt=adopted.append) == len(DATA)
+        filled = [*asked, *adopted]
+        assert len(filled) == 1 and bytes(filled[0]) == DATA
+        if adopted:  # a buffer handed over is the caller's: writable, exactly the object
+            assert not adopted[0].readonly and adopted[0].nbytes == len(DATA)
+        asked.clear()
+        adopted.clear()
+        # Another size: the object's is reported, and no buffer is asked for or handed over.
+        assert backend.read_whole(KEY, len(DATA) + 1, allocate, adopt=adopted.append) == len(DATA)
+        assert backend.read_whole(KEY, len(DATA) - 1, allocate, adopt=adopted.append) == len(DATA)
+        assert backend.read_whole(KEY, 1 << 62, allocate, adopt=adopted.append) == len(DATA)
+        assert asked == [] and adopted == []
+        assert backend.read_whole("blobs/ab/none", 4, allocate) is None
+        assert asked == []
+        self.raw_put(backend, "blobs/00/empty", b"")
+        assert backend.read_whole("blobs/00/empty", 0, lambda: memoryview(bytearray(0))) == 0
+
+    def test_list_info_agrees_with_list_and_stat(self, backend: Backend) -> None:
+        for key, data in (("blobs/aa/one", b"1"), ("blobs/bb/two", b"22"), ("other/x", b"333")):
+            self.raw_put(backend, key, data)
+        listed = dict(backend.list_info("blobs"))
+        assert set(listed) == set(backend.list("blobs")) == {"blobs/aa/one", "blobs/bb/two"}
+        for key, info in listed.items():
+            stat = backend.stat(key)
+            assert stat is not None
+            assert info is None or info.size == stat.size
+
     def test_empty_and_large_objects(self, backend: Backend) -> None:
         assert backend.put_if_absent("blobs/00/empty", b"") is True
         assert self.raw_get(backend, "blobs/00/empty") == b""
@@ -177,7 +213,10 @@ class StoreTests(_Hooks):
         view = read_only(backend)
         assert view.get(KEY) == DATA and view.stat(KEY) == backend.stat(KEY)
         assert view.read_range(KEY, 3, 4) == DATA[3:7]
-        assert set(view.list("blobs")) == {KEY}
+        assert set(view.list("blobs")) == {KEY} == {key for key, _ in view.list_info("blobs")}
+        out = bytearray(len(DATA))
+        assert view.read_whole(KEY, len(DATA), lambda: memoryview(out)) == len(DATA)
+        assert out == DATA
         for write in (
             lambda: view.put_if_absent("blobs/ab/new", b"x"),
             lambda: view.put_if_absent(KEY, b"x", overwrite=True),
