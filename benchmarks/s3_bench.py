@@ -150,9 +150,12 @@ def main() -> None:
         except Exception:
             pass  # there already
         options = {**CREDENTIALS, "endpoint": endpoint, "allow_http": True}
-        raw = obstore.store.S3Store(
-            args.bucket, client_options={"allow_http": True}, endpoint=endpoint, **CREDENTIALS
-        )
+
+        def raw_client() -> Any:
+            return obstore.store.S3Store(
+                args.bucket, client_options={"allow_http": True}, endpoint=endpoint, **CREDENTIALS
+            )
+
         tensors = [
             torch.randn(mib << 18, generator=torch.Generator().manual_seed(i)) for i in range(count)
         ]
@@ -171,17 +174,19 @@ def main() -> None:
             run = uuid.uuid4().hex[:8]
             url = f"s3://{args.bucket}/bench-{run}"
 
-            # Each client is made before it is timed, as raw obstore's is: the backend as a URL
-            # opens it (``open_backend``: logs and packs are the only keys that may be segmented).
+            # Each client is made afresh, before it is timed, for each row and repetition (so
+            # none reuses connections another row opened): tensorcas's as ``open_backend`` opens
+            # a URL (logs and packs are the only keys that may be segmented), obstore's S3Store.
             write_backend = open_backend(url, storage_options=options)
             read_backend = open_backend(url, storage_options=options)
+            raw_writer, raw_reader = raw_client(), raw_client()
 
             def tc_write(backend: Backend = write_backend) -> None:
                 with ContentStoreWriter(backend) as writer:
                     for i, t in enumerate(tensors):
                         writer.write_tensor(f"t{i}", t)
 
-            def raw_write(run: str = run) -> None:
+            def raw_write(run: str = run, raw: Any = raw_writer) -> None:
                 # The same request plan as tensorcas: one PUT up to its multipart threshold, else
                 # parts of its part size, as many at once.
                 for i, v in enumerate(views):
@@ -200,7 +205,7 @@ def main() -> None:
                 for i in range(count):
                     reader.read_tensor(f"t{i}")
 
-            def raw_read(run: str = run) -> None:
+            def raw_read(run: str = run, raw: Any = raw_reader) -> None:
                 for i in range(count):
                     obstore.get(raw, f"raw-{run}/t{i}").bytes()
 

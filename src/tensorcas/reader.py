@@ -86,8 +86,7 @@ class ContentStoreReader:
     """
 
     def __init__(self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False) -> None:
-        self.store = Store.open(loc, read_only=True)
-        self.store.refresh()
+        self.store = Store.open(loc, read_only=True, refresh=True)
         self.verify = verify
         self.mmap = mmap
         self._cache: weakref.WeakValueDictionary[tuple[str, str], torch.UntypedStorage] | None = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -96,10 +96,13 @@ class RecordLog:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Read what was appended to any log since the last refresh."""
+    def refresh(self, listing: Iterable[tuple[str, ObjectInfo | None]] | None = None) -> None:
+        """Read what was appended to any log since the last refresh.  ``listing``: the logs as
+        ``backend.list_info`` gave them just now, if the caller listed them already."""
         with self._lock, _no_cyclic_gc():
-            for key, listed in sorted(self.backend.list_info(fmt.LOGS), key=lambda item: item[0]):
+            if listing is None:
+                listing = self.backend.list_info(fmt.LOGS)
+            for key, listed in sorted(listing, key=lambda item: item[0]):
                 if fmt.is_log_key(key):
                     self._read_log(key, listed)
                 else:

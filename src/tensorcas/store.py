@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from . import format as fmt
-from .backends.base import Backend, local_paths
+from .backends.base import Backend, ObjectInfo, local_paths
 from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
 from .backends.objectstore import ObjectStoreBackend, is_url
@@ -90,10 +91,14 @@ class Store:
         durable: bool = False,
         read_only: bool = False,
         strict: bool = False,
+        refresh: bool = False,
     ) -> Store:
         """Open the store at ``loc``; with ``create=True`` make it if it does not exist.
 
         ``memory://`` is a new, empty store every time (also when opened to read).
+        ``refresh=True`` also reads the logs; where the store is not a local directory, the logs
+        are listed while the marker is read (two round trips at once), and only read once the
+        marker is found sound.
         """
         fresh_memory = not isinstance(loc, Backend) and os.fspath(loc) == "memory://"
         create = create or fresh_memory  # made here, then wrapped read-only if asked
@@ -107,6 +112,7 @@ class Store:
                     f"no tensorcas store at {root}: the directory does not exist; check the path "
                     "(a new store is made by writing to it, e.g. with ContentStoreWriter)"
                 )
+        listing = _list_logs_meanwhile(backend) if refresh and root is None else None
         meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
             if not create:
@@ -137,7 +143,10 @@ class Store:
         fmt.validate_meta(meta, backend.location)
         if fresh_memory and read_only:
             backend = read_only_backend(backend)
-        return cls(backend, strict=strict)
+        store = cls(backend, strict=strict)
+        if refresh:
+            store.log.refresh(None if listing is None else listing.result())
+        return store
 
     @property
     def location(self) -> str:
@@ -180,6 +189,15 @@ class Store:
         except TensorNotFoundError:
             return False
         return True
+
+
+def _list_logs_meanwhile(backend: Backend) -> Future[list[tuple[str, ObjectInfo | None]]]:
+    """The logs, listed on a thread of their own while the caller reads the marker."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="tensorcas-open")
+    try:
+        return pool.submit(lambda: list(backend.list_info(fmt.LOGS)))
+    finally:
+        pool.shutdown(wait=False)  # the listing runs on; the thread ends with it
 
 
 def _local_root(backend: Backend) -> str | None:
