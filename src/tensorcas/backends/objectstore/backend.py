@@ -435,44 +435,60 @@ class ObjectStoreBackend(Backend, Appending):
         *,
         adopt: Callable[[memoryview], None] | None = None,
     ) -> int | None:
-        """One ``GET`` (for an object over :data:`READ_PART_SIZE`, of its first part, the
-        others following in parallel ranges), and no ``HEAD`` before it: the size the answer
-        reports is compared with ``size`` before its body is read or the buffer is asked for.
-        The body of a single ``GET`` from a service is handed to ``adopt`` as it is (see
-        ``buffers.py``); otherwise it is copied into the buffer ``allocate`` gives.  Segmented
-        objects, and objects the local cache may hold, are read as by any backend."""
+        """One ``GET`` (for an object over :data:`READ_PART_SIZE`, one per part, in parallel),
+        and no ``HEAD`` before it: the size the answer reports is compared with ``size`` before
+        its body is read or the buffer is asked for.  The body of a single ``GET`` from a service
+        is handed to ``adopt`` as it is (see ``buffers.py``); otherwise it is copied into the
+        buffer ``allocate`` gives.  Segmented objects, and objects the local cache may hold, are
+        read as by any backend."""
         if self._known_segmented(key) or (self._cache is not None and size >= CACHE_MIN_BYTES):
             return super().read_whole(key, size, allocate)
         ranged = size > READ_PART_SIZE
         options: Any = {"range": (0, READ_PART_SIZE)} if ranged else None
-        with translated("reading", self._where(key)):
-            try:
-                result = self._obs.get(self.store, key, options=options)
-                found = int(result.meta["size"])
-                if found != size:
-                    return found  # another size: its body is not read
-                body = result.bytes()
-            except FileNotFoundError as exc:
-                unless_bucket_missing(exc, self.location)
-                if self._may_be_segmented(key):
-                    return super().read_whole(key, size, allocate)
-                return None
-            except self._obs.exceptions.GenericError as exc:
-                if not ranged or not _past_the_end(exc):
-                    raise
-                return 0  # the range starts past the end: an empty object
-        first = memoryview(body).cast("B")
-        if first.nbytes > size or (first.nbytes < size and not ranged):
-            return first.nbytes  # a body of another length than its answer said
-        if adopt is not None and not ranged and self._fresh_responses:
-            owned = owned_view(body)
-            if owned is not None:
-                adopt(owned)
-                return size
-        out = allocate()
-        out = out.cast("B") if out.format != "B" else out
-        out[: first.nbytes] = first
-        return first.nbytes + self._fetch_ranges(key, out, first.nbytes, size)
+        # The parts after the first are asked for with it, as many as run at once: a size that a
+        # record claims costs at most that many requests before the first answer refutes it.
+        starts = range(READ_PART_SIZE, size, READ_PART_SIZE)[: self._max_concurrency - 1]
+        wave = [(start, min(start + READ_PART_SIZE, size)) for start in starts]
+        early = [(r, self._pool.submit(self._get_buffer, key, *r)) for r in wave]
+        try:
+            with translated("reading", self._where(key)):
+                try:
+                    result = self._obs.get(self.store, key, options=options)
+                    found = int(result.meta["size"])
+                    if found != size:
+                        return found  # another size: its body is not read
+                    body = result.bytes()
+                except FileNotFoundError as exc:
+                    unless_bucket_missing(exc, self.location)
+                    if self._may_be_segmented(key):
+                        return super().read_whole(key, size, allocate)
+                    return None
+                except self._obs.exceptions.GenericError as exc:
+                    if not ranged or not _past_the_end(exc):
+                        raise
+                    return 0  # the range starts past the end: an empty object
+            first = memoryview(body).cast("B")
+            if first.nbytes > size or (first.nbytes != min(size, READ_PART_SIZE)):
+                return first.nbytes  # a body of another length than its answer said
+            if adopt is not None and not ranged and self._fresh_responses:
+                owned = owned_view(body)
+                if owned is not None:
+                    adopt(owned)
+                    return size
+            out = allocate()
+            out = out.cast("B") if out.format != "B" else out
+            out[: first.nbytes] = first
+            done = first.nbytes
+            for (start, end), future in early:
+                piece = future.result()
+                if piece is None or piece.nbytes != end - start:
+                    return done  # shorter than its answer said, or gone: it changed
+                out[start:end] = piece
+                done = end
+            return done + self._fetch_ranges(key, out, done, size)
+        finally:
+            for _, future in early:
+                future.cancel()  # those not started yet, on a return before them
 
     def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
         return self._put(key, data, create=not overwrite)
