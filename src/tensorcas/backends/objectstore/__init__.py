@@ -29,8 +29,12 @@ the known end costs no listing, a ``stat`` one listing of the newest segments.  
 closes it, a log or pack becomes one plain object of the same bytes (``_consolidate``), so a
 closed log costs one request to list and one to read however many appends made it.
 
-Objects over :data:`MULTIPART_THRESHOLD` are uploaded in parallel multipart parts; objects over
-:data:`READ_PART_SIZE` are read in parallel ranges.  A multipart upload becomes visible only when
+Reading a whole object (a blob) is one ``GET``, or for objects over :data:`READ_PART_SIZE` one
+``GET`` per range, in parallel; no ``HEAD`` comes first: the size a ``GET``'s answer reports is
+checked against the size the caller expects before the body is read, and the body of a single
+``GET`` becomes the caller's memory without another copy (``buffers.py``).
+
+Objects over :data:`MULTIPART_THRESHOLD` are uploaded in parallel multipart parts.  A multipart upload becomes visible only when
 completed, so readers never see a part of it; it is published if a check just before finds the
 key absent (this client offers no conditional completion).  Two writers racing to publish the
 same large key may therefore both upload it, the second replacing the first: tensorcas writes
@@ -47,7 +51,8 @@ error as ``__cause__``.
 
 Modules, importing downward only: ``failures`` (obstore's errors as StoreErrors; resending a
 put), ``config`` (URL, settings and environment), ``segments`` (segment names, chains, the
-appender), ``cache`` (local copies of objects read whole), ``backend`` (the backend class).
+appender), ``cache`` (local copies of objects read whole), ``buffers`` (a response's buffer handed
+over), ``backend`` (the backend class).
 """
 
 from __future__ import annotations
