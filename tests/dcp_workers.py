@@ -27,9 +27,16 @@ def _free_port() -> int:
 
 
 def _entry(
-    rank: int, world: int, port: int, timeout_s: float, fn: Any, args: tuple, queue: Any
+    rank: int,
+    world: int,
+    port: int,
+    timeout_s: float,
+    fn: Any,
+    args: tuple,
+    queue: Any,
+    env: dict[str, str],
 ) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     try:
         dist.init_process_group(
@@ -48,10 +55,16 @@ def _entry(
 
 
 def run_ranks(
-    world: int, fn: Any, *args: Any, timeout_s: float = 30.0, wait_s: float = 120.0
+    world: int,
+    fn: Any,
+    *args: Any,
+    timeout_s: float = 30.0,
+    wait_s: float = 120.0,
+    env: dict[str, str] | None = None,
 ) -> dict[int, Any]:
     """Run ``fn`` on ``world`` spawned ranks; ``{rank: ("ok", result) | ("error", traceback)}``.
-    A rank that died without reporting is missing from the result."""
+    A rank that died without reporting is missing from the result.  ``env`` is added to each
+    rank's environment (the fork server's is the one it started with)."""
     # A fork server that imported torch and DCP once starts each rank in a fraction of the time
     # a fresh interpreter needs (ranks share nothing else with the test process).
     ctx = mp.get_context("forkserver")
@@ -67,7 +80,7 @@ def run_ranks(
     queue = ctx.Queue()
     port = _free_port()
     procs = [
-        ctx.Process(target=_entry, args=(r, world, port, timeout_s, fn, args, queue))
+        ctx.Process(target=_entry, args=(r, world, port, timeout_s, fn, args, queue, env or {}))
         for r in range(world)
     ]
     for p in procs:

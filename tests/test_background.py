@@ -87,6 +87,35 @@ def test_unchanged_tensors_are_not_copied(loc, monkeypatch):
     assert torch.equal(reader.read_tensor("x_again"), x) and torch.equal(reader.read_tensor("y"), x + 1)
 
 
+def test_large_new_tensors_are_copied_and_hashed_by_the_worker(loc, monkeypatch):
+    """A large storage that is probably new is copied at once and hashed while the worker writes
+    the copy; one probably stored already (the same storage again, or a name that holds a blob
+    of its size) is hashed first, and not copied when its blob is there."""
+    from tensorcas.hashing import OVERLAP_THRESHOLD
+
+    copies = []
+    real_snapshot = tensorcas.writer.snapshot
+    monkeypatch.setattr(tensorcas.writer, "snapshot", lambda t: copies.append(t) or real_snapshot(t))
+    hashed_first = []
+    real_hash = tensorcas.writer.hash_storage
+    monkeypatch.setattr(tensorcas.writer, "hash_storage", lambda s: hashed_first.append(s) or real_hash(s))
+    x = torch.randn(OVERLAP_THRESHOLD // 4 + 100)
+    expected = x.clone()
+    with ContentStoreWriter(loc, background=True) as writer:
+        writer.write_tensor("x", x)
+        x.add_(1)  # after the call: the copy keeps the bytes as they were
+        assert len(copies) == 1 and not hashed_first
+        writer.flush()
+        writer.write_tensor("x_view", x[1:])  # the same storage: hashed first, new bytes: copied
+        assert len(hashed_first) == 1 and len(copies) == 2
+    with ContentStoreWriter(loc, background=True) as writer:
+        writer.write_tensor("x", expected.clone())  # "x" holds a blob of this size: hashed first
+        assert len(hashed_first) == 2 and len(copies) == 2  # stored already: not copied
+    reader = ContentStoreReader(loc, verify=True)
+    assert torch.equal(reader.read_tensor("x"), expected)
+    assert torch.equal(reader.read_tensor("x_view"), expected[1:] + 1)
+
+
 def test_a_tensor_larger_than_the_pending_limit_is_written_at_once(loc, monkeypatch):
     x = torch.randn(1 << 18)  # 1 MiB
     monkeypatch.setattr(tensorcas.writer, "snapshot", lambda t: pytest.fail("copied a huge tensor"))

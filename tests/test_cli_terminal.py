@@ -136,7 +136,7 @@ def test_show_on_a_terminal_keeps_labels_digest_and_histogram_counts(store, colu
     rc, out, err = run_tty("show", store, "big/activations", "-n", "3", columns=columns)
     assert rc == 0, err
     lines = check_layout(out, columns, [record.blob])
-    for label in ("requires_grad", "nan / inf / zeros", "blob size", "stride"):
+    for label in ("requires_grad", "NaN", "infinite", "zeros", "blob size", "stride"):
         assert any(line.startswith(label) for line in lines), (label, out)
     histogram = lines[lines.index("histogram (finite values):") + 1 :][:10]
     summary = tensorcas.show(store, "big/activations")
@@ -158,7 +158,7 @@ def test_piped_output_is_complete_one_line_per_row_without_padding(store):
     assert not DANGEROUS.search(proc.stdout)
     record = tensorcas.ls(store, LONG_NAME)[0]
     shown = run_piped("show", store, LONG_NAME).stdout.splitlines()
-    assert f"blob               {record.blob}" in shown
+    assert any(line.split() == ["blob", record.blob] for line in shown), shown
 
 
 def test_names_from_a_store_are_escaped_in_every_command(store, tmp_path):

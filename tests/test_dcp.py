@@ -213,19 +213,20 @@ def test_missing_checkpoint(loc):
 
 
 def test_durable_saves(loc, monkeypatch):
-    """On a local store a durable save syncs the filesystem once per rank; where that is not
-    possible (here: another backend) every write is fsynced instead.  Both load back."""
+    """On a local store a durable save syncs the filesystem once per rank and once more for the
+    manifest; where that is not possible (here: another backend) every write is fsynced instead.
+    Both load back."""
     import tensorcas.dcp.storage as storage
 
     synced = []
     real = storage._sync_filesystem
-    monkeypatch.setattr(storage, "_sync_filesystem", lambda loc: synced.append(loc) or real(loc))
+    monkeypatch.setattr(storage, "_sync_filesystem", lambda w: synced.append(w.location) or real(w))
     tensorcas.save_state_dict(loc, "d", {"x": torch.arange(4.0)}, durable=True)
-    assert synced == [loc]
+    assert synced == [os.path.abspath(loc)] * 2
     assert torch.equal(tensorcas.load_state_dict(loc, "d")["x"], torch.arange(4.0))
     mem = tensorcas.backends.MemoryBackend()
     tensorcas.save_state_dict(mem, "d", {"x": torch.arange(4.0)}, durable=True)
-    assert synced == [loc]
+    assert len(synced) == 2
     assert torch.equal(tensorcas.load_state_dict(mem, "d")["x"], torch.arange(4.0))
 
 

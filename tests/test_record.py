@@ -389,6 +389,27 @@ def test_plots_are_valid_pngs(two_runs, tmp_path):
         _check_png(path)
 
 
+def test_the_plotted_divergence_is_at_the_position_the_text_gives(two_runs, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import re
+
+    import tensorcas.plotting as plotting
+    from tensorcas.maintenance.bisect import render
+
+    figures = []
+    real_save = plotting._save
+    monkeypatch.setattr(plotting, "_save", lambda fig, out: figures.append(fig) or real_save(fig, out))
+    result = tensorcas.bisect(f"{two_runs}:a", f"{two_runs}:b")
+    plotting.plot_error_along_run(result, tmp_path / "along.png")
+    text = "\n".join(render(result))
+    position = int(re.search(r"position (\d+) of", text).group(1))
+    (ax,) = figures[0].axes
+    red = [line for line in ax.get_lines() if line.get_label().startswith("first divergence")]
+    assert [line.get_xdata()[0] for line in red] == [position]
+    xs = list(ax.get_lines()[0].get_xdata())
+    assert xs[0] == 1 and xs[-1] == len(result.compared)
+
+
 def test_a_run_cut_short_keeps_the_order_of_its_finished_steps(tmp_path):
     model = make_model()
     rec = tensorcas.record(tmp_path, "cut", model, inputs=False).start()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 import tensorcas
@@ -33,12 +36,12 @@ def test_streamed_blob_holds_exactly_the_hashed_bytes(loc):
 
 
 def test_large_reads_land_in_ordinary_storages(tmp_path):
-    """Read targets populated in one step are still torch's own storages: resizable and
+    """Read targets given huge-page advice are still torch's own storages: resizable and
     shareable between processes, and bit-exact."""
-    from tensorcas._memory import POPULATE_THRESHOLD
+    from tensorcas._memory import HUGE_THRESHOLD
 
     loc = str(tmp_path / "store")
-    x = torch.randn(POPULATE_THRESHOLD // 4 + 12345)
+    x = torch.randn(HUGE_THRESHOLD // 4 + 12345)
     with ContentStoreWriter(loc) as writer:
         writer.write_tensor("x", x)
     y = ContentStoreReader(loc).read_tensor("x")
@@ -48,6 +51,42 @@ def test_large_reads_land_in_ordinary_storages(tmp_path):
     z = ContentStoreReader(loc).read_tensor("x")
     z.untyped_storage().resize_(8)
     assert z.untyped_storage().nbytes() == 8
+
+
+def test_huge_page_span_covers_whole_aligned_huge_pages():
+    from tensorcas._memory import huge_page_span
+
+    two = 2 << 20
+    assert huge_page_span(two, 4 * two) == (two, 4 * two)
+    assert huge_page_span(two + 64, 4 * two) == (2 * two, 3 * two)
+    assert huge_page_span(two + 64, two) is None  # no whole huge page inside
+    start, length = huge_page_span(12345, 3 * two + 5000)  # type: ignore[misc]
+    assert start % two == 0 and start >= 12345 and start + length <= 12345 + 3 * two + 5000
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"), reason="no transparent huge pages"
+)
+def test_large_read_targets_are_advised_huge_pages(tmp_path):
+    """The kernel records the advice on the mapping (``hg`` in smaps' VmFlags)."""
+    loc = str(tmp_path / "store")
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", torch.ones(4 << 20))
+    y = ContentStoreReader(loc).read_tensor("x")
+    address = y.data_ptr() + (4 << 20)
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    flags = None
+    inside = False
+    for line in lines:
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "VmFlags:":
+            flags = line.split()[1:]
+            break
+    assert flags is not None and "hg" in flags
 
 
 def test_new_large_storages_are_written_while_hashed_unless_mostly_stored(tmp_path, monkeypatch):

@@ -33,9 +33,10 @@ _H = "hash_storage, {n} x {mib} MiB"
 _S = "{n:,} small tensors, write + read back"
 _L = "open + read 1 tensor of {mib} MiB"
 _TORCH_STABLE = "PyTorch store (stable_hash=True)"
+_FROMFILE = "raw np.fromfile + torch.from_numpy"
 
 GOALS: tuple[Goal, ...] = (
-    Goal("write", _W, "tensorcas", "raw-write", "speed", 0.8, "raw write()"),
+    Goal("write", _W, "tensorcas", "raw-write", "speed", 0.85, "raw write()"),
     Goal("write", _W, "tensorcas-bg", "raw-write", "speed", 0.8, "raw write()"),
     Goal("write", _W, "tensorcas", "torch-cs-sha1", "speed"),
     Goal("write", _W, "tensorcas", "torch.save", "speed"),
@@ -51,9 +52,11 @@ GOALS: tuple[Goal, ...] = (
     Goal("partial", _P, "tensorcas", "torch-cs-sha1", "speed"),
     Goal("partial", _P, "tensorcas", "torch.save", "speed"),
     Goal("partial", _P, "tensorcas", "safetensors", "speed"),
-    Goal("read", _R, "tensorcas", "raw-read", "speed", 0.9, "raw read()"),
-    Goal("read", _R, "tensorcas-verify", "raw-read", "speed", 0.7, "raw read()"),
+    Goal("read", _R, "tensorcas", "np.fromfile", "speed", 0.95, _FROMFILE),
+    Goal("read", "read_storage, {n} x {mib} MiB", "tensorcas-read_storage", "np.fromfile", "speed", 0.95, _FROMFILE),
+    Goal("read", _R, "tensorcas-verify", "np.fromfile", "speed", 0.6, _FROMFILE),
     Goal("read", _R, "tensorcas", "raw-read-fresh", "speed", None, "raw read() into new memory"),
+    Goal("read", _R, "tensorcas", "raw-read", "speed", None, "raw read() into touched memory"),
     Goal("read", _R, "tensorcas", "torch-cs", "speed"),
     Goal("read", _R, "tensorcas", "torch.load", "speed"),
     Goal("read", _R, "tensorcas", "safetensors (pread)", "speed"),
@@ -62,7 +65,9 @@ GOALS: tuple[Goal, ...] = (
     Goal("hash", _H, "tensorcas", "torch-cs-sha1", "speed", 4.0, "PyTorch SHA-1 path"),
     Goal("hash", _H + " (the ceiling)", "blake3-lib", "torch-cs-sha1", "speed", None, "PyTorch SHA-1 path"),
     Goal("hash", "hash_storage, 4 x {mib} MiB", "tensorcas-4", "torch-cs-default-4", "speed", None, "PyTorch default path"),
-    Goal("small", _S, "tensorcas", "torch-cs-sha1", "speed", 10.0, _TORCH_STABLE),
+    Goal("small", _S, "tensorcas", "torch-cs-sha1", "speed", 12.0, _TORCH_STABLE),
+    Goal("small", "{n:,} small tensors, write", "tensorcas:write", "torch-cs-sha1:write", "speed", 12.0, _TORCH_STABLE),
+    Goal("small", "{n:,} small tensors, read back", "tensorcas:read", "torch-cs-sha1:read", "speed", 12.0, _TORCH_STABLE),
     Goal("small", "{sub:,} small tensors, write + read back", "tensorcas-sub", "torch-cs-default-sub", "speed", 10.0, "PyTorch store (default)"),
     Goal("small", _S, "tensorcas-bg", "torch-cs-sha1", "speed", 10.0, _TORCH_STABLE),
     Goal("small", _S, "tensorcas", "raw-files", "speed", None, "one raw file per tensor"),

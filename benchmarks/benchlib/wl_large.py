@@ -6,6 +6,7 @@ import inspect
 import os
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.utils import _content_store as torch_cs
 
@@ -196,6 +197,24 @@ def wl_read(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
 
     tc_verify = Tensorcas(verify=True)
 
+    dtypes = {n: t.dtype for n, t in large.items()}
+
+    def raw_fromfile() -> None:
+        # The plainest eager reader: numpy reads each file into an array of its own (numpy
+        # advises huge pages for it) and torch wraps the array without a copy.
+        out = [
+            torch.from_numpy(np.fromfile(os.path.join(raw_dir, n), dtype=np.uint8)).view(dtypes[n])
+            for n in names
+        ]
+        del out
+
+    digests = [tensorcas.ContentStoreReader(tc_dir).read_tensor_metadata(n).blob for n in names]
+
+    def tc_read_storage() -> None:
+        reader = tensorcas.ContentStoreReader(tc_dir)
+        out = [reader.read_storage(x) for x in digests]
+        del out
+
     def raw_read_fresh() -> None:
         # The same reads into newly allocated memory: what an eager reader that returns new
         # tensors pays at least (first-touch page faults of the destination).
@@ -206,7 +225,9 @@ def wl_read(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
     cases = [
         Case("raw-read", lambda rep: raw_read_files(raw_dir, buffers)),
         Case("raw-read-fresh", lambda rep: raw_read_fresh()),
+        Case("np.fromfile", lambda rep: raw_fromfile()),
         Case("tensorcas", lambda rep: TENSORCAS.read(tc_dir, names) and None),
+        Case("tensorcas-read_storage", lambda rep: tc_read_storage()),
         Case("tensorcas-verify", lambda rep: tc_verify.read(tc_dir, names) and None),
         Case("torch-cs", lambda rep: TORCH_CS_SHA1.read(cs_dir, names) and None),
         Case("torch.load", lambda rep: torch.load(pt, weights_only=True) and None),

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from ._memory import empty_cpu_storage
 from .errors import StoreError
 
 
@@ -37,7 +38,9 @@ def snapshot(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
             event.record()
         wait = event.synchronize
     else:
-        host = source.to("cpu", copy=True)
+        # Into huge-page-backed memory: a copy into new memory is bound by its page faults.
+        host = torch.empty(0, dtype=torch.uint8).set_(empty_cpu_storage(storage.nbytes()))
+        host.copy_(source)
     shape, stride, offset = tuple(tensor.shape), tuple(tensor.stride()), tensor.storage_offset()
     dtype, requires_grad = tensor.dtype, tensor.requires_grad
 

@@ -42,11 +42,18 @@ def hash_buffer(buffer: memoryview | bytes | bytearray) -> str:
     return format_digest(hasher.hexdigest())
 
 
-#: Pieces in which bytes are hashed while they are written (large enough that the two threads
-#: rarely wait for each other, small enough to stay in cache between the two).
+#: The largest pieces in which bytes are hashed while they are written (large enough that the
+#: two threads rarely wait for each other, small enough to stay in cache between the two).
 OVERLAP_PIECE = 4 << 20
+#: The smallest: a storage of a few MiB (a layer of a checkpoint) is cut in about four pieces.
+MIN_OVERLAP_PIECE = 1 << 20
 #: Below this, hashing and writing on one thread costs less than handing pieces to another.
-OVERLAP_THRESHOLD = 8 << 20
+OVERLAP_THRESHOLD = 1 << 20
+
+
+def overlap_piece(nbytes: int) -> int:
+    """The piece size for hashing ``nbytes`` while writing them."""
+    return max(MIN_OVERLAP_PIECE, min(OVERLAP_PIECE, nbytes // 4))
 
 _overlap_pool: ThreadPoolExecutor | None = None
 _overlap_lock = threading.Lock()
@@ -92,9 +99,10 @@ def hash_while_writing(chunks: Iterable[memoryview], write: Callable[[memoryview
         return format_digest(hasher.hexdigest())
     hasher = blake3.blake3(max_threads=1)
     pool = _pool()
+    size = overlap_piece(nbytes)
     for chunk in chunks:
-        for start in range(0, chunk.nbytes, OVERLAP_PIECE):
-            piece = chunk[start : start + OVERLAP_PIECE]
+        for start in range(0, chunk.nbytes, size):
+            piece = chunk[start : start + size]
             hashed = pool.submit(hasher.update, piece)
             try:
                 write(piece)

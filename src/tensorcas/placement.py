@@ -17,6 +17,7 @@ grace period.  Background writing decides only *when* this runs (``writer``).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class Placement:
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         #: For this writer's last large storages: whether each was stored already.
         self._stored_lately: deque[bool] = deque(maxlen=8)
+        #: Both hints are kept by a background writer's worker and asked by its caller.
+        self._hints_lock = threading.Lock()
 
     def read_index_once(self) -> None:
         """Learn what earlier writers stored, once (a writer's first write)."""
@@ -81,8 +84,11 @@ class Placement:
             self.store.refresh()
             self._index_read = True
 
-    def storage(self, storage: torch.UntypedStorage, name: str | None) -> Placed:
-        """Hash a storage and store its bytes where they go."""
+    def storage(self, storage: torch.UntypedStorage, name: str | None, *, guess: bool = True) -> Placed:
+        """Hash a storage and store its bytes where they go.
+
+        ``guess=False``: the caller has decided with :meth:`hash_first` already (a background
+        copy of a storage that was probably new)."""
         check_storage(storage)
         nbytes = storage.nbytes()
         self.read_index_once()
@@ -97,21 +103,31 @@ class Placement:
             return iter_storage_chunks(storage)
 
         small_cpu = storage.device.type == "cpu" and nbytes < OVERLAP_THRESHOLD
-        if small_cpu or self._probably_stored(storage, name) or self._mostly_stored_lately():
+        if small_cpu or (guess and self.hash_first(storage, name)):
             # Hash first: if the bytes are unchanged, nothing is written at all.
             return self.known(hash_storage(storage), nbytes, source)
         # Probably new: write while hashing (a device storage is copied to the host once); if the
         # bytes turn out to be stored already, the written copy is discarded.
         digest, new = self.blobs.put_streaming(source, nbytes)
-        self._stored_lately.append(not new)
+        self._note_stored(not new)
         return Placed(digest, nbytes, None, source)
+
+    def hash_first(self, storage: torch.UntypedStorage, name: str | None) -> bool:
+        """Whether a large storage's bytes are probably stored already, so that hashing them
+        first (and writing nothing if they are) beats writing them while they are hashed."""
+        return self._probably_stored(storage, name) or self._mostly_stored_lately()
+
+    def _note_stored(self, stored: bool) -> None:
+        with self._hints_lock:
+            self._stored_lately.append(stored)
 
     def _mostly_stored_lately(self) -> bool:
         """Whether most of this writer's last large storages turned out to be stored already (a
         checkpoint of mostly unchanged weights under new names): then hashing first pays, since
         it skips their writes; a run of new storages goes back to writing while hashing."""
-        lately = self._stored_lately
-        return bool(lately) and 2 * sum(lately) >= len(lately)
+        with self._hints_lock:
+            lately = self._stored_lately
+            return bool(lately) and 2 * sum(lately) >= len(lately)
 
     def known(self, digest: str, nbytes: int, source: Source) -> Placed:
         """The decision for bytes whose digest is known (see the module's docstring)."""
@@ -121,7 +137,7 @@ class Placement:
             return Placed(digest, nbytes, packed, source)
         new = self.blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
         if nbytes >= OVERLAP_THRESHOLD:
-            self._stored_lately.append(not new)
+            self._note_stored(not new)
         return Placed(digest, nbytes, None, source)
 
     def confirm(self, placed: Placed) -> None:
@@ -147,11 +163,12 @@ class Placement:
         picks the faster path (hash first, so that unchanged bytes are not written); the digest
         decides what is stored."""
         key = (storage.data_ptr(), storage.nbytes())
-        if key in self._seen:
-            self._seen.move_to_end(key)
-            return True
-        self._seen[key] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
+        with self._hints_lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return True
+            self._seen[key] = None
+            if len(self._seen) > _SEEN_LIMIT:
+                self._seen.popitem(last=False)
         previous = self.store.log.peek(name) if name is not None else None
         return previous is not None and previous.nbytes == key[1]

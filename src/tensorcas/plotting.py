@@ -165,7 +165,7 @@ def plot_error_along_run(result: BisectResult, out: str | os.PathLike[str]) -> s
     order, to the PNG ``out``; the first divergence and step boundaries are marked."""
     fig = _figure(11, 4.5)
     ax = fig.add_subplot()
-    xs = [c.position for c in result.compared]
+    xs = [c.position + 1 for c in result.compared]  # 1-based, as the text report counts
     floor = 1e-30  # zero errors drawn at the bottom of the log scale
 
     def points(values: list[float]) -> list[float]:
@@ -188,15 +188,15 @@ def plot_error_along_run(result: BisectResult, out: str | os.PathLike[str]) -> s
     ax.set_yscale("log")
     for prev, cur in zip(result.compared, result.compared[1:]):
         if cur.step != prev.step:
-            ax.axvline(cur.position - 0.5, color="0.8", linewidth=0.8, linestyle=":")
+            ax.axvline(cur.position + 0.5, color="0.8", linewidth=0.8, linestyle=":")
     if result.first is not None:
         ax.axvline(
-            result.first.position,
+            result.first.position + 1,
             color="red",
             linewidth=1.2,
             label=f"first divergence: {result.first.key}",
         )
-    ax.set_xlabel("recorded tensor, in execution order (dotted: step or call boundaries)")
+    ax.set_xlabel("position of the recorded tensor, in execution order (dotted: step or call boundaries)")
     ax.set_ylabel("error (zero drawn at 1e-30)")
     ax.set_title(f"{result.a}  vs  {result.b}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")

@@ -86,12 +86,23 @@ class ContentStoreReader:
     """
 
     def __init__(self, loc: Location, *, cache: bool = True, verify: bool = False, mmap: bool = False) -> None:
-        self.store = Store.open(loc, read_only=True, refresh=True)
+        self._set_up(Store.open(loc, read_only=True, refresh=True), cache=cache, verify=verify, mmap=mmap)
+
+    def _set_up(self, store: Store, *, cache: bool, verify: bool, mmap: bool) -> None:
+        self.store = store
         self.verify = verify
         self.mmap = mmap
         self._cache: weakref.WeakValueDictionary[tuple[str, str], torch.UntypedStorage] | None = (
             weakref.WeakValueDictionary() if cache else None
         )
+
+    @classmethod
+    def sharing(cls, store: Store, *, cache: bool = True, verify: bool = False, mmap: bool = False) -> ContentStoreReader:
+        """A reader over a store already open (a writer's ``store``): its records, read once,
+        serve both; the reader sees what was appended since on :meth:`refresh`."""
+        reader = cls.__new__(cls)
+        reader._set_up(store, cache=cache, verify=verify, mmap=mmap)
+        return reader
 
     @property
     def location(self) -> str:

@@ -10,7 +10,7 @@ import torch
 from . import format as fmt
 from .background import BackgroundQueue, snapshot
 from .errors import BlobNotFoundError, StoreError
-from .hashing import hash_and_copy_small, hash_storage, iter_storage_chunks
+from .hashing import OVERLAP_THRESHOLD, hash_and_copy_small, hash_storage, iter_storage_chunks
 from .logwriter import LogWriter
 from .placement import Placed, Placement, Source
 from .reader import TorchMetadata
@@ -121,9 +121,9 @@ class ContentStoreWriter:
             return None
         return self._write_tensor(name, tensor)
 
-    def _write_tensor(self, name: str, tensor: torch.Tensor) -> fmt.TensorRecord:
+    def _write_tensor(self, name: str, tensor: torch.Tensor, *, guess: bool = True) -> fmt.TensorRecord:
         """The one synchronous path: bytes placed (``placement``), then the record appended."""
-        placed = self._place.storage(tensor.untyped_storage(), name)
+        placed = self._place.storage(tensor.untyped_storage(), name, guess=guess)
         record = self._record(name, tensor, placed.digest)
         self._put(record, placed)
         return record
@@ -136,11 +136,12 @@ class ContentStoreWriter:
         """Background mode: decide now what the bytes are and when to store them; store them
         later through the same path.
 
-        A CPU storage is hashed at once: if its blob is stored already (an unchanged weight),
-        only the record is left to write and nothing is copied.  Otherwise the storage is copied
-        (the caller may change it as soon as this returns), unless it is larger than
-        ``max_pending_bytes``: then it is written now, without a copy.  A small storage is
-        written at once when nothing is queued (a queued job costs more than the write).
+        A large CPU storage that was probably stored already (``Placement.hash_first``: an
+        unchanged weight) is hashed at once: if its blob is stored, only the record is left to
+        write and nothing is copied.  Other storages are copied (the caller may change them as
+        soon as this returns), and the worker hashes the copy while it writes it; one larger than
+        ``max_pending_bytes`` is written now, without a copy.  A small storage is written at once
+        when nothing is queued (a queued job costs more than the write).
         """
         queue = self._queue
         assert queue is not None
@@ -162,8 +163,12 @@ class ContentStoreWriter:
             digest, data = hash_and_copy_small(storage)  # copied while hashed
             source: Source = lambda: data  # noqa: E731
         else:
-            digest = hash_storage(storage)
             self._place.read_index_once()
+            if nbytes >= OVERLAP_THRESHOLD and not self._place.hash_first(storage, name):
+                fresh = snapshot(tensor)
+                queue.submit(nbytes, lambda: self._write_tensor(name, fresh(), guess=False))
+                return
+            digest = hash_storage(storage)
             if blobs.reuse(digest, nbytes):  # stored already: no copy, only the record
                 record = self._record(name, tensor, digest)
                 placed = Placed(digest, nbytes, None, lambda: iter_storage_chunks(storage))

@@ -144,7 +144,9 @@ def show_command(store: str, name: str, values: int, bins: int, plot: str | None
             ("max", _num(s.max)),
             ("mean", _num(s.mean)),
             ("std", _num(s.std)),
-            ("nan / inf / zeros", f"{s.nan} / {s.inf} (+{s.posinf} -{s.neginf}) / {s.zeros}"),
+            ("NaN", str(s.nan)),
+            ("infinite", _infinities(s)),
+            ("zeros", str(s.zeros)),
         ]
         if s.of != "values":
             rows.append(("statistics of", s.of))
@@ -162,6 +164,13 @@ def show_command(store: str, name: str, values: int, bins: int, plot: str | None
         )
     for note in summary.notes:
         out.say(f"note: {note}")
+
+
+def _infinities(s: Any) -> str:
+    """How many elements are infinite, by sign where values have one (not for |z|)."""
+    if s.inf == 0 or s.of != "values":
+        return str(s.inf)
+    return f"{s.inf} ({s.posinf} +inf, {s.neginf} -inf)"
 
 
 def _num(value: Any) -> str:

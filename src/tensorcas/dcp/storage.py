@@ -49,6 +49,7 @@ from torch.futures import Future
 
 from .. import format as fmt
 from ..errors import CheckpointError, CheckpointNotFoundError, StoreIOError
+from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
 from . import catalog
@@ -101,10 +102,45 @@ class Writer(StorageWriter):
         self.durable = durable
         self.save_id = new_save_id()
         self.is_coordinator = False
+        #: This rank's one writer for a save (see ``_store_writer``), and whether its writes are
+        #: made durable by one ``syncfs`` instead of an fsync each.
+        self._writer: ContentStoreWriter | None = None
+        self._sync_at_end = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DCP may send a storage writer to another process (async_save): an open writer stays.
+        state = dict(self.__dict__)
+        state["_writer"] = None
+        return state
+
+    def _store_writer(self) -> ContentStoreWriter:
+        """This rank's writer for the current save, opened once: the store's logs are read when
+        it opens and then only what was appended since, however many steps of the save ask (a
+        store of many checkpoints has long logs).  Closed when the rank's part of the save ends."""
+        if self._writer is None:
+            writer = ContentStoreWriter(self.loc)  # creates the store if it is new
+            self._sync_at_end = self.durable and _can_sync_filesystem(writer)
+            if self.durable and not self._sync_at_end:
+                writer.close()
+                writer = ContentStoreWriter(self.loc, durable=True)
+            self._writer = writer
+        return self._writer
+
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    def _store_reader(self) -> ContentStoreReader:
+        """A reader over the same open store as ``_store_writer``, brought up to date."""
+        reader = ContentStoreReader.sharing(self._store_writer().store, cache=False)
+        reader.refresh()
+        return reader
 
     # -- the StorageWriter contract ------------------------------------------------------------
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        self._close_writer()  # left open by a save that failed
         if checkpoint_id is not None:
             self.name = _name_or_none(checkpoint_id)
         self.save_id = new_save_id()
@@ -124,8 +160,8 @@ class Writer(StorageWriter):
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         checkpoint = self._checkpoint()
         if not self.overwrite:
-            reader = catalog.open_reader(self.loc)
-            if reader is not None and catalog.has_checkpoint(reader, checkpoint):
+            reader = self._store_reader()
+            if catalog.has_checkpoint(reader, checkpoint):
                 raise CheckpointError(
                     f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
                     "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
@@ -144,12 +180,10 @@ class Writer(StorageWriter):
                 results.append(WriteResult(item.index, 0, ValueResult(encoded)))
             else:
                 tensors.append(item)
-        probe = ContentStoreWriter(self.loc)  # creates the store if it is new
-        sync_at_end = self.durable and _can_sync_filesystem(probe)
-        probe.close()
         # One writer for all chunks: hashing already runs on every core (measured: a thread
         # per core writing chunks in parallel was no faster).
-        with ContentStoreWriter(self.loc, durable=self.durable and not sync_at_end) as writer:
+        writer = self._store_writer()
+        try:
             for item in tensors:
                 name = chunk_name(
                     checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ())
@@ -163,8 +197,11 @@ class Writer(StorageWriter):
                         ChunkResult(name, record.blob, record.nbytes),
                     )
                 )
-        if sync_at_end:
-            _sync_filesystem(self.loc)
+            if self._sync_at_end:
+                _sync_filesystem(writer)
+        finally:
+            if not self.is_coordinator:
+                self._close_writer()  # the coordinator's goes on to ``finish``
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
@@ -177,20 +214,24 @@ class Writer(StorageWriter):
             self.save_id,
         )
         manifest = manifest_from_metadata(checkpoint, save_id, metadata, by_index)
-        reader = catalog.open_reader(self.loc)
-        assert reader is not None  # the ranks' writers created the store
-        catalog.check_chunks(reader, manifest)  # every rank's chunks are there, with their blobs
-        if not self.overwrite and catalog.has_checkpoint(reader, checkpoint):
-            raise CheckpointError(
-                f"checkpoint {checkpoint!r} was saved by someone else meanwhile; nothing was published"
-            )
-        with ContentStoreWriter(self.loc, durable=self.durable) as writer:
+        try:
+            writer = self._store_writer()
+            reader = self._store_reader()  # now with every rank's chunks
+            catalog.check_chunks(reader, manifest)  # every rank's chunks are there, with their blobs
+            if not self.overwrite and catalog.has_checkpoint(reader, checkpoint):
+                raise CheckpointError(
+                    f"checkpoint {checkpoint!r} was saved by someone else meanwhile; nothing was published"
+                )
             catalog.publish_manifest(writer, manifest)
+            if self._sync_at_end:
+                _sync_filesystem(writer)
             # Chunks of earlier saves under this name (replaced, or never finished) are garbage now.
             keep = {c.name for c in manifest.chunks()}
             for name in reader.list_tensors(chunks_prefix(checkpoint)):
                 if name not in keep:
                     writer.delete_tensor(name)
+        finally:
+            self._close_writer()
 
     def storage_meta(self) -> StorageMeta | None:
         return StorageMeta(checkpoint_id=self.name, save_id=self.save_id)
@@ -355,12 +396,11 @@ def _can_sync_filesystem(writer: ContentStoreWriter) -> bool:
     return _syncfs() is not None and _local_file(writer) is not None
 
 
-def _sync_filesystem(loc: Location) -> None:
+def _sync_filesystem(writer: ContentStoreWriter) -> None:
     """Make everything written to the store's filesystem durable with one ``syncfs(2)``: far
     cheaper than an fsync per blob, record and directory (a rank writes hundreds), and, since
     it runs before the rank reports its results, before the manifest can be published."""
-    with ContentStoreWriter(loc) as writer:
-        path = _local_file(writer)
+    path = _local_file(writer)
     assert path is not None
     fd = os.open(path, os.O_RDONLY)
     try:
