@@ -145,3 +145,74 @@ def _write_in_child(loc: str) -> None:
 
     with ContentStoreWriter(loc) as writer:
         writer.write_tensor("child", torch.randn(OVERLAP_THRESHOLD // 4 + 7))
+
+
+def test_verified_reads_hash_each_piece_as_it_arrives(tmp_path, monkeypatch):
+    """A verified read of a large local blob hands every piece to the hashing thread as soon as
+    it is read; a blob damaged in its last piece is still refused."""
+    import tensorcas.blobs.layer as layer
+    from tensorcas.backends.local import READ_PIECE
+    from tensorcas.errors import CorruptObjectError
+
+    fed: list[int] = []
+    real = layer.PieceHasher
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def feed(self, piece: memoryview) -> None:
+            fed.append(piece.nbytes)
+            super().feed(piece)
+
+    monkeypatch.setattr(layer, "PieceHasher", Counting)
+    loc = str(tmp_path / "store")
+    x = torch.randn((2 * READ_PIECE + 12345) // 4)
+    with ContentStoreWriter(loc) as writer:
+        record = writer.write_tensor("x", x)
+    assert torch.equal(ContentStoreReader(loc, verify=True).read_tensor("x"), x)
+    assert len(fed) == 3 and sum(fed) == x.nbytes
+    path = Store.open(loc).blobs.local_path(record.blob)
+    os.chmod(path, 0o644)  # blobs are read-only files: make this one writable to damage it
+    with open(path, "r+b") as f:
+        f.seek(x.nbytes - 1)
+        last = f.read(1)
+        f.seek(x.nbytes - 1)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(CorruptObjectError, match="hash"):
+        ContentStoreReader(loc, verify=True).read_tensor("x")
+    y = ContentStoreReader(loc).read_tensor("x")  # unverified: the size is right
+    assert not torch.equal(x, y)
+
+
+def test_a_failed_verified_read_waits_for_the_hashing_thread(tmp_path, monkeypatch):
+    """A read that fails half way raises its error only after the hashing thread let go of
+    the piece it was hashing (the buffer is freed as the error propagates)."""
+    import tensorcas.backends.local as local
+    import tensorcas.blobs.layer as layer
+    from tensorcas.errors import StoreIOError
+
+    loc = str(tmp_path / "store")
+    x = torch.randn((3 * local.READ_PIECE) // 4)
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", x)
+    finished: list[int] = []
+    real = layer.PieceHasher
+
+    class Watching(real):  # type: ignore[misc, valid-type]
+        def finish(self) -> str:
+            digest = super().finish()
+            finished.append(self.nbytes)
+            return digest
+
+    monkeypatch.setattr(layer, "PieceHasher", Watching)
+    calls = []
+    real_readv = os.readv
+
+    def failing_readv(fd, buffers):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(local.os, "readv", failing_readv)
+    with pytest.raises((StoreIOError, OSError)):
+        ContentStoreReader(loc, verify=True).read_tensor("x")
+    assert finished == [local.READ_PIECE]

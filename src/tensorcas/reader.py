@@ -11,7 +11,7 @@ import torch
 
 from . import format as fmt
 from ._memory import empty_cpu_storage
-from .blobs import PACK_THRESHOLD, Check, tensor_context
+from .blobs import PACK_THRESHOLD, DigestCheck, tensor_context
 from .errors import (
     BlobLostError,
     BlobNotFoundError,
@@ -20,7 +20,7 @@ from .errors import (
     StoreError,
     StoreIOError,
 )
-from .hashing import cpu_storage_view, hash_buffer
+from .hashing import cpu_storage_view
 from .store import Location, Store
 from .tensors import record_to_tensor
 
@@ -230,7 +230,7 @@ class ContentStoreReader:
 
     def _load(self, digest: str, nbytes: int, name: str | None) -> torch.UntypedStorage:
         blobs = self.store.blobs
-        check = _hash_check(digest) if self.verify else None
+        check = DigestCheck(digest) if self.verify else None
         path = blobs.local_path(digest) if self.mmap and nbytes > 0 else None
         if path is not None:
             blobs.check_size(digest, nbytes, name=name)
@@ -269,16 +269,6 @@ class ContentStoreReader:
 
     def __repr__(self) -> str:
         return f"ContentStoreReader({self.location!r})"
-
-
-def _hash_check(digest: str) -> Check:
-    """A check that bytes hash to ``digest`` (for ``verify=True``)."""
-
-    def check(data: memoryview) -> str | None:
-        actual = hash_buffer(data)
-        return None if actual == digest else f"its bytes hash to {actual}"
-
-    return check
 
 
 def _is_allocation_failure(exc: RuntimeError) -> bool:

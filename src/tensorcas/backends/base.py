@@ -126,6 +126,7 @@ class Backend(ABC):
         allocate: Callable[[], memoryview],
         *,
         adopt: Callable[[memoryview], None] | None = None,
+        on_piece: Callable[[memoryview], None] | None = None,
     ) -> int | None:
         """Read the whole object, which should hold ``size`` bytes, into the buffer of ``size``
         bytes that ``allocate()`` returns, asked for only once the object is known to hold
@@ -138,6 +139,11 @@ class Backend(ABC):
         ``adopt``, if given, may be called instead of ``allocate`` with a writable buffer of
         exactly the object's ``size`` bytes that the backend made for this read alone, which the
         caller then owns: the bytes are not copied again.
+
+        ``on_piece``, if given, may be called with each piece of the buffer, in order, as soon as
+        it is filled (while the next is read), so that the caller can hash the bytes as they
+        arrive; a backend that reads in one go does not call it, and the caller then sees that
+        fewer bytes than ``size`` were passed to it.
 
         Here a ``stat``, then ``read_into``; a backend whose read reports the size (an object
         store's ``GET``) overrides it with one request."""

@@ -23,7 +23,7 @@ import itertools
 import os
 import stat as stat_module
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UnsafeFileError
@@ -58,6 +58,8 @@ __all__ = ["TMP_PREFIX", "TRASH_PREFIX", "LocalBackend", "os_errors"]
 
 #: Keys have at most this many parts (``blobs/ab/cdef...``; docs/FORMAT.md section 1).
 MAX_KEY_PARTS = 3
+#: Pieces in which a read that is hashed as it arrives is read (see ``read_whole``).
+READ_PIECE = 4 << 20
 
 #: Tells backends apart in the process's one cache of pack descriptors.
 _tokens = itertools.count()
@@ -278,6 +280,40 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                     n = os.readv(fd, [out[total : total + (1 << 30)]])
                     if n == 0:
                         break
+                    total += n
+                return total
+            finally:
+                os.close(fd)
+
+    def read_whole(
+        self,
+        key: str,
+        size: int,
+        allocate: Callable[[], memoryview],
+        *,
+        adopt: Callable[[memoryview], None] | None = None,
+        on_piece: Callable[[memoryview], None] | None = None,
+    ) -> int | None:
+        """The file is opened once and its size taken from the open file; with ``on_piece``
+        it is read a :data:`READ_PIECE` at a time, each piece handed over as soon as it is in."""
+        del adopt
+        if on_piece is None:
+            return super().read_whole(key, size, allocate)
+        with os_errors("reading", self._path(key)):
+            fd = self._open_read(key)
+            if fd is None:
+                return None
+            try:
+                found = os.fstat(fd).st_size
+                if found != size:
+                    return found
+                out = allocate()
+                total = 0
+                while total < size:
+                    n = os.readv(fd, [out[total : total + READ_PIECE]])
+                    if n == 0:
+                        break
+                    on_piece(out[total : total + n])
                     total += n
                 return total
             finally:

@@ -36,8 +36,9 @@ class ReadOnlyBackend(Backend):
         allocate: Callable[[], memoryview],
         *,
         adopt: Callable[[memoryview], None] | None = None,
+        on_piece: Callable[[memoryview], None] | None = None,
     ) -> int | None:
-        return self.inner.read_whole(key, size, allocate, adopt=adopt)
+        return self.inner.read_whole(key, size, allocate, adopt=adopt, on_piece=on_piece)
 
     def read_chunks(
         self, key: str, offset: int, length: int, chunk: int

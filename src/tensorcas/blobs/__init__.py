@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .collector import Collector
 from .inventory import Inventory
-from .layer import PACK_THRESHOLD, STREAM_CHUNK, Blobs, Check, tensor_context
+from .layer import PACK_THRESHOLD, STREAM_CHUNK, Blobs, Check, DigestCheck, tensor_context
 from .locations import BlobLocation, Loose, PackContents, Packed, Reachable, holds
 from .packindex import PackIndex, damaged_line
 
@@ -20,6 +20,7 @@ __all__ = [
     "Blobs",
     "Check",
     "Collector",
+    "DigestCheck",
     "Inventory",
     "Loose",
     "PackContents",

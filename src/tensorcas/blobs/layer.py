@@ -22,7 +22,7 @@ from ..format import (
     blob_key,
     format_digest,
 )
-from ..hashing import hash_while_writing, new_hasher
+from ..hashing import OVERLAP_THRESHOLD, PieceHasher, hash_buffer, hash_while_writing, new_hasher
 from .collector import Collector
 from .inventory import Inventory
 from .locations import BlobLocation, Loose, Packed, Reachable, cached_pack_key, holds
@@ -37,6 +37,21 @@ PACK_THRESHOLD = 64 << 10
 
 #: Checks a blob's bytes once read: ``None`` if they are sound, else what is wrong with them.
 Check = Callable[[memoryview], str | None]
+
+
+class DigestCheck:
+    """The check that bytes hash to ``digest`` (``verify=True``).  Unlike another check, the
+    blob layer can also apply it to a read piece by piece as the pieces arrive
+    (``hashing.PieceHasher``), so that hashing overlaps reading."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+    def __call__(self, data: memoryview) -> str | None:
+        return self.compare(hash_buffer(data))
+
+    def compare(self, actual: str) -> str | None:
+        return None if actual == self.digest else f"its bytes hash to {actual}"
 
 
 def tensor_context(name: str | None) -> str:
@@ -192,7 +207,21 @@ class Blobs:
             if found:
                 return target()
         key = blob_key(digest)
-        size = self.backend.read_whole(key, nbytes, target, adopt=None if adopt is None else adopted)
+        hashed: str | None = None
+        pieces = PieceHasher() if isinstance(check, DigestCheck) and nbytes >= OVERLAP_THRESHOLD else None
+        try:
+            size = self.backend.read_whole(
+                key,
+                nbytes,
+                target,
+                adopt=None if adopt is None else adopted,
+                on_piece=None if pieces is None else pieces.feed,
+            )
+        finally:
+            if pieces is not None:
+                # Always waited for: the hashing thread may still be reading the buffer.
+                whole = pieces.finish()
+                hashed = whole if pieces.nbytes == nbytes else None
         if size is not None:
             tried.append(key)
             if size != nbytes and not made:
@@ -202,7 +231,11 @@ class Blobs:
                     f"{tensor_context(name)}blob {digest} changed size while it was read "
                     f"({size} of {nbytes} bytes); run 'tensorcas verify {self.location}'"
                 )
-            damaged = self._checked(target(), check)
+            if hashed is not None:
+                assert isinstance(check, DigestCheck)
+                damaged = check.compare(hashed)
+            else:
+                damaged = self._checked(target(), check)
             if damaged is None:
                 return target()
         else:

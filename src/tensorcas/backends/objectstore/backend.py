@@ -434,13 +434,15 @@ class ObjectStoreBackend(Backend, Appending):
         allocate: Callable[[], memoryview],
         *,
         adopt: Callable[[memoryview], None] | None = None,
+        on_piece: Callable[[memoryview], None] | None = None,
     ) -> int | None:
         """One ``GET`` (for an object over :data:`READ_PART_SIZE`, one per part, in parallel),
         and no ``HEAD`` before it: the size the answer reports is compared with ``size`` before
         its body is read or the buffer is asked for.  The body of a single ``GET`` from a service
         is handed to ``adopt`` as it is (see ``buffers.py``); otherwise it is copied into the
         buffer ``allocate`` gives.  Segmented objects, and objects the local cache may hold, are
-        read as by any backend."""
+        read as by any backend.  ``on_piece`` is not called (the parts arrive in any order)."""
+        del on_piece
         if self._known_segmented(key) or (self._cache is not None and size >= CACHE_MIN_BYTES):
             return super().read_whole(key, size, allocate)
         ranged = size > READ_PART_SIZE
