@@ -58,6 +58,7 @@ over), ``backend`` (the backend class).
 from __future__ import annotations
 
 from .backend import (
+    COPY_LIMIT,
     MAX_CONCURRENCY,
     MULTIPART_THRESHOLD,
     PART_SIZE,
@@ -71,6 +72,7 @@ from .segments import CONSOLIDATE_LIMIT, SEGMENTS, segment_key
 __all__ = [
     "CACHE_MIN_BYTES",
     "CONSOLIDATE_LIMIT",
+    "COPY_LIMIT",
     "DEFAULT_RETRY",
     "MAX_CONCURRENCY",
     "MULTIPART_THRESHOLD",

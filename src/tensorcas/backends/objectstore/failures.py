@@ -112,7 +112,12 @@ def classify(exc: Exception, action: str, where: str) -> StoreError:
 
 
 def resend(
-    put: Callable[[], object], where: str, *, retries: int, backoff: tuple[float, float]
+    put: Callable[[], object],
+    where: str,
+    *,
+    retries: int,
+    backoff: tuple[float, float],
+    action: str = "writing",
 ) -> None:
     """Run ``put``, sent again when the connection failed, at most ``retries`` times, waiting
     from ``backoff[0]`` to ``backoff[1]`` seconds (doubling, with jitter).  obstore resends only
@@ -121,7 +126,7 @@ def resend(
     delay, longest = backoff
     for attempt in itertools.count():
         try:
-            with translated("writing", where):
+            with translated(action, where):
                 put()
             return
         except StoreUnavailableError as exc:
