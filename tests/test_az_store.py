@@ -93,6 +93,31 @@ def test_a_store_on_azure_through_url_strings(az_env, tmp_path):
     assert torch.equal(copy.read_tensor("big_again"), big)
 
 
+def test_the_account_and_an_http_endpoint_from_the_environment(azure_server, az_url, monkeypatch):
+    options = azure_server.options()
+    monkeypatch.delenv("AZURE_STORAGE_USE_EMULATOR", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", options["account_name"])
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", options["account_key"])
+    monkeypatch.setenv("AZURE_STORAGE_ENDPOINT", options["endpoint"])  # http://: plain HTTP allowed
+    with ContentStoreWriter(az_url) as writer:
+        writer.write_tensor("x", torch.arange(4.0))
+    assert torch.equal(ContentStoreReader(az_url).read_tensor("x"), torch.arange(4.0))
+
+
+def test_large_objects_go_in_blocks_published_only_if_absent(azure_server, az_url, monkeypatch):
+    from tensorcas.backends.objectstore import backend as objectstore
+
+    monkeypatch.setattr(objectstore, "MULTIPART_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(objectstore, "READ_PART_SIZE", 256 << 10)
+    backend = ObjectStoreBackend.from_url(az_url, azure_server.options(), retry=FAST_RETRY)
+    data = bytes(range(251)) * 12_000  # ~3 MB: uploaded in blocks, read in 12 ranges
+    pieces = (memoryview(data)[i : i + 100_000] for i in range(0, len(data), 100_000))
+    assert backend.put_if_absent("blobs/ab/big", pieces) is True
+    assert backend.put_if_absent("blobs/ab/big", memoryview(data)) is False
+    out = bytearray(len(data))
+    assert backend.read_into("blobs/ab/big", memoryview(out)) == len(data) and out == data
+
+
 @pytest.mark.parametrize("scheme", ["azure", "abfs"])
 def test_the_other_azure_schemes_open_the_same_container(az_env, scheme):
     with ContentStoreWriter(az_env) as writer:

@@ -169,11 +169,14 @@ def _aws_environment(
 def _azure_options(options: dict[str, Any], client: dict[str, Any]) -> None:
     """obstore reads the Azure environment itself (``AZURE_STORAGE_ACCOUNT_NAME``,
     ``AZURE_STORAGE_ACCOUNT_KEY``, ``AZURE_STORAGE_USE_EMULATOR`` with ``AZURITE_BLOB_STORAGE_URL``
-    ...); here ``endpoint_url`` is taken for ``endpoint`` as for S3, and an ``http://`` endpoint
-    (an emulator's) allows plain HTTP."""
+    ``AZURE_STORAGE_ENDPOINT`` ...); here ``endpoint_url`` is taken for ``endpoint`` as for S3, and
+    an ``http://`` endpoint (an emulator's) allows plain HTTP."""
     if "endpoint_url" in options:
         options["endpoint"] = options.pop("endpoint_url")
-    endpoint = options.get("endpoint") or os.environ.get("AZURE_STORAGE_ENDPOINT")
+    env = os.environ
+    endpoint = (
+        options.get("endpoint") or env.get("AZURE_STORAGE_ENDPOINT") or env.get("AZURE_ENDPOINT")
+    )
     if endpoint and str(endpoint).startswith("http://"):
         client.setdefault("allow_http", True)
 
