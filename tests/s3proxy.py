@@ -15,7 +15,8 @@ the server's answer goes back on the client's kept-alive connection.  Faults:
 * ``"down"``: reset the connection at once (the server is gone).
 
 Every request is recorded in :attr:`FaultProxy.requests` as ``(method, path, body bytes)``, and
-the access key id it was signed with in :attr:`FaultProxy.access_keys`.
+the access key id it was signed with in :attr:`FaultProxy.access_keys`; the bytes of the answers
+passed back are summed in :attr:`FaultProxy.answer_bytes`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class FaultProxy:
         self.rule: Rule = lambda method, path: None
         self.stall_seconds = 1.0
         self.requests: list[tuple[str, str, int]] = []
+        self.answer_bytes = 0  # the bytes of every answer passed back, headers included
         self.access_keys: set[str] = set()  # the key ids requests were signed with
         self._lock = threading.Lock()
         proxy = self
@@ -180,6 +182,8 @@ class FaultProxy:
                 if fault == "stall":
                     time.sleep(self.stall_seconds)
                 answer = self._forward(head, body, method == b"HEAD")
+                with self._lock:
+                    self.answer_bytes += 0 if answer is None else len(answer)
                 if fault == "lose-answer" or answer is None:
                     _reset(client)
                     return

@@ -9,7 +9,7 @@ keeps bytes.  The core is what any object store offers natively:
 Everything else a store can use is an optional *ability*, a small abstract class a backend also
 inherits when it can do it natively.  The layers above check for each and
 fall back when it is absent (``appending(backend)``, ``local_paths``, ``grace``,
-``staging``: the backend as that ability, or ``None``):
+``staging``, ``copying``: the backend as that ability, or ``None``):
 
 ==================  =====================================  ======================================
 ability             what it gives                          without it
@@ -21,6 +21,8 @@ ability             what it gives                          without it
                     not touched since a time, atomically   writers cannot mark blobs in use
 :class:`Staging`    objects written in pieces before their  a streamed blob is hashed first, then
                     key is known; leftovers listed for gc   put (its source is read twice)
+:class:`Copying`    copying an object within the service    the bytes are read and written again
+                    (its bytes never reach the client)      (gc's move-aside without ``Grace``)
 ==================  =====================================  ======================================
 
 Objects are published atomically and never overwritten (``put_if_absent``), except by an explicit
@@ -248,6 +250,21 @@ class Grace(ABC):
         return True
 
 
+class Copying(ABC):
+    """Copying an object inside the service (an object store's server-side copy): what lets gc
+    move a blob aside, and put it back, without its bytes passing through the client."""
+
+    @abstractmethod
+    def copy(self, source: str, dest: str, size: int, *, if_absent: bool) -> bool | None:
+        """Copy the object ``source``, of ``size`` bytes (as its ``stat`` said), to ``dest``.
+
+        ``if_absent``: not if an object is at ``dest`` (then ``False``); otherwise ``dest`` is a
+        fresh name nothing else writes.  ``True`` once the copy is whole at ``dest``.  ``None``
+        when the service cannot copy this object itself (absent, not one plain object, too
+        large for one copy request): the caller copies its bytes through the client instead.
+        """
+
+
 class Staged(ABC):
     """An object being written in pieces, invisible until published under its final key."""
 
@@ -310,6 +327,10 @@ def local_paths(backend: Backend) -> LocalPaths | None:
 
 def grace(backend: Backend) -> Grace | None:
     return backend if isinstance(backend, Grace) else None
+
+
+def copying(backend: Backend) -> Copying | None:
+    return backend if isinstance(backend, Copying) else None
 
 
 def staging(backend: Backend) -> Staging | None:

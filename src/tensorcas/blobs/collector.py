@@ -3,6 +3,8 @@
 With the backend's ``Grace`` ability the move is atomic against a writer marking the object in
 use; without it the object is copied to a temporary key and deleted, and writers, which cannot mark
 anything in use there, rely on the check they make after their record (``Placement.confirm``).
+The copy is the service's own (``Copying``: an object store's server-side copy) where it can make
+one, so that no blob's bytes pass through gc; otherwise gc reads the bytes and writes them again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Collector:
     def __init__(self, backend: base.Backend) -> None:
         self.backend = backend
         self._grace = base.grace(backend)
+        self._copying = base.copying(backend)
 
     def quarantine(self, key: str, cutoff: float) -> str | None:
         """Move a blob or pack not marked in use since ``cutoff`` aside (absent to everyone until
@@ -36,7 +39,8 @@ class Collector:
             return None
         directory, _, name = key.rpartition("/")
         trash = f"{directory}/{_TRASH_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
-        if not self.backend.put_if_absent(trash, self._pieces(key, info.size)):
+        # A fresh name: the copy need not be conditional.
+        if not self._copy(key, trash, info.size, if_absent=False):
             return None
         self.backend.delete(key)
         return trash
@@ -48,7 +52,7 @@ class Collector:
             return
         info = self.backend.stat(trash)
         if info is not None:
-            self.backend.put_if_absent(_original(trash), self._pieces(trash, info.size))
+            self._copy(trash, _original(trash), info.size, if_absent=True)
             self.backend.delete(trash)
 
     def purge(self, trash: str) -> None:
@@ -57,6 +61,15 @@ class Collector:
             self._grace.purge(trash)
         else:
             self.backend.delete(trash)
+
+    def _copy(self, source: str, dest: str, size: int, *, if_absent: bool) -> bool:
+        """Copy ``source`` to ``dest`` (unless something is there, if ``if_absent``): by the
+        service where it can, through the client otherwise; whether it was copied."""
+        if self._copying is not None:
+            copied = self._copying.copy(source, dest, size, if_absent=if_absent)
+            if copied is not None:
+                return copied
+        return self.backend.put_if_absent(dest, self._pieces(source, size))
 
     def _pieces(self, key: str, size: int) -> Iterable[bytes]:
         for offset in range(0, size, READ_WINDOW):

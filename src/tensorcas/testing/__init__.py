@@ -11,7 +11,7 @@ fresh, empty, writable backend; every test then runs against it::
             return MyBackend(tmp_path)
 
 The core contract (``tensorcas.backends.base.Backend``) is tested for every backend; each optional
-ability (``Appending``, ``Grace``, ``Staging``, ``LocalPaths``) only for backends that have it.
+ability (``Appending``, ``Grace``, ``Staging``, ``LocalPaths``, ``Copying``) only for backends that have it.
 :meth:`BackendTests.test_holds_a_store` runs the writer, the reader, ``verify`` and ``gc`` over the
 backend, and :meth:`BackendTests.test_read_only` the read-only wrapper.
 
@@ -23,7 +23,13 @@ against itself.  Needs pytest (``pip install tensorcas[test]``).
 
 from __future__ import annotations
 
-from .abilities import AppendingTests, GraceTests, LocalPathsTests, StagingTests
+from .abilities import (
+    AppendingTests,
+    CopyingTests,
+    GraceTests,
+    LocalPathsTests,
+    StagingTests,
+)
 from .core import DATA, KEY, CoreTests, StoreTests
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "KEY",
     "AppendingTests",
     "BackendTests",
+    "CopyingTests",
     "CoreTests",
     "GraceTests",
     "LocalPathsTests",
@@ -39,5 +46,13 @@ __all__ = [
 ]
 
 
-class BackendTests(CoreTests, StoreTests, AppendingTests, GraceTests, StagingTests, LocalPathsTests):
+class BackendTests(
+    CoreTests,
+    StoreTests,
+    AppendingTests,
+    CopyingTests,
+    GraceTests,
+    StagingTests,
+    LocalPathsTests,
+):
     """Every test of the suite: subclass it and supply the ``backend`` fixture."""

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ..backends.base import Backend, Leftover, appending, grace, local_paths, staging
+from ..backends.base import Backend, Leftover, appending, copying, grace, local_paths, staging
 from ..errors import StoreError
 from .core import DATA, KEY, _Hooks
 
@@ -60,6 +60,35 @@ class AppendingTests(_Hooks):
             data = self.raw_get(backend, f"logs/w{i}.log")
             assert data is not None and data.decode().splitlines() == [f"{i}:{j}" for j in range(200)]
 
+
+
+class CopyingTests(_Hooks):
+    """The ``Copying`` ability (skipped for backends without it, or whose service declines to
+    copy)."""
+
+    def test_copy(self, backend: Backend) -> None:
+        c = copying(backend)
+        if c is None:
+            pytest.skip("the backend cannot copy objects itself")
+        backend.put_if_absent(KEY, DATA)
+        copied = c.copy(KEY, "blobs/ab/copy", len(DATA), if_absent=True)
+        if copied is None:
+            pytest.skip("the backend's service declines to copy (the caller copies the bytes)")
+        assert copied is True
+        assert self.raw_get(backend, "blobs/ab/copy") == DATA
+        assert self.raw_get(backend, KEY) == DATA
+        self.raw_put(backend, "blobs/ab/other", b"other")
+        assert c.copy(KEY, "blobs/ab/other", len(DATA), if_absent=True) is False
+        assert self.raw_get(backend, "blobs/ab/other") == b"other"  # never replaced
+        assert c.copy(KEY, "blobs/ab/fresh", len(DATA), if_absent=False) is True
+        assert backend.get("blobs/ab/fresh") == DATA
+
+    def test_copy_of_an_absent_object_is_declined(self, backend: Backend) -> None:
+        c = copying(backend)
+        if c is None:
+            pytest.skip("the backend cannot copy objects itself")
+        assert c.copy("blobs/ab/none", "blobs/ab/copy", 3, if_absent=False) is None
+        assert self.raw_get(backend, "blobs/ab/copy") is None
 
 
 class GraceTests(_Hooks):

@@ -42,6 +42,12 @@ large objects only under content-addressed keys (blobs, whose bytes are the same
 them) and under the unique names of gc's moved-aside copies.  Small objects (records, segments,
 the marker) use the true conditional put.
 
+gc moves objects aside and back by the service's own copy where it is done when it answers
+(S3's ``CopyObject``, up to 5 GiB; ``copy`` of the backend, the ``Copying`` ability), so no
+blob's bytes pass through the client; a conditional copy (S3 with ``copy_if_not_exists``) where
+configured, otherwise a check of the target just before, as for a multipart upload.  Azure's
+``Copy Blob`` may still be running when it answers, so there gc copies through the client.
+
 Failures: obstore retries 5xx answers (503 SlowDown included), dropped connections and timeouts
 with exponential backoff, at most :data:`DEFAULT_RETRY` allows, and this backend sends a put
 again when its connection failed (obstore does not: a put is not safe to repeat in general; a
@@ -58,6 +64,7 @@ over), ``backend`` (the backend class).
 from __future__ import annotations
 
 from .backend import (
+    COPY_LIMIT,
     MAX_CONCURRENCY,
     MULTIPART_THRESHOLD,
     PART_SIZE,
@@ -71,6 +78,7 @@ from .segments import CONSOLIDATE_LIMIT, SEGMENTS, segment_key
 __all__ = [
     "CACHE_MIN_BYTES",
     "CONSOLIDATE_LIMIT",
+    "COPY_LIMIT",
     "DEFAULT_RETRY",
     "MAX_CONCURRENCY",
     "MULTIPART_THRESHOLD",

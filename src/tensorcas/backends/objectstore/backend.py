@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..base import Appender, Appending, Backend, Data, ObjectInfo, chunks_of
+from ...errors import ObjectStoreError
+from ..base import Appender, Appending, Backend, Copying, Data, ObjectInfo, chunks_of
 from .buffers import owned_view
 from .cache import CACHE_MIN_BYTES, copy_path, keep_copy, read_copy
 from .config import open_url, put_backoff
@@ -47,9 +48,16 @@ PART_SIZE = 8 << 20
 READ_PART_SIZE = 32 << 20
 #: Requests one backend has in flight at once for one large object or a run of segments.
 MAX_CONCURRENCY = 8
+#: The largest object one server-side copy request copies (S3's limit for ``CopyObject`` and for
+#: one ``UploadPartCopy``); larger ones are copied through the client.
+COPY_LIMIT = 5 << 30
+#: The obstore stores whose copy is done by the time the request answers: S3's ``CopyObject``
+#: (and obstore's in-memory store).  Azure's ``Copy Blob`` may still be running when it answers,
+#: and GCS's rewrite of a large object takes several calls this client does not make.
+_COPYING_STORES = ("S3Store", "MemoryStore")
 
 
-class ObjectStoreBackend(Backend, Appending):
+class ObjectStoreBackend(Backend, Appending, Copying):
     """Objects under a prefix of a bucket, through an obstore store.
 
     Open one with :meth:`from_url`; or wrap an obstore store built by hand (any obstore store
@@ -80,6 +88,10 @@ class ObjectStoreBackend(Backend, Appending):
         self._appends_under = appends_under
         self._cache = None if cache_dir is None else os.path.abspath(os.fspath(cache_dir))
         self._put_retries, self._backoff = put_backoff(retry)
+        self._copies = type(store).__name__ in _COPYING_STORES
+        # Whether the service copies conditionally (S3 does when ``copy_if_not_exists`` is set):
+        # unknown until tried.
+        self._conditional_copy: bool | None = None
         # A service's answers are collected into memory made for each (see ``buffers.py``);
         # other stores (obstore's in-memory one) may return the stored bytes themselves.
         from obstore.store import AzureStore, GCSStore, S3Store
@@ -520,6 +532,50 @@ class ObjectStoreBackend(Backend, Appending):
             existed = True
         return existed
 
+    def copy(self, source: str, dest: str, size: int, *, if_absent: bool) -> bool | None:
+        """One server-side copy request (S3's ``CopyObject``); ``None`` (copy through the client)
+        on a service whose copy may finish after it answers, for an object over
+        :data:`COPY_LIMIT`, and for a source that is not one plain object (segments).
+
+        ``if_absent`` is a conditional copy where the service offers one (on S3, with
+        ``copy_if_not_exists`` configured: ``AWS_COPY_IF_NOT_EXISTS=multipart`` on AWS); otherwise
+        ``dest`` is checked just before an unconditional copy, as for a multipart upload (see the
+        package docstring): only gc restoring a blob or pack under its own key copies this way,
+        and what a writer may have put there meanwhile holds the same bytes."""
+        if not self._copies or size > COPY_LIMIT or self._known_segmented(source):
+            return None
+        try:
+            if if_absent and self._conditional_copy is not False:
+                try:
+                    self._copy_resending(source, dest, overwrite=False)
+                    self._conditional_copy = True
+                    return True
+                except self._obs.exceptions.AlreadyExistsError:
+                    self._conditional_copy = True
+                    return False
+                except ObjectStoreError as exc:
+                    if not isinstance(exc.__cause__, self._obs.exceptions.NotSupportedError):
+                        raise
+                    self._conditional_copy = False
+            if if_absent and self._head(dest) is not None:
+                return False
+            self._copy_resending(source, dest, overwrite=True)
+            return True
+        except FileNotFoundError as exc:
+            unless_bucket_missing(exc, self.location)
+            return None  # segments, or gone: the caller reads what there is
+
+    def _copy_resending(self, source: str, dest: str, *, overwrite: bool) -> None:
+        # Safe to send again: an unconditional copy of bytes that do not change, or a
+        # conditional one that finds its first landing as an object already there.
+        resend(
+            lambda: self._obs.copy(self.store, source, dest, overwrite=overwrite),
+            f"{self._where(source)} to {dest}",
+            action="copying",
+            retries=self._put_retries,
+            backoff=self._backoff,
+        )
+
     def list(self, prefix: str) -> Iterator[str]:
         return (key for key, _ in self.list_info(prefix))
 
@@ -588,6 +644,7 @@ class ObjectStoreBackend(Backend, Appending):
 
 def _past_the_end(exc: Exception) -> bool:
     """Whether obstore refused a range because it starts at or past the object's end: a
-    service's ``416``, or obstore's in-memory store's own words."""
+    service's ``416``, or the client's own words (obstore's in-memory store; its Azure client,
+    which checks the range against the size the service answered)."""
     text = str(exc)
-    return "416" in text or "Invalid range: Wanted range starting at" in text
+    return "416" in text or "Wanted range starting at" in text

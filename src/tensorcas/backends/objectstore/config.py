@@ -1,6 +1,6 @@
 """Opening an object store from a URL: which schemes, which settings, from where.
 
-A URL (``s3://bucket/prefix``, ``gs://...``, ``az://...``) becomes an obstore store configured
+A URL (``s3://bucket/prefix``, ``gs://...``, ``az://container/prefix``) becomes an obstore store configured
 from the service's standard environment, then from ``storage_options``; the AWS environment
 variables obstore does not read by itself (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``,
 ``AWS_PROFILE``) are filled in here.
@@ -19,7 +19,9 @@ from ...errors import UnsupportedLocationError
 from .failures import translated
 
 #: URL schemes this backend opens (obstore's names for S3, Google Cloud Storage and Azure).
-SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss")
+SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
+#: The Azure Blob Storage ones among them.
+AZURE_SCHEMES = ("az", "azure", "abfs", "abfss")
 
 
 #: Retries of a failed request (5xx, dropped connection, timeout): exponential backoff from
@@ -106,6 +108,8 @@ def open_url(
     kwargs: dict[str, Any] = {}
     if scheme in ("s3", "s3a"):
         _aws_environment(options, client, kwargs)
+    elif scheme in AZURE_SCHEMES:
+        _azure_options(options, client)
     location = f"{scheme}://{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
     with translated("opening", location):
         store = from_url(  # type: ignore[call-overload]
@@ -160,6 +164,21 @@ def _aws_environment(
         kwargs["credential_provider"] = Boto3CredentialProvider(session)
         if "region" not in options and session.region_name:
             options["region"] = session.region_name
+
+
+def _azure_options(options: dict[str, Any], client: dict[str, Any]) -> None:
+    """obstore reads the Azure environment itself (``AZURE_STORAGE_ACCOUNT_NAME``,
+    ``AZURE_STORAGE_ACCOUNT_KEY``, ``AZURE_STORAGE_USE_EMULATOR`` with ``AZURITE_BLOB_STORAGE_URL``
+    ``AZURE_STORAGE_ENDPOINT`` ...); here ``endpoint_url`` is taken for ``endpoint`` as for S3, and
+    an ``http://`` endpoint (an emulator's) allows plain HTTP."""
+    if "endpoint_url" in options:
+        options["endpoint"] = options.pop("endpoint_url")
+    env = os.environ
+    endpoint = (
+        options.get("endpoint") or env.get("AZURE_STORAGE_ENDPOINT") or env.get("AZURE_ENDPOINT")
+    )
+    if endpoint and str(endpoint).startswith("http://"):
+        client.setdefault("allow_http", True)
 
 
 def _seconds(value: Any) -> float:

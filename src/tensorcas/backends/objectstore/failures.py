@@ -25,12 +25,16 @@ from ...errors import (
 
 
 def unless_bucket_missing(exc: FileNotFoundError, location: str) -> None:
-    """A 404 is an absent object, unless the bucket itself is missing."""
-    if "NoSuchBucket" in str(exc):
+    """A 404 is an absent object, unless the bucket (Azure: the container) itself is missing."""
+    if _bucket_missing(str(exc)):
         raise BucketNotFoundError(
             f"the bucket of {location} does not exist; create it, or check the URL and the "
-            "endpoint (AWS_ENDPOINT_URL)"
+            "endpoint (AWS_ENDPOINT_URL; on Azure, the account)"
         ) from exc
+
+
+def _bucket_missing(text: str) -> bool:
+    return "NoSuchBucket" in text or "ContainerNotFound" in text
 
 
 #: An answer from the service saying it is busy or failing.  Status codes as whole words only: a
@@ -77,15 +81,17 @@ def classify(exc: Exception, action: str, where: str) -> StoreError:
 
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
-    if "NoSuchBucket" in text:
+    if _bucket_missing(text):
         return BucketNotFoundError(
             f"{action} {where} failed: the bucket does not exist; create it, or check the URL and "
-            "the endpoint (AWS_ENDPOINT_URL)"
+            "the endpoint (AWS_ENDPOINT_URL; on Azure, the account)"
         )
     if isinstance(exc, (oe.PermissionDeniedError, oe.UnauthenticatedError)) or any(
         code in text
         for code in (
             "InvalidAccessKeyId",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
             "SignatureDoesNotMatch",
             "AccessDenied",
             "403 Forbidden",
@@ -94,8 +100,8 @@ def classify(exc: Exception, action: str, where: str) -> StoreError:
     ):
         return AccessDeniedError(
             f"{action} {where} was refused: the credentials are wrong or lack permission "
-            f"({first[:300]}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
-            "storage_options"
+            f"({first[:300]}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY or storage_options"
         )
     if _SERVICE_ERROR.search(text):
         return StoreUnavailableError(
@@ -112,7 +118,12 @@ def classify(exc: Exception, action: str, where: str) -> StoreError:
 
 
 def resend(
-    put: Callable[[], object], where: str, *, retries: int, backoff: tuple[float, float]
+    put: Callable[[], object],
+    where: str,
+    *,
+    retries: int,
+    backoff: tuple[float, float],
+    action: str = "writing",
 ) -> None:
     """Run ``put``, sent again when the connection failed, at most ``retries`` times, waiting
     from ``backoff[0]`` to ``backoff[1]`` seconds (doubling, with jitter).  obstore resends only
@@ -121,7 +132,7 @@ def resend(
     delay, longest = backoff
     for attempt in itertools.count():
         try:
-            with translated("writing", where):
+            with translated(action, where):
                 put()
             return
         except StoreUnavailableError as exc:
