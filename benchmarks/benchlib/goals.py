@@ -34,6 +34,7 @@ _S = "{n:,} small tensors, write + read back"
 _L = "open + read 1 tensor of {mib} MiB"
 _TORCH_STABLE = "PyTorch store (stable_hash=True)"
 _FROMFILE = "raw np.fromfile + torch.from_numpy"
+_NUMPY_READ = "raw read() into a new numpy array + torch.from_numpy"
 
 GOALS: tuple[Goal, ...] = (
     Goal("write", _W, "tensorcas", "raw-write", "speed", 0.85, "raw write()"),
@@ -52,9 +53,12 @@ GOALS: tuple[Goal, ...] = (
     Goal("partial", _P, "tensorcas", "torch-cs-sha1", "speed"),
     Goal("partial", _P, "tensorcas", "torch.save", "speed"),
     Goal("partial", _P, "tensorcas", "safetensors", "speed"),
-    Goal("read", _R, "tensorcas", "np.fromfile", "speed", 0.95, _FROMFILE),
-    Goal("read", "read_storage, {n} x {mib} MiB", "tensorcas-read_storage", "np.fromfile", "speed", 0.95, _FROMFILE),
-    Goal("read", _R, "tensorcas-verify", "np.fromfile", "speed", 0.6, _FROMFILE),
+    # The goals are held against the faster of the two raw numpy readers (np.fromfile goes
+    # through C stdio and is several times slower here); both are shown.
+    Goal("read", _R, "tensorcas", "np.empty+readinto", "speed", 0.95, _NUMPY_READ),
+    Goal("read", "read_storage, {n} x {mib} MiB", "tensorcas-read_storage", "np.empty+readinto", "speed", 0.95, _NUMPY_READ),
+    Goal("read", _R, "tensorcas-verify", "np.empty+readinto", "speed", 0.6, _NUMPY_READ),
+    Goal("read", _R, "tensorcas", "np.fromfile", "speed", None, _FROMFILE),
     Goal("read", _R, "tensorcas", "raw-read-fresh", "speed", None, "raw read() into new memory"),
     Goal("read", _R, "tensorcas", "raw-read", "speed", None, "raw read() into touched memory"),
     Goal("read", _R, "tensorcas", "torch-cs", "speed"),

@@ -208,6 +208,17 @@ def wl_read(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
         ]
         del out
 
+    def raw_numpy_readinto() -> None:
+        # The same, reading into an array numpy allocates first (np.empty, then readinto):
+        # one read() per file into huge-page-advised memory, without fromfile's stdio.
+        out = []
+        for n in names:
+            array = np.empty(views[n].nbytes, dtype=np.uint8)
+            with open(os.path.join(raw_dir, n), "rb", buffering=0) as f:
+                f.readinto(memoryview(array))
+            out.append(torch.from_numpy(array).view(dtypes[n]))
+        del out
+
     digests = [tensorcas.ContentStoreReader(tc_dir).read_tensor_metadata(n).blob for n in names]
 
     def tc_read_storage() -> None:
@@ -226,6 +237,7 @@ def wl_read(cfg: Config, res: Results, large: dict[str, torch.Tensor]) -> None:
         Case("raw-read", lambda rep: raw_read_files(raw_dir, buffers)),
         Case("raw-read-fresh", lambda rep: raw_read_fresh()),
         Case("np.fromfile", lambda rep: raw_fromfile()),
+        Case("np.empty+readinto", lambda rep: raw_numpy_readinto()),
         Case("tensorcas", lambda rep: TENSORCAS.read(tc_dir, names) and None),
         Case("tensorcas-read_storage", lambda rep: tc_read_storage()),
         Case("tensorcas-verify", lambda rep: tc_verify.read(tc_dir, names) and None),
