@@ -391,6 +391,36 @@ def test_background_errors_surface_on_close_and_the_writer_stays_closed(loc, mon
     assert _temporaries(loc) == []
 
 
+def test_closing_a_background_writer_another_thread_is_using(tmp_path):
+    """Writes racing a close on another thread fail as a closed writer's, never with the
+    thread pool's own RuntimeError, and every write that returned is stored."""
+    for trial in range(3):
+        loc = os.fspath(tmp_path / f"s{trial}")
+        writer = ContentStoreWriter(loc, background=True)
+        writer.write_tensor("warm", torch.ones(3))
+        written: list[str] = []
+        failures: list[BaseException] = []
+
+        def spam(writer: ContentStoreWriter, written: list[str], failures: list[BaseException]) -> None:
+            for i in range(10_000):
+                try:
+                    writer.write_tensor(f"x{i}", torch.full((PACK_THRESHOLD // 4 + 1,), float(i)))
+                except BaseException as exc:  # noqa: BLE001 - checked below
+                    failures.append(exc)
+                    return
+                written.append(f"x{i}")
+
+        thread = threading.Thread(target=spam, args=(writer, written, failures))
+        thread.start()
+        while len(written) < 3:
+            time.sleep(0.001)
+        writer.close()
+        thread.join()
+        assert len(failures) == 1 and isinstance(failures[0], tensorcas.StoreError), failures
+        assert "closed" in str(failures[0])
+        assert set(written) <= set(ContentStoreReader(loc).list_tensors())
+
+
 # -- 4. DCP: one writer per rank and save ------------------------------------------------------
 
 
