@@ -405,7 +405,7 @@ def test_closing_a_background_writer_another_thread_is_using(tmp_path):
             for i in range(10_000):
                 try:
                     writer.write_tensor(f"x{i}", torch.full((PACK_THRESHOLD // 4 + 1,), float(i)))
-                except BaseException as exc:  # noqa: BLE001 - checked below
+                except BaseException as exc:  # checked below
                     failures.append(exc)
                     return
                 written.append(f"x{i}")
