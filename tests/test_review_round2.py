@@ -82,6 +82,8 @@ def test_read_targets_work_with_and_without_advice(large_store, monkeypatch, mad
     want = _bytes(4 * MiB + 1, seed=1)
     assert torch.equal(base, want)
     assert torch.equal(reader.read_tensor("view"), want[3:][: 2 * MiB : 3])
+    mapped = ContentStoreReader(large_store, mmap=True, verify=True)  # no read target: a mapping
+    assert torch.equal(mapped.read_tensor("base"), want)
     storage = reader.read_storage(hash_storage(want.untyped_storage()))
     assert torch.equal(_as_bytes(storage), want)
     if madvise == "refused":
