@@ -423,6 +423,21 @@ def test_closing_a_background_writer_another_thread_is_using(tmp_path):
         assert set(written) <= set(ContentStoreReader(loc).list_tensors())
 
 
+@pytest.mark.parametrize("size", [100, 2 * MiB])
+def test_a_write_that_began_before_close_is_refused_cleanly(loc, size):
+    """The step a thread reaches when another closes the writer under it (after the open
+    check): a StoreError that says so, and no new log or pack left open."""
+    writer = ContentStoreWriter(loc)
+    writer.write_tensor("a", torch.ones(3))
+    writer.close()
+    logs = log_files(loc)
+    with pytest.raises(tensorcas.StoreError, match="was closed while this write ran"):
+        writer._write_tensor("b", _bytes(size, seed=18))
+    assert log_files(loc) == logs and _open_logs(loc) == []
+    assert not [p for p in _fds() if p.startswith(os.path.abspath(loc))]
+    assert ContentStoreReader(loc).list_tensors() == ["a"]
+
+
 # -- 4. DCP: one writer per rank and save ------------------------------------------------------
 
 
