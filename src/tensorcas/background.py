@@ -67,12 +67,15 @@ class BackgroundQueue:
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._failures = 0
+        self._closed = False
 
     def submit(self, nbytes: int, job: Callable[[], object]) -> None:
         self.raise_error()
         with self._cond:  # writers may be shared by threads
-            while self._pending and self._pending + nbytes > self.max_pending_bytes:
+            while not self._closed and self._pending and self._pending + nbytes > self.max_pending_bytes:
                 self._cond.wait()
+            if self._closed:  # by another thread, after this write began
+                raise StoreError("the writer was closed while this tensor was being written; open a new writer")
             self._pending += nbytes
             self._jobs += 1
         try:
@@ -122,6 +125,9 @@ class BackgroundQueue:
         raise error
 
     def close(self) -> None:
+        with self._cond:  # a write submitted from now on fails; those submitted are flushed
+            self._closed = True
+            self._cond.notify_all()
         try:
             self.flush()
         finally:

@@ -30,9 +30,20 @@ PARALLEL_THRESHOLD = 1 << 20
 DEVICE_CHUNK_BYTES = 64 << 20
 
 
+#: Whether this process has used the BLAKE3 library's thread pool, and whether it may.  The pool
+#: (Rust's rayon) does not survive ``fork``: a child whose parent used it waits forever on its
+#: first multi-threaded hash (DataLoader workers and ``multiprocessing``'s default start method
+#: on Linux fork).  Such a child hashes on one thread.
+_parallel_used = False
+_parallel_ok = True
+
+
 def new_hasher(nbytes_hint: int = 0) -> blake3.blake3:
-    threads = blake3.blake3.AUTO if nbytes_hint >= PARALLEL_THRESHOLD else 1
-    return blake3.blake3(max_threads=threads)
+    global _parallel_used
+    if nbytes_hint >= PARALLEL_THRESHOLD and _parallel_ok:
+        _parallel_used = True
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return blake3.blake3(max_threads=1)
 
 
 def hash_buffer(buffer: memoryview | bytes | bytearray) -> str:
@@ -69,10 +80,12 @@ def _pool() -> ThreadPoolExecutor:
 
 def _forget_pool_in_child() -> None:
     """A forked child has none of its parent's threads: an inherited pool would queue work that
-    never runs.  The child makes its own on first use."""
-    global _overlap_pool, _overlap_lock
+    never runs.  The child makes its own on first use, but cannot remake the BLAKE3 library's."""
+    global _overlap_pool, _overlap_lock, _parallel_ok
     _overlap_pool = None
     _overlap_lock = threading.Lock()
+    if _parallel_used:
+        _parallel_ok = False
 
 
 if hasattr(os, "register_at_fork"):
@@ -103,7 +116,12 @@ def hash_while_writing(chunks: Iterable[memoryview], write: Callable[[memoryview
     for chunk in chunks:
         for start in range(0, chunk.nbytes, size):
             piece = chunk[start : start + size]
-            hashed = pool.submit(hasher.update, piece)
+            try:
+                hashed = pool.submit(hasher.update, piece)
+            except RuntimeError:  # the interpreter is exiting (an atexit handler): no new work
+                hasher.update(piece)
+                write(piece)
+                continue
             try:
                 write(piece)
             finally:

@@ -39,6 +39,7 @@ class LogWriter:
         self._pack_size = 0
         self._packs_opened = 0
         self._unsealed: list[str] = []
+        self._closed = False
 
     @property
     def backend(self) -> Backend:
@@ -103,10 +104,12 @@ class LogWriter:
             if self._appender is not None:
                 self._appender.close()
             self._appender = None
+            self._closed = True
 
     # -- the pack ------------------------------------------------------------------------------
 
     def _pack_bytes(self, digest: str, data: memoryview | bytes) -> PackedBlob:
+        self._check_open()
         nbytes = memoryview(data).nbytes
         if self._pack is None:
             can_append = appending(self.backend)
@@ -152,7 +155,15 @@ class LogWriter:
 
     # -- the log -------------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:  # a write on another thread that began before its writer was closed
+            raise StoreError(
+                f"the writer of log {fmt.log_key(self.writer_id)} in {self.backend.location} was closed "
+                "while this write ran, which is not recorded; write it again with a new writer"
+            )
+
     def _append(self, line: bytes) -> None:
+        self._check_open()
         if self._appender is None:
             self._appender = self._open_log()
         try:

@@ -105,7 +105,8 @@ class Store:
         backend = open_backend(loc, durable=durable, read_only=read_only and not fresh_memory)
         root = _local_root(backend)
         if root is not None and not os.path.isdir(root):
-            if os.path.lexists(root):
+            # Asked again: another thread or process may have made the directory meanwhile.
+            if os.path.lexists(root) and not os.path.isdir(root):
                 raise StoreNotFoundError(_not_a_directory(root))
             if not create:
                 raise StoreNotFoundError(

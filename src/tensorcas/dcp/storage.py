@@ -152,6 +152,9 @@ class Writer(StorageWriter):
                 "published once every rank has finished"
             )
         self.is_coordinator = is_coordinator
+        # DCP resets a storage writer only when given a checkpoint_id: a writer left open by a
+        # save that failed (here or on another rank) is closed before this one starts.
+        self._close_writer()
         self._checkpoint()  # a missing name fails on every rank, before any planning
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
@@ -160,8 +163,14 @@ class Writer(StorageWriter):
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         checkpoint = self._checkpoint()
         if not self.overwrite:
-            reader = self._store_reader()
-            if catalog.has_checkpoint(reader, checkpoint):
+            try:
+                reader = self._store_reader()
+                exists = catalog.has_checkpoint(reader, checkpoint)
+            except BaseException:
+                self._close_writer()
+                raise
+            if exists:
+                self._close_writer()  # the save ends here
                 raise CheckpointError(
                     f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
                     "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
@@ -199,9 +208,11 @@ class Writer(StorageWriter):
                 )
             if self._sync_at_end:
                 _sync_filesystem(writer)
-        finally:
-            if not self.is_coordinator:
-                self._close_writer()  # the coordinator's goes on to ``finish``
+        except BaseException:
+            self._close_writer()  # the save ends here, on every rank
+            raise
+        if not self.is_coordinator:
+            self._close_writer()  # the coordinator's goes on to ``finish``
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
