@@ -301,6 +301,16 @@ def test_writes_during_interpreter_exit(loc, monkeypatch):
     assert torch.equal(ContentStoreReader(loc, verify=True).read_tensor("late"), t)
 
 
+def test_verified_reads_during_interpreter_exit(loc, monkeypatch):
+    """A verified read in an atexit handler hashes its pieces on the calling thread."""
+    t = _bytes(2 * OVERLAP_THRESHOLD + 5, seed=14)
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("x", t)
+    assert torch.equal(ContentStoreReader(loc, verify=True).read_tensor("x"), t)  # thread exists
+    monkeypatch.setattr(concurrent.futures.thread, "_shutdown", True)
+    assert torch.equal(ContentStoreReader(loc, verify=True).read_tensor("x"), t)
+
+
 # -- 3. background writes ----------------------------------------------------------------------
 
 

@@ -144,7 +144,11 @@ class PieceHasher:
     def feed(self, piece: memoryview) -> None:
         if self._pending is not None:
             self._pending.result()
-        self._pending = _pool().submit(self._hasher.update, piece)
+            self._pending = None
+        try:
+            self._pending = _pool().submit(self._hasher.update, piece)
+        except RuntimeError:  # the interpreter is exiting (an atexit handler): no new work
+            self._hasher.update(piece)
         self.nbytes += piece.nbytes
 
     def finish(self) -> str:
