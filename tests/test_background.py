@@ -124,3 +124,55 @@ def test_a_tensor_larger_than_the_pending_limit_is_written_at_once(loc, monkeypa
         writer.write_tensor("x", x)
         x.add_(1)
     assert torch.equal(ContentStoreReader(loc).read_tensor("x"), expected)
+
+
+def test_copies_wait_for_room_under_the_pending_limit(loc, monkeypatch):
+    """A new large tensor is copied only once its bytes fit under ``max_pending_bytes``: with
+    the worker held up, the copies waiting to be written never exceed the limit."""
+    import threading
+
+    from tensorcas.hashing import OVERLAP_THRESHOLD
+
+    n = OVERLAP_THRESHOLD // 4 + 256  # a little over 1 MiB of float32
+    tensors = [torch.randn(n) for _ in range(4)]
+    limit = 2 * tensors[0].nbytes  # room for two copies
+    gate = threading.Event()
+    live: list[int] = []  # bytes of copies made and not yet written, after each copy
+    state = {"copies": 0}
+    real_snapshot = tensorcas.writer.snapshot
+    real_write = tensorcas.writer.ContentStoreWriter._write_tensor
+
+    def counting_snapshot(t):
+        state["copies"] += t.untyped_storage().nbytes()
+        live.append(state["copies"])
+        return real_snapshot(t)
+
+    def held_write(self, name, tensor, **kwargs):
+        gate.wait(10)
+        try:
+            return real_write(self, name, tensor, **kwargs)
+        finally:
+            state["copies"] -= tensor.untyped_storage().nbytes()
+
+    monkeypatch.setattr(tensorcas.writer, "snapshot", counting_snapshot)
+    monkeypatch.setattr(tensorcas.writer.ContentStoreWriter, "_write_tensor", held_write)
+    writer = ContentStoreWriter(loc, background=True, max_pending_bytes=limit)
+    done = threading.Event()
+
+    def produce():
+        for i, t in enumerate(tensors):
+            writer.write_tensor(f"t{i}", t)
+        done.set()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    try:
+        assert not done.wait(0.5)  # the third write waits for room, before copying
+        assert live == [limit // 2, limit]
+    finally:
+        gate.set()
+        thread.join(10)
+        writer.close()
+    assert max(live) <= limit and len(live) == 4
+    reader = ContentStoreReader(loc)
+    assert all(torch.equal(reader.read_tensor(f"t{i}"), t) for i, t in enumerate(tensors))

@@ -70,6 +70,13 @@ class BackgroundQueue:
         self._closed = False
 
     def submit(self, nbytes: int, job: Callable[[], object]) -> None:
+        self.reserve(nbytes)
+        self.start(nbytes, job)
+
+    def reserve(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` more fit under the limit, and count them (and a job) as pending:
+        a copy is made only after this, so copies never exceed the limit by more than one that
+        alone is larger.  Follow with :meth:`start`, or :meth:`release` if the job is not made."""
         self.raise_error()
         with self._cond:  # writers may be shared by threads
             while not self._closed and self._pending and self._pending + nbytes > self.max_pending_bytes:
@@ -78,11 +85,18 @@ class BackgroundQueue:
                 raise StoreError("the writer was closed while this tensor was being written; open a new writer")
             self._pending += nbytes
             self._jobs += 1
+
+    def start(self, nbytes: int, job: Callable[[], object]) -> None:
+        """Run a job whose bytes were reserved."""
         try:
             self._pool.submit(self._run, nbytes, job)
         except BaseException:
             self._done(nbytes)
             raise
+
+    def release(self, nbytes: int) -> None:
+        """Give back a reservation whose job was never started."""
+        self._done(nbytes)
 
     def _run(self, nbytes: int, job: Callable[[], object]) -> None:
         try:

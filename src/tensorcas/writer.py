@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 
 import torch
@@ -152,8 +153,8 @@ class ContentStoreWriter:
             self._write_tensor(name, tensor)
             return
         if storage.device.type != "cpu":
-            view = snapshot(tensor)
-            queue.submit(nbytes, lambda: self._write_tensor(name, view()))
+            view = self._copy_when_room(queue, nbytes, tensor)
+            queue.start(nbytes, lambda: self._write_tensor(name, view()))
             return
         blobs = self.store.blobs
         if blobs.packs_size(nbytes):
@@ -165,8 +166,8 @@ class ContentStoreWriter:
         else:
             self._place.read_index_once()
             if nbytes >= OVERLAP_THRESHOLD and not self._place.hash_first(storage, name):
-                fresh = snapshot(tensor)
-                queue.submit(nbytes, lambda: self._write_tensor(name, fresh(), guess=False))
+                fresh = self._copy_when_room(queue, nbytes, tensor)
+                queue.start(nbytes, lambda: self._write_tensor(name, fresh(), guess=False))
                 return
             digest = hash_storage(storage)
             if blobs.reuse(digest, nbytes):  # stored already: no copy, only the record
@@ -174,10 +175,25 @@ class ContentStoreWriter:
                 placed = Placed(digest, nbytes, None, lambda: iter_storage_chunks(storage))
                 queue.submit(0, lambda: self._put(record, placed))
                 return
-            copy = snapshot(tensor)  # the bytes just hashed: the job need not hash them again
-            source = lambda: iter_storage_chunks(copy().untyped_storage())  # noqa: E731
+            record = self._record(name, tensor, digest)
+            # The bytes just hashed: the job need not hash them again.
+            copy = self._copy_when_room(queue, nbytes, tensor)
+            large: Source = lambda: iter_storage_chunks(copy().untyped_storage())  # noqa: E731
+            queue.start(nbytes, lambda: self._put(record, self._place.known(digest, nbytes, large)))
+            return
         record = self._record(name, tensor, digest)
         queue.submit(nbytes, lambda: self._put(record, self._place.known(digest, nbytes, source)))
+
+    @staticmethod
+    def _copy_when_room(queue: BackgroundQueue, nbytes: int, tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """Copy the tensor's storage once its bytes fit under ``max_pending_bytes`` (reserved
+        for the job the caller starts next), so that copies waiting to be written stay bounded."""
+        queue.reserve(nbytes)
+        try:
+            return snapshot(tensor)
+        except BaseException:
+            queue.release(nbytes)
+            raise
 
     def _record(self, name: str, tensor: torch.Tensor, digest: str) -> fmt.TensorRecord:
         return fmt.make_record(
