@@ -105,17 +105,17 @@ def test_a_write_that_reuses_a_blob_gc_is_collecting_keeps_it(
 
     if scenario == "record-after-second-read":
         checked, release = threading.Event(), threading.Event()
-        found_stored = writer.store.blobs.reuse  # where a writer finds bytes stored (both kinds)
+        found_stored = writer.store.blobs.find_stored  # where a writer finds bytes stored
 
-        def check_then_wait(*args: object) -> bool:
-            result = found_stored(*args)
+        def check_then_wait(*args: object) -> tuple[bool, object]:
+            result = found_stored(*args)  # type: ignore[arg-type]
             if not checked.is_set():  # the reuse; a later call is the writer storing it again
-                assert result, "the writer should find the bytes stored"
+                assert result[0], "the writer should find the bytes stored"
                 checked.set()
                 assert release.wait(30)
             return result
 
-        writer.store.blobs.reuse = check_then_wait  # type: ignore[method-assign]
+        writer.store.blobs.find_stored = check_then_wait  # type: ignore[method-assign,assignment]
         thread = threading.Thread(target=write_now)
         thread.start()
         assert checked.wait(30)

@@ -216,3 +216,26 @@ def test_a_failed_verified_read_waits_for_the_hashing_thread(tmp_path, monkeypat
     with pytest.raises((StoreIOError, OSError)):
         ContentStoreReader(loc, verify=True).read_tensor("x")
     assert finished == [local.READ_PIECE]
+
+
+def test_storing_a_new_blob_looks_at_its_key_once_before_putting_it(tmp_path, monkeypatch):
+    """A new blob costs one look at its key before the put (one HEAD on object storage) and one
+    after its record (the check that a concurrent gc left it); an unchanged one the same two."""
+    from tensorcas.backends.local import LocalBackend
+
+    looks: list[str] = []
+    real_stat = LocalBackend.stat
+    monkeypatch.setattr(
+        LocalBackend, "stat", lambda self, key: looks.append(key) or real_stat(self, key)
+    )
+    loc = str(tmp_path / "store")
+    x = torch.randn(1 << 17)  # 512 KiB: hashed first, then put
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("warmup", torch.zeros(3))
+        looks.clear()
+        record = writer.write_tensor("x", x)
+        tail = record.blob.split(":")[1][2:]  # blobs/<2 hex>/<the rest>
+        assert len([k for k in looks if tail in k]) == 2, looks
+        looks.clear()
+        writer.write_tensor("x_again", x)
+        assert len([k for k in looks if tail in k]) == 2, looks

@@ -303,15 +303,20 @@ class Blobs:
         """Whether a whole blob of ``nbytes`` is stored already, where a writer of this size
         would look (the packs the logs give; its own object when this size is not packed).  If
         so, it is marked in use now, so that a concurrent gc keeps it (``Grace.touch``)."""
+        return self.find_stored(digest, nbytes)[0]
+
+    def find_stored(self, digest: str, nbytes: int) -> tuple[bool, base.ObjectInfo | None]:
+        """``reuse``, with what was found at the blob's own key (``None`` where it was not
+        looked at, or is absent): the one place where a writer finds bytes stored."""
         if nbytes < PACK_THRESHOLD and digest in self.packs:  # only small blobs are packed
             for place in self.packs.places(digest):
                 if place.nbytes == nbytes and self._touch_pack(Packed.of(place)):
-                    return True
+                    return True, None
         if self.packs_size(nbytes):
-            return False
+            return False, None
         key = blob_key(digest)
         info = self.backend.stat(key)
-        return info is not None and info.size == nbytes and self._touch(key)
+        return info is not None and info.size == nbytes and self._touch(key), info
 
     def _touch(self, key: str) -> bool:
         return True if self._grace is None else self._grace.touch(key)
@@ -338,10 +343,12 @@ class Blobs:
         of its own; ``False`` if they were stored already (then only marked in use).  A stored
         blob of the wrong size (damaged), or one that cannot be marked in use (a hard link: see
         ``LocalBackend.touch``), is replaced by this copy, which is fresh for gc."""
-        if self.reuse(digest, nbytes):
+        found, info = self.find_stored(digest, nbytes)  # one look (one request on object storage)
+        if found:
             return False
         key = blob_key(digest)
-        info = self.backend.stat(key)
+        if info is None and self.packs_size(nbytes):
+            info = self.backend.stat(key)  # not looked at: this size is packed, not put
         self.backend.put_if_absent(key, chunks, overwrite=info is not None)
         return True
 
