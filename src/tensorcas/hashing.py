@@ -66,6 +66,7 @@ def overlap_piece(nbytes: int) -> int:
     """The piece size for hashing ``nbytes`` while writing them."""
     return max(MIN_OVERLAP_PIECE, min(OVERLAP_PIECE, nbytes // 4))
 
+
 _overlap_pool: ThreadPoolExecutor | None = None
 _overlap_lock = threading.Lock()
 

@@ -340,16 +340,15 @@ class Blobs:
 
     def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> bool:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
-        of its own; ``False`` if they were stored already (then only marked in use).  A stored
-        blob of the wrong size (damaged), or one that cannot be marked in use (a hard link: see
-        ``LocalBackend.touch``), is replaced by this copy, which is fresh for gc."""
+        of its own (for sizes this store does not pack); ``False`` if they were stored already
+        (then only marked in use).  A stored blob of the wrong size (damaged), or one that cannot
+        be marked in use (a hard link: see ``LocalBackend.touch``), is replaced by this copy,
+        which is fresh for gc."""
+        assert not self.packs_size(nbytes), "packed sizes go into the writer's pack"
         found, info = self.find_stored(digest, nbytes)  # one look (one request on object storage)
         if found:
             return False
-        key = blob_key(digest)
-        if info is None and self.packs_size(nbytes):
-            info = self.backend.stat(key)  # not looked at: this size is packed, not put
-        self.backend.put_if_absent(key, chunks, overwrite=info is not None)
+        self.backend.put_if_absent(blob_key(digest), chunks, overwrite=info is not None)
         return True
 
     def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> tuple[str, bool]:
