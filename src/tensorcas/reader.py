@@ -92,7 +92,7 @@ class ContentStoreReader:
         self.store = store
         self.verify = verify
         self.mmap = mmap
-        self._cache: weakref.WeakValueDictionary[tuple[str, str], torch.UntypedStorage] | None = (
+        self._cache: weakref.WeakValueDictionary[str | tuple[str, str], torch.UntypedStorage] | None = (
             weakref.WeakValueDictionary() if cache else None
         )
 
@@ -134,7 +134,7 @@ class ContentStoreReader:
     def read_tensor(self, name: str, *, device: DeviceLike = None) -> torch.Tensor:
         """The tensor stored under ``name``, on ``device`` (CPU by default)."""
         record = self.store.get_record(name)
-        storage = self._storage(record.blob, record.nbytes, _device(device), name)
+        storage = self._storage(record.blob, record.nbytes, _CPU if device is None else torch.device(device), name)
         return record_to_tensor(record, storage)
 
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
@@ -196,7 +196,7 @@ class ContentStoreReader:
             return found
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
-        key = (digest, str(device))
+        key = digest if device == _CPU else (digest, str(device))
         if self._cache is not None:
             cached = self._cache.get(key)
             # Only a storage of the size this record was validated against may serve it: torch
@@ -301,5 +301,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+_CPU = torch.device("cpu")
+
+
 def _device(device: DeviceLike) -> torch.device:
-    return torch.device("cpu") if device is None else torch.device(device)
+    return _CPU if device is None else torch.device(device)

@@ -312,7 +312,7 @@ class RecordLog:
 
     def problems(self) -> list[Finding]:
         """Damage found in the logs read so far (blob lines included)."""
-        self.packs.all()
+        self.packs.parse()
         with self._lock:
             out = list(self._problems.values()) + list(self.packs.problems.values())
             for log, state in sorted(self._logs.items()):

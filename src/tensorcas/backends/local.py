@@ -177,6 +177,14 @@ class LocalBackend(Backend, Appending, LocalPaths, LocalCollecting):
                 os.close(fd)
 
     def _read_pack_range(self, key: str, offset: int, length: int) -> bytes | None:
+        with PACK_FDS.lock:
+            fd = PACK_FDS.get(self._token, key)
+            if fd is not None:
+                # The common case, on every small read: no path is made unless it fails.
+                try:
+                    return os.pread(fd, length, offset)  # short at the end of the file
+                except OSError:
+                    pass  # said again below, with the path
         with PACK_FDS.lock, os_errors("reading", self._path(key)):
             fd = PACK_FDS.get(self._token, key)
             if fd is None:

@@ -77,23 +77,25 @@ def put_start(line: bytes) -> tuple[int, str] | None:
 
 
 def _ints(group: bytes | None) -> tuple[int, ...]:
-    return tuple(int(v) for v in group.split(b",")) if group else ()
+    return tuple(map(int, group.split(b","))) if group else ()
 
 
 def put_record(name: str, line: bytes) -> TensorRecord | None:
-    """The record of a whole put line in the writer's exact form (fields unchecked), else ``None``."""
+    """The record of a whole put line in the writer's exact form (fields unchecked beyond their
+    syntax), else ``None``."""
     full = _PUT_RE.fullmatch(line)
     if full is None:
         return None
+    dtype, shape, stride, offset, requires_grad, blob, nbytes = full.groups()
     return TensorRecord(
-        name=name,
-        dtype=full[1].decode("ascii"),
-        shape=_ints(full[2]),
-        stride=_ints(full[3]),
-        offset=int(full[4]),
-        requires_grad=full[5] == b"true",
-        blob=full[6].decode("ascii"),
-        nbytes=int(full[7]),
+        name,
+        dtype.decode("ascii"),
+        _ints(shape),
+        _ints(stride),
+        int(offset),
+        requires_grad == b"true",
+        blob.decode("ascii"),
+        int(nbytes),
     )
 
 

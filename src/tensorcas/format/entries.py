@@ -171,17 +171,7 @@ class PackedBlob:
     @classmethod
     def decode(cls, line: bytes, where: str) -> PackedBlob:
         """A blob entry, fully validated."""
-        fields = _fast.blob_fields(line)
-        if fields is None:
-            entry = _decode_json(line, where)
-            if not isinstance(entry, PackedBlob):
-                raise CorruptObjectError(f"{where}: not a blob entry")
-            return entry
-        _check_checksum(line, where)
-        blob, nbytes, pack, offset = fields
-        if nbytes > MAX_INT or offset > MAX_INT:
-            raise CorruptObjectError(f"{where}: nbytes or offset is not below 2**63")
-        return cls(blob=blob, nbytes=nbytes, pack=pack, offset=offset)
+        return cls(*decode_blob_fields(line, where))
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,3 +408,18 @@ def encode_seal(pack_id: str) -> bytes:
 
 def decode_blob_line(line: bytes, where: str) -> PackedBlob:
     return PackedBlob.decode(line, where)
+
+
+def decode_blob_fields(line: bytes, where: str) -> tuple[str, int, str, int]:
+    """``(blob, nbytes, pack, offset)`` of a blob line, fully validated: :meth:`PackedBlob.decode`
+    without the object (an index of millions of packed blobs keeps plain tuples)."""
+    fields = _fast.blob_fields(line)
+    if fields is None:
+        entry = _decode_json(line, where)
+        if not isinstance(entry, PackedBlob):
+            raise CorruptObjectError(f"{where}: not a blob entry")
+        return entry.blob, entry.nbytes, entry.pack, entry.offset
+    _check_checksum(line, where)
+    if fields[1] > MAX_INT or fields[3] > MAX_INT:
+        raise CorruptObjectError(f"{where}: nbytes or offset is not below 2**63")
+    return fields

@@ -9,7 +9,7 @@ integers so that nothing overflows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import CorruptObjectError, UnsupportedTensorError
 from .dtypes import is_floating_or_complex, is_known, itemsize, tables, torch_dtype
@@ -103,38 +103,45 @@ def make_record(
 def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     """Check every field's type and range, and the view's bounds against ``record.nbytes``;
     raise :class:`CorruptObjectError` for the first thing wrong."""
-    where = f"record of tensor {record.name!r}"
+    # Opening a store of small tensors validates one record per tensor read: the checks run in
+    # the order of the cheapest first, and the message is made only for a record that fails.
     if check_name:
         validate_name(record.name)
-    if not is_known(record.dtype):
-        raise CorruptObjectError(f"{where}: dtype {record.dtype!r} is not one tensorcas can load")
-    for field, value in (("shape", record.shape), ("stride", record.stride)):
+    dtype, shape, stride = record.dtype, record.shape, record.stride
+    if not is_known(dtype):
+        _bad(record, f"dtype {dtype!r} is not one tensorcas can load")
+    for field, value in (("shape", shape), ("stride", stride)):
         if not isinstance(value, tuple) or len(value) > MAX_NDIM:
-            raise CorruptObjectError(f"{where}: {field} must be a list of at most {MAX_NDIM} integers")
+            _bad(record, f"{field} must be a list of at most {MAX_NDIM} integers")
         for v in value:
             if type(v) is not int or not 0 <= v <= MAX_INT:
-                raise CorruptObjectError(f"{where}: {field} holds {v!r}; expected integers in [0, 2**63)")
-    if len(record.shape) != len(record.stride):
-        raise CorruptObjectError(f"{where}: shape {record.shape} and stride {record.stride} differ in length")
+                _bad(record, f"{field} holds {v!r}; expected integers in [0, 2**63)")
+    if len(shape) != len(stride):
+        _bad(record, f"shape {shape} and stride {stride} differ in length")
     for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
         if type(number) is not int or not 0 <= number <= MAX_INT:
-            raise CorruptObjectError(f"{where}: {field} is {number!r}; expected an integer in [0, 2**63)")
+            _bad(record, f"{field} is {number!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
-        raise CorruptObjectError(f"{where}: requires_grad is {record.requires_grad!r}; expected true or false")
-    if record.requires_grad and not is_floating_or_complex(record.dtype):
-        raise CorruptObjectError(f"{where}: requires_grad is set on a {record.dtype} tensor")
+        _bad(record, f"requires_grad is {record.requires_grad!r}; expected true or false")
+    if record.requires_grad and not is_floating_or_complex(dtype):
+        _bad(record, f"requires_grad is set on a {dtype} tensor")
     if not isinstance(record.blob, str) or not DIGEST_RE.match(record.blob):
-        raise CorruptObjectError(f"{where}: blob {record.blob!r} is not a blake3 digest")
+        _bad(record, f"blob {record.blob!r} is not a blake3 digest")
     # The product of the non-zero sizes, not only the element count: torch multiplies every size
     # with an overflow check, so an empty shape such as [2**31, 2**62, 0] cannot be made either.
     product = 1
-    for s in record.shape:
-        product *= max(s, 1)
+    for s in shape:
+        product *= s or 1
     if product > MAX_INT:
-        raise CorruptObjectError(f"{where}: shape {record.shape} has more than 2**63 elements (or would)")
-    need = required_nbytes(record.dtype, record.shape, record.stride, record.offset)
+        _bad(record, f"shape {shape} has more than 2**63 elements (or would)")
+    need = required_nbytes(dtype, shape, stride, record.offset)
     if need > record.nbytes:
-        raise CorruptObjectError(
-            f"{where}: the view (shape {record.shape}, stride {record.stride}, offset {record.offset}) "
-            f"needs {need} bytes but blob {record.blob} has {record.nbytes}"
+        _bad(
+            record,
+            f"the view (shape {shape}, stride {stride}, offset {record.offset}) "
+            f"needs {need} bytes but blob {record.blob} has {record.nbytes}",
         )
+
+
+def _bad(record: TensorRecord, what: str) -> NoReturn:
+    raise CorruptObjectError(f"record of tensor {record.name!r}: {what}")
