@@ -134,8 +134,9 @@ class ContentStoreReader:
     def read_tensor(self, name: str, *, device: DeviceLike = None) -> torch.Tensor:
         """The tensor stored under ``name``, on ``device`` (CPU by default)."""
         record = self.store.get_record(name)
-        storage = self._storage(record.blob, record.nbytes, _CPU if device is None else torch.device(device), name)
-        return record_to_tensor(record, storage)
+        where = _CPU if device is None else torch.device(device)
+        storage = self._storage(record.blob, record.nbytes, where, name)
+        return record_to_tensor(record, storage, storage.device if where.type != "cpu" else _CPU)
 
     def read_storage(self, digest: str, *, device: DeviceLike = None) -> torch.UntypedStorage:
         """The blob stored under ``digest`` as an ``UntypedStorage``.

@@ -340,10 +340,15 @@ class RecordLog:
 
     def get(self, name: str) -> TensorRecord:
         """The current record of ``name`` (the logs are read again if it is not known yet)."""
-        fmt.validate_name(name)
+        # Every name in the index passed the name checks as its line was read: only a name not
+        # found there is checked (for a clear error) before the logs are read again.
+        entry = self._entries.get(name) if type(name) is str else None
+        if entry is not None and entry.record is not None:
+            return entry.record  # validated already
         with self._lock:
-            entry = self._entries.get(name)
+            entry = self._entries.get(name) if type(name) is str else None
             if entry is None or entry.deleted:
+                fmt.validate_name(name)
                 self.refresh()
                 entry = self._entries.get(name)
             if entry is None or entry.deleted:

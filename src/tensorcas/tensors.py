@@ -44,9 +44,12 @@ def check_tensor(name: str, tensor: object) -> torch.Tensor:
     return tensor
 
 
-def record_to_tensor(record: fmt.TensorRecord, storage: torch.UntypedStorage) -> torch.Tensor:
-    """The view ``record`` describes over ``storage`` (bounds were checked by ``format``)."""
-    tensor = torch.empty(0, dtype=record.torch_dtype, device=storage.device)
+def record_to_tensor(
+    record: fmt.TensorRecord, storage: torch.UntypedStorage, device: torch.device | None = None
+) -> torch.Tensor:
+    """The view ``record`` describes over ``storage`` (bounds were checked by ``format``), which is
+    on ``device`` (given by a caller that knows it: asking the storage costs more than the rest)."""
+    tensor = torch.empty(0, dtype=record.torch_dtype, device=storage.device if device is None else device)
     tensor.set_(storage, record.offset, record.shape, record.stride)
     if record.requires_grad:
         tensor.requires_grad_(True)

@@ -65,9 +65,11 @@ class TensorRecord:
 def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
     """The smallest blob size (bytes) that holds every element of the view."""
     size = itemsize(dtype)
-    if any(s == 0 for s in shape):
+    if 0 in shape:
         return offset * size
-    last = offset + sum((s - 1) * st for s, st in zip(shape, stride))
+    last = offset
+    for s, st in zip(shape, stride):
+        last += (s - 1) * st
     return (last + 1) * size
 
 
@@ -110,12 +112,8 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     dtype, shape, stride = record.dtype, record.shape, record.stride
     if not is_known(dtype):
         _bad(record, f"dtype {dtype!r} is not one tensorcas can load")
-    for field, value in (("shape", shape), ("stride", stride)):
-        if not isinstance(value, tuple) or len(value) > MAX_NDIM:
-            _bad(record, f"{field} must be a list of at most {MAX_NDIM} integers")
-        for v in value:
-            if type(v) is not int or not 0 <= v <= MAX_INT:
-                _bad(record, f"{field} holds {v!r}; expected integers in [0, 2**63)")
+    _check_ints(record, "shape", shape)
+    _check_ints(record, "stride", stride)
     if len(shape) != len(stride):
         _bad(record, f"shape {shape} and stride {stride} differ in length")
     for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
@@ -141,6 +139,14 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
             f"the view (shape {shape}, stride {stride}, offset {record.offset}) "
             f"needs {need} bytes but blob {record.blob} has {record.nbytes}",
         )
+
+
+def _check_ints(record: TensorRecord, field: str, value: object) -> None:
+    if not isinstance(value, tuple) or len(value) > MAX_NDIM:
+        _bad(record, f"{field} must be a list of at most {MAX_NDIM} integers")
+    for v in value:
+        if type(v) is not int or v < 0 or v > MAX_INT:
+            _bad(record, f"{field} holds {v!r}; expected integers in [0, 2**63)")
 
 
 def _bad(record: TensorRecord, what: str) -> NoReturn:
