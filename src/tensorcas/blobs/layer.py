@@ -27,6 +27,7 @@ from .collector import Collector
 from .inventory import Inventory
 from .locations import BlobLocation, Loose, Packed, Reachable, cached_pack_key, holds
 from .packindex import PackIndex
+from .windows import PackWindows
 
 #: Pieces in which streamed blobs are hashed and written (small enough to stay in cache).
 STREAM_CHUNK = 1 << 20
@@ -80,6 +81,8 @@ class Blobs:
         #: gc's side: moving objects aside and deciding their fate.
         self.collector = Collector(backend)
         self._touched: dict[str, float] = {}
+        #: Sealed packs read in order, a window at a time (``windows.py``).
+        self._windows = PackWindows(backend.read_range)
 
     @property
     def location(self) -> str:
@@ -299,7 +302,12 @@ class Blobs:
             # every copy and says what went wrong.
             place = self.packs.first(digest)
             if place is not None and place[0] == nbytes:
-                data = self.backend.read_range(cached_pack_key(place[1]), place[2], nbytes)
+                key = cached_pack_key(place[1])
+                data: bytes | memoryview | None = None
+                if place[1] in self.packs.sealed:
+                    data = self._windows.read(key, place[2], nbytes)
+                if data is None:
+                    data = self.backend.read_range(key, place[2], nbytes)
                 if data is not None and len(data) == nbytes:
                     return bytearray(data)
         out = bytearray(nbytes)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from ._json import json_str
-from .records import TensorRecord
+from .records import TensorRecord, parsed_record
 
 _INT = rb"(0|[1-9][0-9]{0,18})"
 _INTS = rb"\[((?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18}))*)?\]"
@@ -87,7 +87,7 @@ def put_record(name: str, line: bytes) -> TensorRecord | None:
     if full is None:
         return None
     dtype, shape, stride, offset, requires_grad, blob, nbytes = full.groups()
-    return TensorRecord(
+    return parsed_record(
         name,
         dtype.decode("ascii"),
         _ints(shape),

@@ -62,6 +62,36 @@ class TensorRecord:
         return self.numel * itemsize(self.dtype)
 
 
+_NEW = object.__new__
+_SET_FIELDS = tuple(TensorRecord.__dict__[f].__set__ for f in TensorRecord.__slots__)
+
+
+def parsed_record(
+    name: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    offset: int,
+    requires_grad: bool,
+    blob: str,
+    nbytes: int,
+) -> TensorRecord:
+    """``TensorRecord(...)`` for a store of many small tensors: the same record, without the
+    frozen dataclass's ``__init__`` (an ``object.__setattr__`` call per field), which costs as
+    much as parsing the line.  The fields go through each slot's own setter."""
+    record = _NEW(TensorRecord)
+    s_name, s_dtype, s_shape, s_stride, s_offset, s_grad, s_blob, s_nbytes = _SET_FIELDS
+    s_name(record, name)
+    s_dtype(record, dtype)
+    s_shape(record, shape)
+    s_stride(record, stride)
+    s_offset(record, offset)
+    s_grad(record, requires_grad)
+    s_blob(record, blob)
+    s_nbytes(record, nbytes)
+    return record
+
+
 def required_nbytes(dtype: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
     """The smallest blob size (bytes) that holds every element of the view."""
     size = itemsize(dtype)
