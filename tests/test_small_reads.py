@@ -184,3 +184,23 @@ def test_parsed_record_is_the_record():
     assert made == expected
     with pytest.raises(AttributeError):
         made.name = "b"  # type: ignore[misc]
+
+
+def test_small_tensors_read_in_order_from_object_storage_cost_a_few_gets(s3_server, s3_url):
+    from s3proxy import FaultProxy
+    from tensorcas.store import open_backend
+
+    tensors = _small(4)
+    with tensorcas.ContentStoreWriter(open_backend(s3_url, storage_options=s3_server.options())) as writer:
+        for name, t in tensors.items():
+            writer.write_tensor(name, t)
+    with FaultProxy(s3_server.endpoint) as proxy:
+        reader = tensorcas.ContentStoreReader(open_backend(s3_url, storage_options=s3_server.options(proxy.endpoint)))
+        with proxy._lock:
+            proxy.requests.clear()
+        for name, t in tensors.items():
+            assert torch.equal(reader.read_tensor(name), t)
+        with proxy._lock:
+            seen = [(method, path) for method, path, _ in proxy.requests]
+    # 300 tensors of under 2.4 KB: one GET for the first, then windows of 1 MiB.
+    assert len(seen) <= 4 and all(method == "GET" and "/packs/" in path for method, path in seen), seen
