@@ -87,7 +87,7 @@ GOALS: tuple[Goal, ...] = (
 )  # fmt: skip
 
 #: Goals of rows that are not ratios between contenders.
-MANY_WRITE_RATE = 20_000  # small tensors written per second, at least
+MANY_WRITE_RATE = 25_000  # small tensors written per second, at least
 MANY_LIST_SECONDS = 1.0  # listing every name with a fresh reader, at most
 RSS_FRACTION = 0.05  # peak RSS increase while writing one large tensor, below this share of it
 
