@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,15 @@ _APPLY_SLICE = 1 << 20
 #: Damaged lines kept as examples per log; the others are only counted, so that a log of millions
 #: of damaged lines costs bounded memory (docs/guarantees.md, promise 4).
 MAX_FINDINGS_PER_LOG = 20
+
+#: Where reads are worth sending at once (``Backend.parallel_reads``), the logs of a store are
+#: read that many at a time, in batches of at most this many bytes and logs (bounded memory
+#: however many logs a store has).
+PREFETCH_BYTES = 64 << 20
+PREFETCH_LOGS = 64
+
+#: A log's first window of new bytes read ahead: (offset, bytes or None if gone), or the error.
+_Fetched = tuple[int, bytes | None] | BaseException
 
 #: No line shorter than a checksum, a space and ``{}`` can be sound.
 _SHORTEST_LINE = 19
@@ -102,11 +112,65 @@ class RecordLog:
         with self._lock, _no_cyclic_gc():
             if listing is None:
                 listing = self.backend.list_info(fmt.LOGS)
-            for key, listed in sorted(listing, key=lambda item: item[0]):
-                if fmt.is_log_key(key):
-                    self._read_log(key, listed)
-                else:
-                    self._check_log_shaped(key)
+            items = sorted(listing, key=lambda item: item[0])
+            for batch in self._batches(items):
+                fetched = self._prefetch(batch)
+                for key, listed in batch:
+                    if fmt.is_log_key(key):
+                        self._read_log(key, listed, fetched.get(key))
+                    else:
+                        self._check_log_shaped(key)
+
+    def _batches(
+        self, items: list[tuple[str, ObjectInfo | None]]
+    ) -> Iterator[list[tuple[str, ObjectInfo | None]]]:
+        """``items`` in runs whose new log bytes, read at once, stay under ``PREFETCH_BYTES``."""
+        if self.backend.parallel_reads <= 1:
+            yield items
+            return
+        batch: list[tuple[str, ObjectInfo | None]] = []
+        pending = 0
+        for key, listed in items:
+            new = self._new_bytes(key, listed)
+            if batch and (pending + new > PREFETCH_BYTES or len(batch) >= PREFETCH_LOGS):
+                yield batch
+                batch, pending = [], 0
+            batch.append((key, listed))
+            pending += new
+        if batch:
+            yield batch
+
+    def _new_bytes(self, key: str, listed: ObjectInfo | None) -> int:
+        """The bytes of a listed log not read yet (its first window of them); 0 if unknown."""
+        if listed is None or not fmt.is_log_key(key):
+            return 0
+        state = self._logs.get(key)
+        offset = 0 if state is None else state.offset
+        if state is not None and state.rejected:
+            return 0
+        return max(0, min(listed.size - offset, LOG_WINDOW))
+
+    def _prefetch(self, batch: list[tuple[str, ObjectInfo | None]]) -> dict[str, _Fetched]:
+        """The first window of new bytes of each log of ``batch``, read at once where the backend
+        waits a round trip per read (an object store): a store of many logs opens in about the
+        time of its largest log, not of all of them one after another.  Applied in order later,
+        exactly as if each had been read then; a read that failed fails there."""
+        wanted = [(key, listed) for key, listed in batch if self._new_bytes(key, listed) > 0]
+        if self.backend.parallel_reads <= 1 or len(wanted) < 2:
+            return {}
+
+        def read(item: tuple[str, ObjectInfo | None]) -> tuple[str, _Fetched]:
+            key, listed = item
+            state = self._logs.get(key)
+            offset = 0 if state is None else state.offset
+            try:
+                return key, (offset, self.backend.read_range(key, offset, self._new_bytes(key, listed)))
+            except Exception as exc:  # raised when the log is applied, as a sequential read would
+                return key, exc
+
+        workers = min(self.backend.parallel_reads, len(wanted))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorcas-logs") as pool:
+            return dict(pool.map(read, wanted))
 
     def _check_log_shaped(self, key: str) -> None:
         """A key below a directory that has a log's name: a log that is a directory, which
@@ -117,10 +181,11 @@ class RecordLog:
                 "damaged-record", f"{top}: is a directory, not a log file; its records cannot be read"
             )
 
-    def _read_log(self, key: str, listed: ObjectInfo | None = None) -> None:
+    def _read_log(self, key: str, listed: ObjectInfo | None = None, fetched: _Fetched | None = None) -> None:
         """Apply what was appended to one log since it was last read, a bounded window at a time
         (a log may be huge, or a hostile sparse file), whole lines only.  ``listed``: its size as
-        the listing just gave it, if it did (else it is looked up)."""
+        the listing just gave it, if it did (else it is looked up); ``fetched``: its first window
+        of new bytes, read already (see :meth:`_prefetch`)."""
         state = self._logs.setdefault(key, _LogState())
         if state.rejected:
             return
@@ -135,13 +200,23 @@ class RecordLog:
         size = 0 if info is None else info.size
         while size > state.offset:
             length = min(size - state.offset, LOG_WINDOW)
-            # A backend that can tell where a sparse file's holes are reads around them.
-            segments = self.backend.read_sparse(key, state.offset, length)
-            if segments is not None:
-                if not self._apply_sparse(key, state, length, segments):
-                    return
-                continue
-            data = self.backend.read_range(key, state.offset, length) or b""
+            if fetched is not None:
+                if isinstance(fetched, BaseException):
+                    raise fetched
+                offset, prefetched = fetched
+                fetched = None
+                if offset == state.offset and prefetched is not None and len(prefetched) <= length:
+                    data = prefetched
+                else:
+                    data = self.backend.read_range(key, state.offset, length) or b""
+            else:
+                # A backend that can tell where a sparse file's holes are reads around them.
+                segments = self.backend.read_sparse(key, state.offset, length)
+                if segments is not None:
+                    if not self._apply_sparse(key, state, length, segments):
+                        return
+                    continue
+                data = self.backend.read_range(key, state.offset, length) or b""
             end = data.rfind(b"\n") + 1
             if end == 0:
                 if len(data) >= LOG_WINDOW:

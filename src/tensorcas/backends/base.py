@@ -68,6 +68,11 @@ class Backend(ABC):
     #: A human-readable location, used in messages.
     location: str
 
+    #: How many reads are worth sending at once where many objects are wanted (a store opening
+    #: its logs): 1 where a read is a system call on a local file, more where each read waits a
+    #: round trip on a service.  A hint only; every read stays correct alone.
+    parallel_reads: int = 1
+
     @abstractmethod
     def get(self, key: str) -> bytes | None:
         """The whole object, or ``None`` if absent."""

@@ -19,6 +19,7 @@ class ReadOnlyBackend(Backend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.location = inner.location
+        self.parallel_reads = inner.parallel_reads
 
     def get(self, key: str) -> bytes | None:
         return self.inner.get(key)

@@ -85,6 +85,7 @@ class ObjectStoreBackend(Backend, Appending, Copying):
             max_workers=max_concurrency, thread_name_prefix="tensorcas-obj"
         )
         self._max_concurrency = max_concurrency
+        self.parallel_reads = max_concurrency
         self._appends_under = appends_under
         self._cache = None if cache_dir is None else os.path.abspath(os.fspath(cache_dir))
         self._put_retries, self._backoff = put_backoff(retry)
