@@ -131,16 +131,46 @@ class ContentStoreReader:
         (see :class:`TensorMetadata`)."""
         return TensorMetadata.of(self.store.get_record(name))
 
-    def read_tensor(self, name: str, *, device: DeviceLike = None) -> torch.Tensor:
-        """The tensor stored under ``name``, on ``device`` (CPU by default)."""
+    def read_tensor(self, name: str, *, device: DeviceLike = None, whole_storage: bool = True) -> torch.Tensor:
+        """The tensor stored under ``name``, on ``device`` (CPU by default).
+
+        ``whole_storage=False`` reads only the bytes the tensor's view covers, into a storage of
+        its own: one row of a large embedding table on object storage costs that row, not the
+        table.  Such a tensor shares memory with no other tensor read, and its storage is not
+        the whole one that was written (``untyped_storage()`` is smaller, the storage offset is
+        0).  With ``verify=True``, or where the view covers the whole blob, the whole storage
+        is read as usual."""
         record = self.store.get_record(name)
         where = _CPU if device is None else torch.device(device)
+        if not whole_storage:
+            part = self._view_only(record, where, name)
+            if part is not None:
+                return part
         if where == _CPU:
             tensor = self._small_tensor(record, name)
             if tensor is not None:
                 return tensor
         storage = self._storage(record.blob, record.nbytes, where, name)
         return record_to_tensor(record, storage, storage.device if where.type != "cpu" else _CPU)
+
+    def _view_only(self, record: fmt.TensorRecord, device: torch.device, name: str) -> torch.Tensor | None:
+        """``read_tensor(whole_storage=False)``: the view over a storage of only its own bytes;
+        ``None`` where the whole blob is read instead (verifying, or nothing to leave out)."""
+        if self.verify:
+            return None  # a part of a blob cannot be checked against the blob's digest
+        start = record.offset * fmt.itemsize(record.dtype)
+        end = max(start, fmt.required_nbytes(record.dtype, record.shape, record.stride, record.offset))
+        if start == 0 and end == record.nbytes:
+            return None
+        data = self.store.blobs.read_part(record.blob, record.nbytes, start, end - start, name=name) if end > start else None
+        storage = torch.UntypedStorage(0) if data is None else torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+        if device.type != "cpu":
+            storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+        tensor = torch.empty(0, dtype=record.torch_dtype, device=storage.device)
+        tensor.set_(storage, 0, record.shape, record.stride)
+        if record.requires_grad:
+            tensor.requires_grad_(True)
+        return tensor
 
     def _small_tensor(self, record: fmt.TensorRecord, name: str) -> torch.Tensor | None:
         """A small tensor on the CPU whose storage is not in the cache, made straight over the

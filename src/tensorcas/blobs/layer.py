@@ -314,6 +314,23 @@ class Blobs:
         self.read_into(digest, memoryview(out), name=name, check=check)
         return out
 
+    def read_part(self, digest: str, nbytes: int, offset: int, length: int, *, name: str | None = None) -> bytearray:
+        """``length`` bytes at ``offset`` of the blob (which must hold ``nbytes``), read alone: a
+        view of a large blob costs its own bytes, one ranged request on object storage.  The
+        copy's size is checked first, as for a whole read (one look at it); a copy that changes
+        under the read (gc moved it) is looked for again once.  Its bytes cannot be hashed
+        against the digest: a reader that verifies reads whole blobs instead."""
+        for _ in range(2):
+            where = self.check_size(digest, nbytes, name=name)
+            key, start = (where.pack, where.offset + offset) if isinstance(where, Packed) else (where.key, offset)
+            data = self.backend.read_range(key, start, length)
+            if data is not None and len(data) == length:
+                return bytearray(data)
+        raise CorruptObjectError(
+            f"{tensor_context(name)}blob {digest} was cut short or moved while {length} of its bytes "
+            f"were read; run 'tensorcas verify {self.location}'"
+        )
+
     # -- writing -------------------------------------------------------------------------------
 
     def reuse(self, digest: str, nbytes: int) -> bool:

@@ -1,0 +1,111 @@
+"""``read_tensor(whole_storage=False)``: a view of a large blob read as its own bytes alone, on
+disk and on object storage; the same values, a storage of its own, damage still found."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import tensorcas
+from tensorcas.backends.local import LocalBackend
+from tensorcas.errors import CorruptObjectError
+
+TABLE = torch.arange(256 * 1024, dtype=torch.float32).view(1024, 256)  # 1 MiB
+
+
+def _views() -> dict[str, torch.Tensor]:
+    return {
+        "row": TABLE[700],
+        "rows": TABLE[10:14],
+        "column": TABLE[:, 3],
+        "expanded": TABLE[5, :8].expand(4, 8),
+        "empty": TABLE[4:4],
+        "table": TABLE,
+        "small": torch.arange(64.0)[10:20],
+    }
+
+
+def _check(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape and got.stride() == want.stride()
+    assert torch.equal(got, want)
+
+
+@pytest.fixture
+def blob_bytes(monkeypatch):
+    count = {"bytes": 0}
+    original = LocalBackend.read_range
+
+    def counting(self, key, offset, length):
+        data = original(self, key, offset, length)
+        count["bytes"] += len(data or b"")
+        return data
+
+    monkeypatch.setattr(LocalBackend, "read_range", counting)
+    return count
+
+
+def test_views_read_only_their_bytes_on_disk(tmp_path, blob_bytes):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        for name, t in _views().items():
+            writer.write_tensor(name, t)
+    reader = tensorcas.ContentStoreReader(str(tmp_path))
+    for name, want in _views().items():
+        blob_bytes["bytes"] = 0
+        got = reader.read_tensor(name, whole_storage=False)
+        _check(got, want)
+        if name == "table":
+            assert got.untyped_storage().nbytes() == TABLE.nbytes  # the whole blob anyway
+            continue
+        assert got.storage_offset() == 0
+        span = got.untyped_storage().nbytes()
+        assert span <= want.untyped_storage().nbytes() and blob_bytes["bytes"] == span
+    assert reader.read_tensor("row", whole_storage=False).untyped_storage().nbytes() == 256 * 4
+    # Read whole, the views still share one storage.
+    a, b = reader.read_tensor("row"), reader.read_tensor("rows")
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def test_views_read_alone_share_nothing_and_verify_reads_whole(tmp_path):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("row", TABLE[3])
+        writer.write_tensor("g", TABLE[2].clone().requires_grad_())
+    reader = tensorcas.ContentStoreReader(str(tmp_path))
+    one, two = reader.read_tensor("row", whole_storage=False), reader.read_tensor("row", whole_storage=False)
+    assert one.untyped_storage().data_ptr() != two.untyped_storage().data_ptr()
+    assert reader.read_tensor("g", whole_storage=False).requires_grad
+    verified = tensorcas.ContentStoreReader(str(tmp_path), verify=True).read_tensor("row", whole_storage=False)
+    assert verified.untyped_storage().nbytes() == TABLE.nbytes
+    _check(verified, TABLE[3])
+
+
+def test_a_blob_of_another_size_is_refused(tmp_path):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("row", TABLE[3])
+    blobs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "blobs") for f in fs]
+    assert len(blobs) == 1
+    os.chmod(blobs[0], 0o644)
+    with open(blobs[0], "r+b") as f:
+        f.truncate(TABLE.nbytes // 2)
+    with pytest.raises(CorruptObjectError, match="holds"):
+        tensorcas.ContentStoreReader(str(tmp_path)).read_tensor("row", whole_storage=False)
+
+
+def test_a_view_on_object_storage_costs_its_own_bytes(s3_server, s3_url):
+    from s3proxy import FaultProxy
+    from tensorcas.store import open_backend
+
+    with tensorcas.ContentStoreWriter(open_backend(s3_url, storage_options=s3_server.options())) as writer:
+        for name, t in _views().items():
+            writer.write_tensor(name, t)
+    with FaultProxy(s3_server.endpoint) as proxy:
+        reader = tensorcas.ContentStoreReader(open_backend(s3_url, storage_options=s3_server.options(proxy.endpoint)))
+        for name, want in _views().items():
+            _check(reader.read_tensor(name, whole_storage=False), want)
+        proxy.answer_bytes = 0
+        _check(reader.read_tensor("row", whole_storage=False), TABLE[700])
+        assert proxy.answer_bytes < 16 << 10, proxy.answer_bytes
+        proxy.answer_bytes = 0
+        _check(reader.read_tensor("row"), TABLE[700])
+        assert proxy.answer_bytes > TABLE.nbytes
