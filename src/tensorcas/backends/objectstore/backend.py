@@ -182,6 +182,9 @@ class ObjectStoreBackend(Backend, Appending, Copying):
                     return False
                 return True
             return self._put_large(key, lambda: iter([body]), create)
+        if isinstance(data, (list, tuple)) and len(data) == 1:
+            # One piece, all at hand (not one a generator yields and may reuse): sent as it is.
+            return self._put(key, data[0], create=create)
         # Pieces may be views of a buffer their producer reuses: copy each as it is taken.
         pieces = chunks_of(data)
         head: list[bytes] = []
@@ -633,9 +636,15 @@ class ObjectStoreBackend(Backend, Appending, Copying):
             raise ValueError(
                 f"{key}: appended objects of this backend live under {self._appends_under}"
             )
-        if self._head(key) is not None:
-            raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
-        if not self._put(segment_key(key, 0), b"", create=True):
+        # The look for a plain object and the first segment's conditional put go at once (one
+        # round trip): a first segment put beside a plain object is taken back at once.
+        plain = self._pool.submit(self._head, key)
+        created = self._put(segment_key(key, 0), b"", create=True)
+        exists = plain.result() is not None
+        if exists and created:
+            with translated("deleting", self._where(key)):
+                self._obs.delete(self.store, segment_key(key, 0))
+        if exists or not created:
             raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
         with self._lock:
             self._segments[key] = [(0, time.time())]
