@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._meanwhile import meanwhile
 from .errors import StoreError
 from .hashing import (
     OVERLAP_THRESHOLD,
@@ -176,7 +177,7 @@ class Placement:
             if self._log_opening or self.blobs.stages:
                 return
             self._log_opening = True
-        threading.Thread(target=self.log.prepare, name="tensorcas-log-open").start()
+        meanwhile(self.log.prepare)
 
     def named(self, digest: str) -> bool:
         """Whether a record or root the logs held when first asked (or this writer) names the

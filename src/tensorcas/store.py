@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from . import format as fmt
+from ._meanwhile import meanwhile
 from .backends.base import Backend, ObjectInfo, local_paths
 from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
@@ -204,12 +205,8 @@ class Store:
 
 
 def _list_logs_meanwhile(backend: Backend) -> Future[list[tuple[str, ObjectInfo | None]]]:
-    """The logs, listed on a thread of their own while the caller reads the marker."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="tensorcas-open")
-    try:
-        return pool.submit(lambda: list(backend.list_info(fmt.LOGS)))
-    finally:
-        pool.shutdown(wait=False)  # the listing runs on; the thread ends with it
+    """The logs, listed on another thread while the caller reads the marker."""
+    return meanwhile(lambda: list(backend.list_info(fmt.LOGS)))
 
 
 def _local_root(backend: Backend) -> str | None:
