@@ -8,12 +8,17 @@ created the store does not read its logs; a log is created beside the first uplo
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 import torch
 
 from s3fixtures import S3Server
 from s3proxy import FaultProxy
 from tensorcas import ContentStoreReader, ContentStoreWriter
+from tensorcas._meanwhile import meanwhile
 from tensorcas.backends.objectstore import ObjectStoreBackend, segment_key
 from tensorcas.format import blob_key
 from tensorcas.hashing import hash_storage
@@ -137,3 +142,25 @@ def test_creating_a_log_looks_for_it_and_puts_its_first_segment_at_once(proxy, s
     assert backend.stat(segment_key("logs/plain.log", 0)) is None
     assert backend.get("logs/plain.log") == b"whole\n"
     assert set(backend.list("logs")) == {"logs/w.log", "logs/plain.log"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_work_overlapped_with_requests_runs_in_a_forked_child():
+    """The threads kept for overlapped work (listing logs, creating a log) do not exist in a
+    forked child, which makes its own rather than queue work that never runs."""
+    assert [meanwhile(lambda i=i: i).result(10) for i in range(8)] == list(range(8))
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its work ran
+        code = 1
+        try:
+            code = 0 if meanwhile(lambda: 42).result(20) == 42 else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's overlapped work never ran")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
