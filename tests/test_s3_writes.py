@@ -164,3 +164,16 @@ def test_work_overlapped_with_requests_runs_in_a_forked_child():
         os.waitpid(pid, 0)
         pytest.fail("the forked child's overlapped work never ran")
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_a_store_that_keeps_what_it_is_given_gets_a_copy_of_a_tensors_memory():
+    """obstore's in-memory store keeps the buffer a put gives it: a tensor's own memory, sent as
+    it is to a service, must be copied for it, or changing the tensor would change the blob."""
+    from obstore.store import MemoryStore
+
+    backend = ObjectStoreBackend(MemoryStore(), "memory-test")
+    tensor = TENSORS["t0"].clone()
+    with ContentStoreWriter(backend) as writer:
+        writer.write_tensor("x", tensor)
+    tensor.fill_(7.0)
+    assert torch.equal(ContentStoreReader(backend, verify=True).read_tensor("x"), TENSORS["t0"])

@@ -92,8 +92,9 @@ class ObjectStoreBackend(Backend, Appending, Copying):
         # Whether the service copies conditionally (S3 does when ``copy_if_not_exists`` is set):
         # unknown until tried.
         self._conditional_copy: bool | None = None
-        # A service's answers are collected into memory made for each (see ``buffers.py``);
-        # other stores (obstore's in-memory one) may return the stored bytes themselves.
+        # A service's answers are collected into memory made for each (see ``buffers.py``),
+        # and its puts keep no reference to what they sent; other stores (obstore's in-memory
+        # one) may return the stored bytes themselves, or keep a buffer they were given.
         from obstore.store import AzureStore, GCSStore, S3Store
 
         self._fresh_responses = isinstance(store, (S3Store, GCSStore, AzureStore))
@@ -183,8 +184,11 @@ class ObjectStoreBackend(Backend, Appending, Copying):
                 return True
             return self._put_large(key, lambda: iter([body]), create)
         if isinstance(data, (list, tuple)) and len(data) == 1:
-            # One piece, all at hand (not one a generator yields and may reuse): sent as it is.
-            return self._put(key, data[0], create=create)
+            # One piece, all at hand (not one a generator yields and may reuse): a service's put
+            # has sent it by the time it returns, so it goes as it is; other stores (obstore's
+            # in-memory one) may keep the very buffer, which its owner may change or free later.
+            piece = data[0]
+            return self._put(key, piece if self._fresh_responses else bytes(piece), create=create)
         # Pieces may be views of a buffer their producer reuses: copy each as it is taken.
         pieces = chunks_of(data)
         head: list[bytes] = []
