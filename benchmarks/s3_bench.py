@@ -14,6 +14,8 @@ Rows:
     write    fresh prefix: tensorcas writes N float32 tensors / obstore.put of the same bytes
              (the same request plan) / boto3 put_object (for the choice of client)
     read     tensorcas reads them back (eager) / obstore.get of the same objects / boto3
+    new      the requests of writing the tensors into a new store (the store created, each
+             blob put, its record appended and the blob checked after it, the log closed)
     rewrite  the same tensors written again, unchanged: requests by kind and bytes sent (the
              goal: no data sent, only the requests that find each blob stored)
     read     (last line) the requests one reader makes to open the store and read them all
@@ -225,9 +227,12 @@ def main() -> None:
                 for name, fn in phase[rep % 3 :] + phase[: rep % 3]:
                     times[name].append(_median_time(fn))
 
-        # Rewriting unchanged tensors: what goes over the wire.
+        # Writing the tensors into a new store, then again unchanged: what goes over the wire.
         url = f"s3://{args.bucket}/bench-rewrite-{uuid.uuid4().hex[:8]}"
-        with ContentStoreWriter(open_backend(url, storage_options=options)) as writer:
+        with (
+            _Counting() as write_counted,
+            ContentStoreWriter(open_backend(url, storage_options=options)) as writer,
+        ):
             for i, t in enumerate(tensors):
                 writer.write_tensor(f"t{i}", t)
         backend = open_backend(url, storage_options=options)
@@ -255,6 +260,8 @@ def main() -> None:
         for row in ("write", "read"):
             tc, rw, bt = mbps(f"tc {row}"), mbps(f"raw {row}"), mbps(f"boto3 {row}")
             print(f"{row:<10}{tc:>16.0f}{rw:>18.0f}{tc / rw:>8.2f}{bt:>12.0f}")
+        calls = ", ".join(f"{n} {c}" for n, c in sorted(write_counted.calls.items()))
+        print(f"new       {count} new tensors into a new store; calls: {calls}")
         calls = ", ".join(f"{n} {c}" for n, c in sorted(counted.calls.items()))
         sent = (
             ", ".join(f"{kind} {n}" for kind, n in sorted(counted.bytes_put.items())) or "nothing"

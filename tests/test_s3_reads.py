@@ -153,3 +153,23 @@ class TestOnObstoresMemoryStore(BackendTests):
         from obstore.store import MemoryStore
 
         return ObjectStoreBackend(MemoryStore(), "memory-obstore", retry=FAST_RETRY)
+
+
+def test_handing_a_buffer_over_does_not_depend_on_the_shared_python_api_functions():
+    """Another library may set argument types on ``ctypes.pythonapi``'s functions; the ones this
+    package calls are its own, and it sets none on the shared ones."""
+    import ctypes
+
+    from tensorcas.backends.objectstore import buffers
+
+    shared = ctypes.pythonapi.PyObject_GetBuffer
+    assert buffers._get_buffer is not shared
+    saved = shared.argtypes
+    shared.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]  # someone else's
+    try:
+        data = bytes(1 << 20)
+        view = buffers.owned_view(data)
+        if view is not None:  # None only where the buffer is not aligned for every dtype
+            assert view.nbytes == len(data) and view[:4].tobytes() == bytes(4)
+    finally:
+        shared.argtypes = saved

@@ -98,6 +98,18 @@ class LogWriter:
             self.records.get(name)
             self._append(fmt.encode_delete(name, self._time()))
 
+    def prepare(self) -> None:
+        """Create this writer's log (with its header) now if it has none: a caller about to store
+        a large blob runs this beside the upload, so that the record's append after it is one
+        request on object storage, not three.  Failures are left to that append to meet."""
+        with self._lock:
+            if self._closed or self._appender is not None:
+                return
+            try:
+                self._appender = self._open_log()
+            except Exception:
+                pass  # the first entry opens a log of a new name, and raises what fails then
+
     def close(self) -> None:
         with self._lock:
             self._seal_packs()

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ._meanwhile import meanwhile
 from .errors import StoreError
 from .hashing import (
     OVERLAP_THRESHOLD,
     check_storage,
+    cpu_storage_view,
     hash_and_copy_small,
     hash_buffer,
     hash_storage,
@@ -75,13 +77,30 @@ class Placement:
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         #: For this writer's last large storages: whether each was stored already.
         self._stored_lately: deque[bool] = deque(maxlen=8)
-        #: Both hints are kept by a background writer's worker and asked by its caller.
+        #: Digests the logs name (records and roots), read from the index when first needed, and
+        #: those of the large storages this writer placed (see :meth:`named`).
+        self._named: set[str] | None = None
+        self._placed: set[str] = set()
+        self._log_opening = False
+        #: The hints are kept by a background writer's worker and asked by its caller.
         self._hints_lock = threading.Lock()
 
     def read_index_once(self) -> None:
         """Learn what earlier writers stored, once (a writer's first write)."""
         if not self._index_read:
-            self.store.refresh()
+            if self.store.created:
+                # A store this writer's opening created holds no logs but those of writers that
+                # started since: what they stored is found when needed, as any later writer's.
+                with self._hints_lock:
+                    self._named = set()
+            elif self.blobs.stages:
+                self.store.refresh()
+            else:
+                # Where new bytes are hashed first and put after, the digests the logs name decide
+                # which puts look first (:meth:`named`): gathered with the same one reading.
+                named = self.store.log.referenced_blobs()
+                with self._hints_lock:
+                    self._named = named
             self._index_read = True
 
     def storage(self, storage: torch.UntypedStorage, name: str | None, *, guess: bool = True) -> Placed:
@@ -99,7 +118,12 @@ class Placement:
                 data = b"".join(bytes(chunk) for chunk in iter_storage_chunks(storage))
                 digest = hash_buffer(data)
             return self.known(digest, nbytes, lambda: data)
+
         def source() -> Iterable[memoryview]:
+            if storage.device.type == "cpu":
+                # One view of the storage's own memory, in a list: a backend may send it as it
+                # is, where pieces a generator yields may share a buffer and must be copied.
+                return [cpu_storage_view(storage)]
             return iter_storage_chunks(storage)
 
         small_cpu = storage.device.type == "cpu" and nbytes < OVERLAP_THRESHOLD
@@ -107,9 +131,12 @@ class Placement:
             # Hash first: if the bytes are unchanged, nothing is written at all.
             return self.known(hash_storage(storage), nbytes, source)
         # Probably new: write while hashing (a device storage is copied to the host once); if the
-        # bytes turn out to be stored already, the written copy is discarded.
-        digest, new = self.blobs.put_streaming(source, nbytes)
+        # bytes turn out to be stored already, the written copy is discarded.  Where they are
+        # hashed first and then put, only a digest the logs name is looked for before the put.
+        self._open_log_meanwhile()
+        digest, new = self.blobs.put_streaming(source, nbytes, look_first=self.named)
         self._note_stored(not new)
+        self._note_named(digest)
         return Placed(digest, nbytes, None, source)
 
     def hash_first(self, storage: torch.UntypedStorage, name: str | None) -> bool:
@@ -135,10 +162,43 @@ class Placement:
         if self.blobs.packs_size(nbytes):
             packed = None if self.blobs.reuse(digest, nbytes) else _joined(source())
             return Placed(digest, nbytes, packed, source)
+        self._open_log_meanwhile()
         new = self.blobs.put(digest, _chunks(source()), nbytes)  # only marks them in use if stored
         if nbytes >= OVERLAP_THRESHOLD:
             self._note_stored(not new)
+        self._note_named(digest)
         return Placed(digest, nbytes, None, source)
+
+    def _open_log_meanwhile(self) -> None:
+        """Before this writer's first large blob is stored where that is requests to a service
+        (no ``Staging``), create its log on a thread of its own meanwhile (``LogWriter.prepare``),
+        so that the creation costs no time of its own."""
+        with self._hints_lock:
+            if self._log_opening or self.blobs.stages:
+                return
+            self._log_opening = True
+        meanwhile(self.log.prepare)
+
+    def named(self, digest: str) -> bool:
+        """Whether a record or root the logs held when first asked (or this writer) names the
+        digest: then its bytes are likely stored, and are looked for before they are sent.  A
+        digest named by no one is put at once: the put's condition refuses bytes stored after all
+        (``Blobs.put``), so a wrong answer costs bytes sent, never a wrong store."""
+        with self._hints_lock:
+            known = self._named
+            if digest in self._placed:
+                return True
+        if known is None:
+            known = self.store.log.referenced_blobs()  # once per writer, where new bytes are put
+            with self._hints_lock:
+                if self._named is None:
+                    self._named = known
+                known = self._named
+        return digest in known
+
+    def _note_named(self, digest: str) -> None:
+        with self._hints_lock:
+            self._placed.add(digest)
 
     def confirm(self, placed: Placed) -> None:
         """After the record that uses ``placed`` is appended: make sure its bytes are stored."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from . import format as fmt
+from ._meanwhile import meanwhile
 from .backends.base import Backend, ObjectInfo, local_paths
 from .backends.local import LocalBackend
 from .backends.memory import MemoryBackend
@@ -81,6 +82,9 @@ class Store:
         packs = PackIndex(lock)
         self.log = RecordLog(backend, packs, lock, strict=strict)
         self.blobs = Blobs(backend, packs, self.log.refresh, lock)
+        #: Whether :meth:`open` created the store where no log was: its index holds nothing
+        #: then but what writers that started since wrote (a writer need not read it first).
+        self.created = False
 
     @classmethod
     def open(
@@ -114,6 +118,7 @@ class Store:
                     "(a new store is made by writing to it, e.g. with ContentStoreWriter)"
                 )
         listing = _list_logs_meanwhile(backend) if refresh and root is None else None
+        created = False
         meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
         if meta is None:
             if not create:
@@ -132,19 +137,26 @@ class Store:
                     f"no tensorcas store at {backend.location}: {fmt.META_KEY} is missing "
                     "(a new store is made by writing to it, e.g. with ContentStoreWriter)"
                 )
-            if _has_foreign_content(backend):
+            seen: set[str] = set()
+            if _has_foreign_content(backend, seen):
                 raise FormatError(
                     f"{backend.location} is not empty and holds no tensorcas store; "
                     "choose an empty or new directory"
                 )
-            backend.put_if_absent(fmt.META_KEY, fmt.encode_meta())
-            meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
+            ours = fmt.encode_meta()
+            # Ours is known without reading it back; another's, made meanwhile, is read.
+            if backend.put_if_absent(fmt.META_KEY, ours):
+                meta = ours
+                created = fmt.LOGS not in seen
+            else:
+                meta = backend.read_range(fmt.META_KEY, 0, fmt.MAX_META_BYTES + 1)
             if meta is None:
                 raise StoreError(f"store marker vanished while creating {backend.location}")
         fmt.validate_meta(meta, backend.location)
         if fresh_memory and read_only:
             backend = read_only_backend(backend)
         store = cls(backend, strict=strict)
+        store.created = created
         if refresh:
             store.log.refresh(None if listing is None else listing.result())
         return store
@@ -193,12 +205,8 @@ class Store:
 
 
 def _list_logs_meanwhile(backend: Backend) -> Future[list[tuple[str, ObjectInfo | None]]]:
-    """The logs, listed on a thread of their own while the caller reads the marker."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="tensorcas-open")
-    try:
-        return pool.submit(lambda: list(backend.list_info(fmt.LOGS)))
-    finally:
-        pool.shutdown(wait=False)  # the listing runs on; the thread ends with it
+    """The logs, listed on another thread while the caller reads the marker."""
+    return meanwhile(lambda: list(backend.list_info(fmt.LOGS)))
 
 
 def _local_root(backend: Backend) -> str | None:
@@ -208,17 +216,24 @@ def _local_root(backend: Backend) -> str | None:
     return None if root is None else root.rstrip(os.sep) or os.sep
 
 
-def _has_foreign_content(backend: Backend) -> bool:
+def _has_foreign_content(backend: Backend, seen: set[str] | None = None) -> bool:
     """Whether the location holds something no tensorcas store does.  A store's own entries do
     not count: another process may be creating the store at this very moment.  Where the store
-    is a directory, its entries are looked at directly (an empty directory is something too)."""
+    is a directory, its entries are looked at directly (an empty directory is something too).
+    ``seen`` gets the store's own top-level entries found (all of them when the answer is no)."""
+    seen = set() if seen is None else seen
     root = _local_root(backend)
-    if root is None:
-        return any(key.split("/", 1)[0] not in fmt.TOP_LEVEL for key in backend.list(""))
     try:
-        return any(not entry.startswith(".") and entry not in fmt.TOP_LEVEL for entry in os.listdir(root))
+        entries = (key.split("/", 1)[0] for key in backend.list("")) if root is None else iter(os.listdir(root))
+        for entry in entries:
+            if entry in fmt.TOP_LEVEL:
+                seen.add(entry)
+            elif root is None or not entry.startswith("."):
+                return True
     except OSError:
-        return False
+        if root is None:
+            raise
+    return False
 
 
 def _not_a_directory(path: str) -> str:

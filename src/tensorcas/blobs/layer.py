@@ -76,6 +76,9 @@ class Blobs:
         self._grace = base.grace(backend)
         #: Whether small blobs can go into packs (the backend appends).
         self.can_pack = base.appending(backend) is not None
+        #: Whether new bytes are written while they are hashed (``Staging``), rather than hashed
+        #: first and put after (see :meth:`put_streaming`).
+        self.stages = base.staging(backend) is not None
         #: The whole-store side: every copy, for gc, verify and du.
         self.inventory = Inventory(backend, packs, refresh, lock)
         #: gc's side: moving objects aside and deciding their fate.
@@ -372,20 +375,44 @@ class Blobs:
             self.packs.add(entry)
         self._touched[cached_pack_key(entry.pack)] = time.monotonic()
 
-    def put(self, digest: str, chunks: Iterable[memoryview], nbytes: int) -> bool:
+    def put(
+        self,
+        digest: str,
+        chunks: Iterable[memoryview],
+        nbytes: int,
+        *,
+        again: Callable[[], Iterable[memoryview]] | None = None,
+    ) -> bool:
         """Store the bytes ``chunks`` yields under ``digest`` (computed by the caller) as an object
         of its own (for sizes this store does not pack); ``False`` if they were stored already
         (then only marked in use).  A stored blob of the wrong size (damaged), or one that cannot
         be marked in use (a hard link: see ``LocalBackend.touch``), is replaced by this copy,
-        which is fresh for gc."""
+        which is fresh for gc.
+
+        ``again`` (the same bytes once more) says the bytes are probably new: then no look comes
+        before the put, whose condition (put-if-absent) finds a stored copy by itself.  Only when
+        it refuses is the stored copy looked at, and replaced from ``again()`` if it is damaged
+        or cannot be marked in use.  On object storage this saves a request per new blob, and
+        costs a refused upload for bytes that were stored after all."""
         assert not self.packs_size(nbytes), "packed sizes go into the writer's pack"
+        key = blob_key(digest)
+        if again is not None:
+            if self.backend.put_if_absent(key, chunks):
+                return True
+            chunks = again()
         found, info = self.find_stored(digest, nbytes)  # one look (one request on object storage)
         if found:
             return False
-        self.backend.put_if_absent(blob_key(digest), chunks, overwrite=info is not None)
+        self.backend.put_if_absent(key, chunks, overwrite=info is not None)
         return True
 
-    def put_streaming(self, chunks: Callable[[], Iterable[memoryview]], nbytes: int) -> tuple[str, bool]:
+    def put_streaming(
+        self,
+        chunks: Callable[[], Iterable[memoryview]],
+        nbytes: int,
+        *,
+        look_first: Callable[[str], bool] | None = None,
+    ) -> tuple[str, bool]:
         """Hash and store bytes that must be fetched to be seen at all (a device storage copied to
         the host a piece at a time); return their digest, and whether they were new (``False``:
         stored already, the copy just written is discarded).
@@ -393,8 +420,10 @@ class Blobs:
         With ``Staging``, the bytes are written to a temporary object while they are hashed (on
         two threads for large ones, see ``hashing.hash_while_writing``), and the object is
         published under its digest at the end: the source is read once.  Without it, the pieces
-        are hashed first and fetched again to be put.  Storages that were probably stored before
-        are hashed first instead (see ``placement``): unchanged bytes then skip the write.
+        are hashed first and fetched again to be put; ``look_first(digest)`` says whether to look
+        for a stored copy before that put (the default) or to leave it to the put's condition
+        (see :meth:`put`).  Storages that were probably stored before are hashed first instead
+        (see ``placement``): unchanged bytes then skip the write.
         """
         staging = base.staging(self.backend)
         if staging is None:
@@ -402,7 +431,8 @@ class Blobs:
             for chunk in chunks():
                 hasher.update(chunk)
             digest = format_digest(hasher.hexdigest())
-            return digest, self.put(digest, chunks(), nbytes)
+            look = look_first is None or look_first(digest)
+            return digest, self.put(digest, chunks(), nbytes, again=None if look else chunks)
         with staging.stage(BLOBS) as staged:
             digest = hash_while_writing(chunks(), staged.write, nbytes)
             key = blob_key(digest)

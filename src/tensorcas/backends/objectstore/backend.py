@@ -93,8 +93,9 @@ class ObjectStoreBackend(Backend, Appending, Copying):
         # Whether the service copies conditionally (S3 does when ``copy_if_not_exists`` is set):
         # unknown until tried.
         self._conditional_copy: bool | None = None
-        # A service's answers are collected into memory made for each (see ``buffers.py``);
-        # other stores (obstore's in-memory one) may return the stored bytes themselves.
+        # A service's answers are collected into memory made for each (see ``buffers.py``),
+        # and its puts keep no reference to what they sent; other stores (obstore's in-memory
+        # one) may return the stored bytes themselves, or keep a buffer they were given.
         from obstore.store import AzureStore, GCSStore, S3Store
 
         self._fresh_responses = isinstance(store, (S3Store, GCSStore, AzureStore))
@@ -183,6 +184,12 @@ class ObjectStoreBackend(Backend, Appending, Copying):
                     return False
                 return True
             return self._put_large(key, lambda: iter([body]), create)
+        if isinstance(data, (list, tuple)) and len(data) == 1:
+            # One piece, all at hand (not one a generator yields and may reuse): a service's put
+            # has sent it by the time it returns, so it goes as it is; other stores (obstore's
+            # in-memory one) may keep the very buffer, which its owner may change or free later.
+            piece = data[0]
+            return self._put(key, piece if self._fresh_responses else bytes(piece), create=create)
         # Pieces may be views of a buffer their producer reuses: copy each as it is taken.
         pieces = chunks_of(data)
         head: list[bytes] = []
@@ -634,9 +641,15 @@ class ObjectStoreBackend(Backend, Appending, Copying):
             raise ValueError(
                 f"{key}: appended objects of this backend live under {self._appends_under}"
             )
-        if self._head(key) is not None:
-            raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
-        if not self._put(segment_key(key, 0), b"", create=True):
+        # The look for a plain object and the first segment's conditional put go at once (one
+        # round trip): a first segment put beside a plain object is taken back at once.
+        plain = self._pool.submit(self._head, key)
+        created = self._put(segment_key(key, 0), b"", create=True)
+        exists = plain.result() is not None
+        if exists and created:
+            with translated("deleting", self._where(key)):
+                self._obs.delete(self.store, segment_key(key, 0))
+        if exists or not created:
             raise FileExistsError(f"{self._where(key)} exists; a log or pack is created once")
         with self._lock:
             self._segments[key] = [(0, time.time())]
