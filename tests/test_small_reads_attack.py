@@ -325,3 +325,57 @@ def test_every_dtype_and_view_reads_as_the_general_path_does(tmp_path):
     assert whole.untyped_storage().data_ptr() == view.untyped_storage().data_ptr()
     whole[1] = -1.0
     assert view[0] == -1.0
+
+
+def test_a_record_whose_dtype_does_not_divide_its_blob(tmp_path):
+    """A float32 view of a 6-byte blob (a hostile but bounded record): read as the general
+    path reads it, over a storage of the blob's own size."""
+    root = str(tmp_path)
+    data = torch.tensor([1, 2, 3, 4, 5, 6], dtype=torch.int8)
+    with tensorcas.ContentStoreWriter(root) as writer:
+        writer.write_tensor("bytes", data)
+    record = tensorcas.ContentStoreReader(root).read_tensor_metadata("bytes")
+    odd = fmt.TensorRecord("odd", "float32", (1,), (1,), 0, False, record.blob, 6)
+    _add_log(root, "zz-odd", [fmt.encode_put(odd, time.time_ns())])
+    expected = data[:4].view(torch.float32)
+    for kwargs in ({}, {"cache": False}, {"verify": True}):
+        reader = tensorcas.ContentStoreReader(root, **kwargs)
+        got = reader.read_tensor("odd")
+        assert got.untyped_storage().nbytes() == 6 and torch.equal(got, expected)
+        storage = reader.read_storage(record.blob)
+        assert bytes(storage) == bytes(data.untyped_storage())
+        if kwargs.get("cache", True):
+            assert storage.data_ptr() == got.untyped_storage().data_ptr()
+
+
+def _race(reader: tensorcas.ContentStoreReader, tensors: dict[str, torch.Tensor], threads: int) -> list[str]:
+    """Names read wrong (or failing) by ``threads`` threads reading all of ``tensors`` at once,
+    each from another place in the list."""
+    names = list(tensors)
+    start = threading.Barrier(threads)
+    wrong: list[str] = []
+
+    def read(first: int) -> None:
+        start.wait()
+        for name in names[first:] + names[:first]:
+            try:
+                if not torch.equal(reader.read_tensor(name), tensors[name]):
+                    wrong.append(name)
+            except StoreError as exc:
+                wrong.append(f"{name}: {exc}")
+
+    running = [threading.Thread(target=read, args=(i * len(names) // threads,)) for i in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()
+    return wrong
+
+
+def test_threads_on_a_reader_just_opened(tmp_path):
+    """Threads racing on a reader whose blob lines are not parsed yet (PackIndex.first and
+    RecordLog.get answer without the lock once their answer is known)."""
+    root = str(tmp_path)
+    tensors = _write(root, 2000, 2)
+    for _ in range(3):
+        assert _race(tensorcas.ContentStoreReader(root), tensors, 8) == []
