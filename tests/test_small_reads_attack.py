@@ -8,6 +8,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -258,6 +260,45 @@ def test_gc_rewriting_packs_under_windowed_readers(tmp_path):
     reader = tensorcas.ContentStoreReader(root)
     for name, t in keep.items():
         assert torch.equal(reader.read_tensor(name), t)
+
+
+_WRITER = """
+import sys, torch, tensorcas
+with tensorcas.ContentStoreWriter(sys.argv[1]) as writer:
+    for i in range(1, 2000):
+        writer.write_tensor(f"t{i:05d}", torch.arange(256, dtype=torch.float32) + i * 1000.0)
+        if i % 50 == 0:
+            writer.flush()
+"""
+
+
+def test_readers_in_threads_beside_a_writer_in_another_process(tmp_path):
+    """A writer process appends (packs sealed as it closes them) while threads here open readers
+    and read every name they find: the right bytes every time."""
+    root = str(tmp_path)
+    _write(root, 1)
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, root])
+    wrong: list[str] = []
+    reads = [0]
+
+    def read() -> None:
+        while True:
+            done = writer.poll() is not None
+            reader = tensorcas.ContentStoreReader(root)
+            for name in reader.list_tensors():
+                if not torch.equal(reader.read_tensor(name), _value(int(name[1:]))):
+                    wrong.append(name)
+                reads[0] += 1
+            if done:
+                return
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert writer.wait() == 0
+    assert wrong == [] and reads[0] >= 2 * 2000
 
 
 # -- names -----------------------------------------------------------------------------------
