@@ -301,6 +301,26 @@ def test_readers_in_threads_beside_a_writer_in_another_process(tmp_path):
     assert wrong == [] and reads[0] >= 2 * 2000
 
 
+def test_after_gc_moved_blobs_small_reads_go_to_the_copies_in_windows(tmp_path, pack_reads):
+    """Once gc copied the live blobs of a pack to a new one and deleted the old, the logs still
+    give the old place first: a reader asks for the missing pack once, not once per tensor, and
+    reads the copies through windows."""
+    root = str(tmp_path)
+    tensors = _write(root, 1800)
+    keep = {name: t for i, (name, t) in enumerate(tensors.items()) if i % 3 == 0}
+    tensorcas.rm(root, [name for name in tensors if name not in keep])
+    then = time.time() - 7200
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            os.utime(os.path.join(dirpath, name), (then, then))
+    assert gc(root, grace_seconds=0).removed_packs
+    reader = tensorcas.ContentStoreReader(root)
+    pack_reads.update(n=0, bytes=0, largest=0)
+    for name, t in keep.items():
+        assert torch.equal(reader.read_tensor(name), t)
+    assert pack_reads["n"] <= 10, pack_reads
+
+
 # -- names -----------------------------------------------------------------------------------
 
 
