@@ -107,21 +107,41 @@ def test_window_unit_rules():
 
     w = windows.PackWindows(read_range)
     assert w.read("packs/a.pack", 0, 100) is None  # first read: the caller reads it
-    got = w.read("packs/a.pack", 100, 50)  # in order: a window from 100
+    got = w.read("packs/a.pack", 100, 50)  # in order: a first, small window from 100
     assert got is not None and bytes(got) == data[100:150]
-    assert reads == [("packs/a.pack", 100, windows.WINDOW)]
+    assert reads == [("packs/a.pack", 100, windows.FIRST_WINDOW)]
     assert bytes(w.read("packs/a.pack", 5000, 10) or b"") == data[5000:5010]  # inside: no read
     assert len(reads) == 1
+    # A blob across the window's end goes on with the run: a window twice as large, which
+    # takes the place of the one passed.
+    end = 100 + windows.FIRST_WINDOW
+    assert bytes(w.read("packs/a.pack", end - 5, 10) or b"") == data[end - 5 : end + 5]
+    assert reads[-1] == ("packs/a.pack", end - 5, 2 * windows.FIRST_WINDOW)
+    assert w.windows == [("packs/a.pack", end - 5, 2 * windows.FIRST_WINDOW)]
     assert w.read("packs/a.pack", 1 << 30, 10) is None  # far away: not in order
     # A window never reaches offsets near the limit of file offsets.
     w.read("packs/b.pack", (1 << 62) - 10, 5)
     assert w.read("packs/b.pack", (1 << 62) - 5, 5) is None
-    # At most MAX_WINDOWS packs keep a window.
-    for i in range(windows.MAX_WINDOWS + 2):
+    # Windows grow up to WINDOW as a run goes on.
+    offset, sizes = 0, []
+    w.read("packs/g.pack", 0, 10)
+    offset = 10
+    while offset < len(data) - windows.WINDOW:
+        before = len(reads)
+        w.read("packs/g.pack", offset, 10)
+        if len(reads) > before:
+            sizes.append(reads[-1][2])
+        offset += 1000
+    assert sizes[:5] == [windows.FIRST_WINDOW << i for i in range(5)]
+    assert max(sizes) == windows.WINDOW
+    # Memory stays bounded, in bytes and in windows.
+    for i in range(3 * windows.MAX_WINDOWS):
         key = f"packs/c{i}.pack"
         w.read(key, 0, 10)
         w.read(key, 10, 10)
-    assert len(w._windows) == windows.MAX_WINDOWS
+    kept = w.windows
+    assert len(kept) <= windows.MAX_WINDOWS
+    assert sum(n for _, _, n in kept) <= windows.MAX_WINDOW_BYTES
 
 
 def test_a_short_window_falls_back_to_the_blobs_own_read():

@@ -405,6 +405,8 @@ class RecordLog:
 
     def peek(self, name: str) -> TensorRecord | None:
         """The current record of ``name`` as far as the logs read so far say (no I/O)."""
+        if type(name) is not str and isinstance(name, str):
+            name = str.__str__(name)  # as in get: the subclass's own __eq__ must find nothing else
         entry = self._entries.get(name)
         if entry is None or entry.deleted:
             return None
@@ -417,11 +419,13 @@ class RecordLog:
         """The current record of ``name`` (the logs are read again if it is not known yet)."""
         # Every name in the index passed the name checks as its line was read: only a name not
         # found there is checked (for a clear error) before the logs are read again.
-        entry = self._entries.get(name) if type(name) is str else None
+        if type(name) is not str:
+            name = _plain(name)
+        entry = self._entries.get(name)
         if entry is not None and entry.record is not None:
             return entry.record  # validated already
         with self._lock:
-            entry = self._entries.get(name) if type(name) is str else None
+            entry = self._entries.get(name)
             if entry is None or entry.deleted:
                 fmt.validate_name(name)
                 self.refresh()
@@ -518,3 +522,11 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+
+
+def _plain(name: object) -> str:
+    """``name`` as a plain ``str``, checked: a subclass's own ``__eq__`` and ``__hash__`` must
+    not find (and then name) another tensor's record, nor its own ``encode`` pass the checks."""
+    if isinstance(name, str):
+        name = str.__str__(name)  # an exact copy of the characters, whatever the subclass says
+    return fmt.validate_name(name)

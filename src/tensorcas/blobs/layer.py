@@ -26,7 +26,7 @@ from ..hashing import OVERLAP_THRESHOLD, PieceHasher, hash_buffer, hash_while_wr
 from .collector import Collector
 from .inventory import Inventory
 from .locations import BlobLocation, Loose, Packed, Reachable, cached_pack_key, holds
-from .packindex import PackIndex
+from .packindex import PackIndex, Place
 from .windows import PackWindows
 
 #: Pieces in which streamed blobs are hashed and written (small enough to stay in cache).
@@ -35,6 +35,9 @@ STREAM_CHUNK = 1 << 20
 #: Storages smaller than this go into the writer's pack instead of getting an object each:
 #: creating a file costs more than writing a few kilobytes, and tiny files waste disk blocks.
 PACK_THRESHOLD = 64 << 10
+
+#: Missing packs remembered by the one-read path of small blobs, at most (all forgotten past it).
+_MAX_GONE = 4096
 
 #: Checks a blob's bytes once read: ``None`` if they are sound, else what is wrong with them.
 Check = Callable[[memoryview], str | None]
@@ -86,6 +89,8 @@ class Blobs:
         self._touched: dict[str, float] = {}
         #: Sealed packs read in order, a window at a time (``windows.py``).
         self._windows = PackWindows(backend.read_range)
+        #: Packs a small read found missing: skipped by the one-read path (see ``_read_place``).
+        self._gone: set[str] = set()
 
     @property
     def location(self) -> str:
@@ -300,19 +305,20 @@ class Blobs:
     def read(self, digest: str, nbytes: int, *, name: str | None = None, check: Check | None = None) -> bytearray:
         """The blob's bytes (which must be ``nbytes``) in a new buffer."""
         if check is None:
-            # The common case of a small tensor, in one read: its first place in a pack, whole.
-            # Anything else (no place, a short read, another size) takes the path that tries
-            # every copy and says what went wrong.
+            # The common case of a small tensor, in one read: its first place in a pack, whole
+            # (or, once gc moved it, the first whole place of its copies).  Anything else (no
+            # place, short reads, another size) takes the path that tries every copy, reads the
+            # logs again and says what went wrong.
             place = self.packs.first(digest)
-            if place is not None and place[0] == nbytes:
-                key = cached_pack_key(place[1])
-                data: bytes | memoryview | None = None
-                if place[1] in self.packs.sealed:
-                    data = self._windows.read(key, place[2], nbytes)
+            if place is not None:
+                data = self._read_place(place, nbytes)
                 if data is None:
-                    data = self.backend.read_range(key, place[2], nbytes)
-                if data is not None and len(data) == nbytes:
-                    return bytearray(data)
+                    for place in self.packs.later(digest):
+                        data = self._read_place(place, nbytes)
+                        if data is not None:
+                            break
+                if data is not None:
+                    return data
         out = bytearray(nbytes)
         self.read_into(digest, memoryview(out), name=name, check=check)
         return out
@@ -333,6 +339,27 @@ class Blobs:
             f"{tensor_context(name)}blob {digest} was cut short or moved while {length} of its bytes "
             f"were read; run 'tensorcas verify {self.location}'"
         )
+
+    def _read_place(self, place: Place, nbytes: int) -> bytearray | None:
+        """The ``nbytes`` at one packed place, whole, through a window where its pack is sealed;
+        ``None`` if the place holds another size, or its pack is missing or cut short.  A pack
+        found missing is not asked for again here (gc deleted it once it had copied what it
+        held elsewhere); :meth:`read_into`, which tries every place, still does."""
+        size, pack, offset = place
+        if size != nbytes or pack in self._gone:
+            return None
+        key = cached_pack_key(pack)
+        data: bytes | memoryview | None = None
+        if pack in self.packs.sealed:
+            data = self._windows.read(key, offset, nbytes)
+        if data is None:
+            data = self.backend.read_range(key, offset, nbytes)
+            if data is None:
+                if len(self._gone) >= _MAX_GONE:
+                    self._gone.clear()
+                self._gone.add(pack)
+                return None
+        return bytearray(data) if len(data) == nbytes else None
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -84,6 +84,11 @@ class PackIndex:
             return found
         return found[0]
 
+    def later(self, digest: str) -> list[Place]:
+        """The places after :meth:`first` (gc's copies, mostly), in the order read."""
+        found = self._places.get(digest)
+        return found[1:] if isinstance(found, list) else []
+
     def places(self, digest: str) -> list[PackedBlob]:
         if self._pending:
             self.parse()
