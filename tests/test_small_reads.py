@@ -224,3 +224,15 @@ def test_small_tensors_read_in_order_from_object_storage_cost_a_few_gets(s3_serv
             seen = [(method, path) for method, path, _ in proxy.requests]
     # 300 tensors of under 2.4 KB: one GET for the first, then windows of 1 MiB.
     assert len(seen) <= 4 and all(method == "GET" and "/packs/" in path for method, path in seen), seen
+
+
+def test_a_device_index_without_an_accelerator_is_a_store_error(tmp_path):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("a", torch.ones(3))
+    reader = tensorcas.ContentStoreReader(str(tmp_path))
+    if torch.accelerator.is_available():
+        pytest.skip("an accelerator is present: device 0 exists")
+    with pytest.raises(tensorcas.StoreError, match="device 0"):
+        reader.read_tensor("a", device=0)
+    with pytest.raises(tensorcas.StoreError):
+        reader.read_storage(reader.read_tensor_metadata("a").blob, device=0)

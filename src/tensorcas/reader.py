@@ -141,7 +141,7 @@ class ContentStoreReader:
         0).  With ``verify=True``, or where the view covers the whole blob, the whole storage
         is read as usual."""
         record = self.store.get_record(name)
-        where = _CPU if device is None else torch.device(device)
+        where = _device(device)
         if not whole_storage:
             part = self._view_only(record, where, name)
             if part is not None:
@@ -369,4 +369,12 @@ _CPU = torch.device("cpu")
 
 
 def _device(device: DeviceLike) -> torch.device:
-    return _CPU if device is None else torch.device(device)
+    if device is None:
+        return _CPU
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:  # an index names the current accelerator, which may be absent
+        raise StoreError(
+            f"cannot read onto device {device!r}: {_first_line(exc)}; read onto the CPU (device=None) "
+            "or name a device this torch build has"
+        ) from exc
