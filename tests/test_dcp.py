@@ -436,29 +436,23 @@ def test_a_chunk_renamed_after_saving_is_an_error_not_other_data(loc):
 
 def test_a_save_in_progress_is_incomplete_and_fails_if_its_chunks_are_removed(loc):
     """While a save runs its chunks show as an incomplete save; if someone removes them (as
-    'checkpoints rm' would), the save fails instead of publishing a checkpoint with holes."""
-    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
-
+    'checkpoints rm' would) after they were written, the save fails instead of publishing a
+    checkpoint with holes."""
     seen = []
 
-    class Meddling(DefaultSavePlanner):
-        def resolve_data(self, write_item):
-            data = super().resolve_data(write_item)
-            if write_item.index.fqn == "b":  # "a" is written by now
-                listing = list_checkpoints(loc)
-                seen.append(
-                    ([c.name for c in listing.checkpoints], [s.name for s in listing.incomplete])
-                )
-                remove_checkpoints(loc, ["c"])
-            return data
+    class Meddling(Writer):
+        def finish(self, metadata, results):  # every chunk is written by now
+            listing = list_checkpoints(loc)
+            seen.append(([c.name for c in listing.checkpoints], [s.name for s in listing.incomplete]))
+            remove_checkpoints(loc, ["c"])
+            super().finish(metadata, results)
 
     tensorcas.save_state_dict(loc, "first", {"x": torch.ones(1)})
     with warnings.catch_warnings(), pytest.raises(CheckpointException, match="is gone"):
         warnings.simplefilter("ignore")
         dcp.save(
             {"a": torch.ones(3), "b": torch.zeros(3)},
-            storage_writer=Writer(loc, "c"),
-            planner=Meddling(),
+            storage_writer=Meddling(loc, "c"),
             no_dist=True,
         )
     assert seen == [(["first"], ["c"])]

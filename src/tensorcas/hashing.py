@@ -79,11 +79,24 @@ def _pool() -> ThreadPoolExecutor:
         return _overlap_pool
 
 
+_hash_ahead_pool: ThreadPoolExecutor | None = None
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    """The thread :class:`HashAhead` hashes on: not the one above, so that a write that hashes
+    while it writes never waits behind storages hashed ahead."""
+    global _hash_ahead_pool
+    with _overlap_lock:
+        if _hash_ahead_pool is None:
+            _hash_ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-hash-ahead")
+        return _hash_ahead_pool
+
+
 def _forget_pool_in_child() -> None:
     """A forked child has none of its parent's threads: an inherited pool would queue work that
     never runs.  The child makes its own on first use, but cannot remake the BLAKE3 library's."""
-    global _overlap_pool, _overlap_lock, _parallel_ok
-    _overlap_pool = None
+    global _overlap_pool, _hash_ahead_pool, _overlap_lock, _parallel_ok
+    _overlap_pool = _hash_ahead_pool = None
     _overlap_lock = threading.Lock()
     if _parallel_used:
         _parallel_ok = False
@@ -158,6 +171,58 @@ class PieceHasher:
         if pending is not None:
             pending.result()
         return format_digest(self._hasher.hexdigest())
+
+
+#: How far :class:`HashAhead` hashes ahead of its caller, in bytes (at least one storage).
+HASH_AHEAD_BYTES = 64 << 20
+
+
+class HashAhead:
+    """Digests of CPU storages, hashed in order on a thread of their own (on all cores for
+    large ones) ahead of the caller, who meanwhile does what each digest is needed for (looks
+    it up, writes the bytes, reads a log): the caller's own work then costs little more than
+    the hashing.  At most ``ahead_bytes`` (and at least one storage) are hashed ahead of the
+    one asked for, so that bytes are used soon after they were hashed.  :meth:`close` must be
+    called before the storages may be freed or changed (also when the caller failed), since
+    the thread may still be reading one."""
+
+    def __init__(self, storages: list[torch.UntypedStorage], ahead_bytes: int = HASH_AHEAD_BYTES) -> None:
+        for storage in storages:
+            if storage.device.type != "cpu":
+                raise ValueError(f"expected CPU storages, got one on {storage.device}")
+        self._storages = storages
+        self._ahead_bytes = ahead_bytes
+        #: Bytes of the storages before each one (and of all of them, last).
+        self._starts = [0]
+        for storage in storages:
+            self._starts.append(self._starts[-1] + storage.nbytes())
+        self._futures: list[Future[str]] = []
+        self._fill(0)
+
+    def _fill(self, index: int) -> None:
+        """Submit storages until those after ``index`` that are submitted hold ``ahead_bytes``."""
+        limit = self._starts[min(index + 1, len(self._storages))] + self._ahead_bytes
+        while len(self._futures) < len(self._storages) and (
+            len(self._futures) <= index + 1 or self._starts[len(self._futures)] < limit
+        ):
+            storage = self._storages[len(self._futures)]
+            try:
+                future = _ahead_pool().submit(_hash_large, storage)
+            except RuntimeError:  # the interpreter is exiting (an atexit handler): no new work
+                future = Future()
+                future.set_result(_hash_large(storage))
+            self._futures.append(future)
+
+    def digest(self, index: int) -> str:
+        """The ``blake3:`` digest of the ``index``-th storage."""
+        self._fill(index)
+        return self._futures[index].result()
+
+    def close(self) -> None:
+        """Wait until the thread no longer reads any of the storages."""
+        for future in self._futures:
+            if not future.cancel():
+                future.exception()  # waits; the caller has its own error to raise, if any
 
 
 def cpu_storage_view(storage: torch.UntypedStorage) -> memoryview:

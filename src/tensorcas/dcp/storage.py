@@ -161,21 +161,10 @@ class Writer(StorageWriter):
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        checkpoint = self._checkpoint()
-        if not self.overwrite:
-            try:
-                reader = self._store_reader()
-                exists = catalog.has_checkpoint(reader, checkpoint)
-            except BaseException:
-                self._close_writer()
-                raise
-            if exists:
-                self._close_writer()  # the save ends here
-                raise CheckpointError(
-                    f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
-                    "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
-                )
-        # Every rank names its chunks with the coordinator's save id.
+        # Every rank names its chunks with the coordinator's save id.  Whether the checkpoint
+        # exists already is asked in ``write_data``, on every rank before it writes anything:
+        # it needs the store's logs read, which every rank does there anyway, while its first
+        # chunks are hashed.
         return [dataclasses.replace(plan, storage_data=self.save_id) for plan in plans]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
@@ -189,16 +178,21 @@ class Writer(StorageWriter):
                 results.append(WriteResult(item.index, 0, ValueResult(encoded)))
             else:
                 tensors.append(item)
-        # One writer for all chunks: hashing already runs on every core (measured: a thread
-        # per core writing chunks in parallel was no faster).
+        # One writer for all chunks, in one batch: large chunks are hashed (on every core) on
+        # a thread of their own, ahead, while this one stores them and writes their records
+        # (measured: a thread per core writing chunks in parallel was no faster).
         writer = self._store_writer()
         try:
-            for item in tensors:
-                name = chunk_name(
-                    checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ())
+            named = [
+                (
+                    chunk_name(checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ())),
+                    _chunk_tensor(planner, item),
                 )
-                record = writer.write_tensor(name, _chunk_tensor(planner, item))
-                assert record is not None  # not in background mode
+                for item in tensors
+            ]
+            records = writer.write_tensors(named, before_writing=self._refuse_existing)
+            assert records is not None  # not in background mode
+            for item, (name, _), record in zip(tensors, named, records):
                 results.append(
                     WriteResult(
                         item.index,
@@ -216,6 +210,18 @@ class Writer(StorageWriter):
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
+
+    def _refuse_existing(self) -> None:
+        """Raise unless the checkpoint is new (or ``overwrite``): before a rank writes anything."""
+        if self.overwrite:
+            return
+        checkpoint = self._checkpoint()
+        reader = self._store_reader()
+        if catalog.has_checkpoint(reader, checkpoint):
+            raise CheckpointError(
+                f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
+                "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
+            )
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         checkpoint = self._checkpoint()
