@@ -216,11 +216,11 @@ def test_durable_saves(loc, monkeypatch):
     """On a local store a durable save syncs the filesystem once per rank and once more for the
     manifest; where that is not possible (here: another backend) every write is fsynced instead.
     Both load back."""
-    import tensorcas.dcp.storage as storage
+    import tensorcas.dcp.durable as durable
 
     synced = []
-    real = storage._sync_filesystem
-    monkeypatch.setattr(storage, "_sync_filesystem", lambda w: synced.append(w.location) or real(w))
+    real = durable.sync_filesystem
+    monkeypatch.setattr(durable, "sync_filesystem", lambda w: synced.append(w.location) or real(w))
     tensorcas.save_state_dict(loc, "d", {"x": torch.arange(4.0)}, durable=True)
     assert synced == [os.path.abspath(loc)] * 2
     assert torch.equal(tensorcas.load_state_dict(loc, "d")["x"], torch.arange(4.0))

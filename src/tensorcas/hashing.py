@@ -79,16 +79,22 @@ def _pool() -> ThreadPoolExecutor:
         return _overlap_pool
 
 
+#: Threads :class:`HashAhead` hashes on, one storage each: one per core, up to 8.
+AHEAD_THREADS = max(1, min(8, os.cpu_count() or 1))
+#: Storages at least this large are hashed ahead on all cores (the BLAKE3 library's threads);
+#: smaller ones on one thread each, several at once, which costs less than sharing each.
+AHEAD_SPLIT_BYTES = 32 << 20
+
 _hash_ahead_pool: ThreadPoolExecutor | None = None
 
 
 def _ahead_pool() -> ThreadPoolExecutor:
-    """The thread :class:`HashAhead` hashes on: not the one above, so that a write that hashes
-    while it writes never waits behind storages hashed ahead."""
+    """The threads :class:`HashAhead` hashes on: not the one above, so that a write that
+    hashes while it writes never waits behind storages hashed ahead."""
     global _hash_ahead_pool
     with _overlap_lock:
         if _hash_ahead_pool is None:
-            _hash_ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorcas-hash-ahead")
+            _hash_ahead_pool = ThreadPoolExecutor(max_workers=AHEAD_THREADS, thread_name_prefix="tensorcas-hash-ahead")
         return _hash_ahead_pool
 
 
@@ -178,13 +184,13 @@ HASH_AHEAD_BYTES = 64 << 20
 
 
 class HashAhead:
-    """Digests of CPU storages, hashed in order on a thread of their own (on all cores for
-    large ones) ahead of the caller, who meanwhile does what each digest is needed for (looks
-    it up, writes the bytes, reads a log): the caller's own work then costs little more than
-    the hashing.  At most ``ahead_bytes`` (and at least one storage) are hashed ahead of the
-    one asked for, so that bytes are used soon after they were hashed.  :meth:`close` must be
-    called before the storages may be freed or changed (also when the caller failed), since
-    the thread may still be reading one."""
+    """Digests of CPU storages, hashed in order on threads of their own (several storages at
+    once, each on one core; one that is large on all cores) ahead of the caller, who meanwhile
+    does what each digest is needed for (looks it up, writes the bytes, reads a log): the
+    caller's own work then costs little more than the hashing.  At most ``ahead_bytes`` (and
+    at least one storage) are hashed ahead of the one asked for, so that bytes are used soon
+    after they were hashed.  :meth:`close` must be called before the storages may be freed or
+    changed (also when the caller failed), since a thread may still be reading one."""
 
     def __init__(self, storages: list[torch.UntypedStorage], ahead_bytes: int = HASH_AHEAD_BYTES) -> None:
         for storage in storages:
@@ -207,10 +213,10 @@ class HashAhead:
         ):
             storage = self._storages[len(self._futures)]
             try:
-                future = _ahead_pool().submit(_hash_large, storage)
+                future = _ahead_pool().submit(_hash_ahead, storage)
             except RuntimeError:  # the interpreter is exiting (an atexit handler): no new work
                 future = Future()
-                future.set_result(_hash_large(storage))
+                future.set_result(_hash_ahead(storage))
             self._futures.append(future)
 
     def digest(self, index: int) -> str:
@@ -223,6 +229,14 @@ class HashAhead:
         for future in self._futures:
             if not future.cancel():
                 future.exception()  # waits; the caller has its own error to raise, if any
+
+
+def _hash_ahead(storage: torch.UntypedStorage) -> str:
+    if storage.nbytes() >= AHEAD_SPLIT_BYTES:
+        return _hash_large(storage)
+    hasher = blake3.blake3(max_threads=1)
+    hasher.update(cpu_storage_view(storage))
+    return format_digest(hasher.hexdigest())
 
 
 def cpu_storage_view(storage: torch.UntypedStorage) -> memoryview:

@@ -19,11 +19,10 @@ so a checkpoint saved on N ranks loads on any number of ranks, as DCP reshards.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import dataclasses
 import io
 import os
-import sys
 import uuid
 from typing import Any, cast
 
@@ -47,12 +46,11 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from .. import format as fmt
-from ..errors import CheckpointError, CheckpointNotFoundError, StoreIOError
+from ..errors import CheckpointError, CheckpointNotFoundError
 from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
-from . import catalog
+from . import catalog, durable
 from .manifest import Manifest, ValueEntry
 from .metadata import ChunkResult, ValueResult, manifest_from_metadata, metadata_from_manifest
 from .names import chunk_name, chunks_prefix, new_save_id, validate_checkpoint_name
@@ -119,7 +117,7 @@ class Writer(StorageWriter):
         store of many checkpoints has long logs).  Closed when the rank's part of the save ends."""
         if self._writer is None:
             writer = ContentStoreWriter(self.loc)  # creates the store if it is new
-            self._sync_at_end = self.durable and _can_sync_filesystem(writer)
+            self._sync_at_end = self.durable and durable.can_sync_filesystem(writer)
             if self.durable and not self._sync_at_end:
                 writer.close()
                 writer = ContentStoreWriter(self.loc, durable=True)
@@ -190,7 +188,8 @@ class Writer(StorageWriter):
                 )
                 for item in tensors
             ]
-            records = writer.write_tensors(named, before_writing=self._refuse_existing)
+            with durable.EarlyWriteback(writer) if self._sync_at_end else contextlib.nullcontext():
+                records = writer.write_tensors(named, before_writing=self._refuse_existing)
             assert records is not None  # not in background mode
             for item, (name, _), record in zip(tensors, named, records):
                 results.append(
@@ -201,7 +200,7 @@ class Writer(StorageWriter):
                     )
                 )
             if self._sync_at_end:
-                _sync_filesystem(writer)
+                durable.sync_filesystem(writer)
         except BaseException:
             self._close_writer()  # the save ends here, on every rank
             raise
@@ -241,7 +240,7 @@ class Writer(StorageWriter):
                 )
             catalog.publish_manifest(writer, manifest)
             if self._sync_at_end:
-                _sync_filesystem(writer)
+                durable.sync_filesystem(writer)
             # Chunks of earlier saves under this name (replaced, or never finished) are garbage now.
             keep = {c.name for c in manifest.chunks()}
             for name in reader.list_tensors(chunks_prefix(checkpoint)):
@@ -395,39 +394,6 @@ def _chunk_tensor(planner: SavePlanner, item: WriteItem) -> torch.Tensor:
     if tensor.untyped_storage().nbytes() != tensor.nbytes:
         tensor = tensor.clone()  # store only this chunk's elements, not a larger storage
     return tensor
-
-
-def _local_file(writer: ContentStoreWriter) -> str | None:
-    """A file of the store on the local filesystem (its marker), if the store is local."""
-    local_path = getattr(writer.store.backend, "local_path", None)
-    return local_path(fmt.META_KEY) if local_path is not None else None
-
-
-def _syncfs() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-
-
-def _can_sync_filesystem(writer: ContentStoreWriter) -> bool:
-    return _syncfs() is not None and _local_file(writer) is not None
-
-
-def _sync_filesystem(writer: ContentStoreWriter) -> None:
-    """Make everything written to the store's filesystem durable with one ``syncfs(2)``: far
-    cheaper than an fsync per blob, record and directory (a rank writes hundreds), and, since
-    it runs before the rank reports its results, before the manifest can be published."""
-    path = _local_file(writer)
-    assert path is not None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _syncfs()(fd) != 0:
-            err = ctypes.get_errno()
-            raise StoreIOError(
-                f"syncfs of the store {writer.location} failed: {os.strerror(err)}; the save is not durable"
-            )
-    finally:
-        os.close(fd)
 
 
 def _sort_key(info: Any) -> str:
