@@ -32,30 +32,34 @@ def _mixed() -> list[tuple[str, torch.Tensor]]:
 
 def test_hash_ahead_gives_the_digest_of_every_storage():
     storages = [torch.randn(n).untyped_storage() for n in (MIB // 4, 3 * MIB, MIB // 2, 9 * MIB)]
-    hashes = HashAhead(storages, ahead_bytes=MIB)
+    hashes = HashAhead(storages, MIB)
     try:
-        assert [hashes.digest(i) for i in range(len(storages))] == [hash_storage(s) for s in storages]
+        assert [hashes.digest(i, MIB) for i in range(len(storages))] == [hash_storage(s) for s in storages]
     finally:
         hashes.close()
 
 
-def test_hash_ahead_stays_within_its_bound():
+def test_hash_ahead_hashes_as_far_ahead_as_asked_and_passes_storages_by():
     storages = [torch.randn(MIB // 4).untyped_storage() for _ in range(20)]  # 1 MiB each
-    hashes = HashAhead(storages, ahead_bytes=3 * MIB)
+    hashes = HashAhead(storages, 3 * MIB)
     try:
-        assert len(hashes._futures) == 4  # the one asked for next, and 3 MiB after it
-        hashes.digest(0)
-        assert len(hashes._futures) == 4
-        hashes.digest(5)
-        assert len(hashes._futures) == 9
+        assert sorted(hashes._futures) == [0, 1, 2, 3]  # the first, and 3 MiB after it
+        hashes.digest(0, 0)
+        assert sorted(hashes._futures) == [0, 1, 2, 3]
+        assert hashes.digest(5, 2 * MIB) == hash_storage(storages[5])  # 4 is passed by
+        assert sorted(hashes._futures) == [0, 1, 2, 3, 5, 6, 7]
+        assert hashes.passed(4) and not hashes.submitted(4) and hashes.submitted(7)
+        assert not hashes.passed(8) and not hashes.submitted(8)
+        with pytest.raises(ValueError, match="passed by"):
+            hashes.digest(4, 0)
     finally:
         hashes.close()
-    assert all(f.done() for f in hashes._futures)
+    assert all(f.done() for f in hashes._futures.values())
 
 
 def test_hash_ahead_refuses_device_storages():
     with pytest.raises(ValueError, match="CPU"):
-        HashAhead([torch.empty(4, device="meta").untyped_storage()])
+        HashAhead([torch.empty(4, device="meta").untyped_storage()], 0)
 
 
 def test_write_tensors_stores_what_write_tensor_stores(tmp_path):
@@ -112,3 +116,22 @@ def test_write_tensors_in_background_mode(loc):
     reader = ContentStoreReader(loc)
     for name, t in items:
         assert torch.equal(reader.read_tensor(name), t)
+
+
+def test_write_tensors_of_new_and_stored_bytes_in_any_order(loc):
+    """New bytes are hashed while they are written, stored ones ahead; either way each record
+    names the digest of its bytes, and nothing stored is written twice."""
+    torch.manual_seed(1)
+    weights = [torch.randn(MIB // 4 + i) for i in range(24)]  # about 1 MiB each, all different
+    with ContentStoreWriter(loc) as w:
+        first = w.write_tensors([(f"s0/{i}", t) for i, t in enumerate(weights)])
+        stored = tensorcas.du(loc).stored_bytes
+        for i in (3, 11, 12, 20):
+            weights[i].add_(1)
+        second = w.write_tensors([(f"s1/{i}", t) for i, t in enumerate(weights)])
+    assert first is not None and second is not None
+    for i, t in enumerate(weights):
+        assert second[i].blob == hash_storage(t.untyped_storage())
+        assert (second[i].blob == first[i].blob) == (i not in (3, 11, 12, 20))
+    assert tensorcas.du(loc).stored_bytes == stored + sum(weights[i].nbytes for i in (3, 11, 12, 20))
+    assert tensorcas.verify(loc).ok

@@ -179,54 +179,71 @@ class PieceHasher:
         return format_digest(self._hasher.hexdigest())
 
 
-#: How far :class:`HashAhead` hashes ahead of its caller, in bytes (at least one storage).
-HASH_AHEAD_BYTES = 64 << 20
-
-
 class HashAhead:
     """Digests of CPU storages, hashed in order on threads of their own (several storages at
     once, each on one core; one that is large on all cores) ahead of the caller, who meanwhile
     does what each digest is needed for (looks it up, writes the bytes, reads a log): the
-    caller's own work then costs little more than the hashing.  At most ``ahead_bytes`` (and
-    at least one storage) are hashed ahead of the one asked for, so that bytes are used soon
-    after they were hashed.  :meth:`close` must be called before the storages may be freed or
-    changed (also when the caller failed), since a thread may still be reading one."""
+    caller's own work then costs little more than the hashing.
 
-    def __init__(self, storages: list[torch.UntypedStorage], ahead_bytes: int = HASH_AHEAD_BYTES) -> None:
+    The caller asks for digests in order and says each time how far ahead to hash (bytes
+    beyond the storage asked for): far while the bytes prove to be stored already, not at all
+    while they are new (hashing far ahead of a write means reading the bytes from memory twice,
+    and takes the cores the write needs).  It may also pass storages by (to hash them while it
+    writes them): a storage never submitted is never hashed here.  :meth:`close` must be called
+    before the storages may be freed or changed (also when the caller failed), since a thread
+    may still be reading one."""
+
+    def __init__(self, storages: list[torch.UntypedStorage], ahead_bytes: int) -> None:
         for storage in storages:
             if storage.device.type != "cpu":
                 raise ValueError(f"expected CPU storages, got one on {storage.device}")
         self._storages = storages
-        self._ahead_bytes = ahead_bytes
         #: Bytes of the storages before each one (and of all of them, last).
         self._starts = [0]
         for storage in storages:
             self._starts.append(self._starts[-1] + storage.nbytes())
-        self._futures: list[Future[str]] = []
-        self._fill(0)
+        self._futures: dict[int, Future[str]] = {}
+        #: The first storage neither submitted nor passed by.
+        self._next = 0
+        if storages:
+            self._fill(0, ahead_bytes)
 
-    def _fill(self, index: int) -> None:
-        """Submit storages until those after ``index`` that are submitted hold ``ahead_bytes``."""
-        limit = self._starts[min(index + 1, len(self._storages))] + self._ahead_bytes
-        while len(self._futures) < len(self._storages) and (
-            len(self._futures) <= index + 1 or self._starts[len(self._futures)] < limit
+    def _fill(self, index: int, ahead_bytes: int) -> None:
+        """Submit storage ``index`` and those after it that start within ``ahead_bytes`` of its
+        end; those before it not submitted yet are passed by."""
+        self._next = max(self._next, index)
+        limit = self._starts[index + 1] + ahead_bytes
+        while self._next < len(self._storages) and (
+            self._next <= index or self._starts[self._next] < limit
         ):
-            storage = self._storages[len(self._futures)]
+            storage = self._storages[self._next]
             try:
                 future = _ahead_pool().submit(_hash_ahead, storage)
             except RuntimeError:  # the interpreter is exiting (an atexit handler): no new work
                 future = Future()
                 future.set_result(_hash_ahead(storage))
-            self._futures.append(future)
+            self._futures[self._next] = future
+            self._next += 1
 
-    def digest(self, index: int) -> str:
-        """The ``blake3:`` digest of the ``index``-th storage."""
-        self._fill(index)
+    def submitted(self, index: int) -> bool:
+        """Whether storage ``index`` is hashed here (or being hashed)."""
+        return index in self._futures
+
+    def passed(self, index: int) -> bool:
+        """Whether storage ``index`` was passed by: it will not be hashed here."""
+        return index < self._next and index not in self._futures
+
+    def digest(self, index: int, ahead_bytes: int) -> str:
+        """The ``blake3:`` digest of storage ``index`` (not passed by), once hashed; storages
+        after it that start within ``ahead_bytes`` of its end are hashed meanwhile."""
+        if self.passed(index):
+            raise ValueError(f"storage {index} was passed by")
+        self._fill(index, ahead_bytes)
         return self._futures[index].result()
 
     def close(self) -> None:
-        """Wait until the thread no longer reads any of the storages."""
-        for future in self._futures:
+        """Wait until the threads no longer read any of the storages."""
+        for future in self._futures.values():
             if not future.cancel():
                 future.exception()  # waits; the caller has its own error to raise, if any
 

@@ -38,6 +38,14 @@ def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
         log.close()
 
 
+#: How far ``write_tensors`` hashes ahead while the bytes prove to be stored already: enough
+#: to keep the hashing threads busy while each record is written.
+HASH_AHEAD_BYTES = 64 << 20
+#: How far it hashes ahead at first, while the store's logs are read: less, since the bytes may
+#: prove to be new (see ``HashAhead``).
+START_AHEAD_BYTES = 16 << 20
+
+
 def _chunks_of(storage: torch.UntypedStorage) -> Source:
     return lambda: iter_storage_chunks(storage)
 
@@ -173,7 +181,7 @@ class ContentStoreWriter:
             ):
                 ahead[key] = len(storages)
                 storages.append(storage)
-        hashes = HashAhead(storages)
+        hashes = HashAhead(storages, START_AHEAD_BYTES)
         try:
             if before_writing is not None:
                 before_writing()
@@ -185,7 +193,13 @@ class ContentStoreWriter:
                 if index is None:
                     records.append(self._write_tensor(name, tensor))
                     continue
-                digest = hashes.digest(index)
+                # Hash far ahead while the bytes prove to be stored (unchanged weights); else
+                # not at all: bytes probably new are hashed while they are written, one pass.
+                hash_first = self._place.hash_first(storage, name)
+                if not hashes.submitted(index) and (not hash_first or hashes.passed(index)):
+                    records.append(self._write_tensor(name, tensor, guess=hash_first))
+                    continue
+                digest = hashes.digest(index, HASH_AHEAD_BYTES if hash_first else 0)
                 placed = self._place.known(digest, storage.nbytes(), _chunks_of(storage))
                 record = self._record(name, tensor, digest)
                 self._put(record, placed)
