@@ -188,8 +188,13 @@ def test_a_value_that_needs_pickle_is_refused_and_nothing_is_listed(loc):
 
 def test_existing_name_is_refused_unless_overwrite(loc):
     tensorcas.save_state_dict(loc, "c", {"x": torch.ones(4), "y": torch.zeros(4)})
+    names_before = ContentStoreReader(loc).list_tensors()
+    stored_before = tensorcas.du(loc).stored_bytes
     with pytest.raises(CheckpointError, match="already exists"):
-        tensorcas.save_state_dict(loc, "c", {"x": torch.full((4,), 2.0)})
+        tensorcas.save_state_dict(loc, "c", {"x": torch.full((4,), 2.0), "z": torch.randn(1 << 20)})
+    # Refused before anything was written: no chunk names, no bytes.
+    assert ContentStoreReader(loc).list_tensors() == names_before
+    assert tensorcas.du(loc).stored_bytes == stored_before
     assert torch.equal(tensorcas.load_state_dict(loc, "c")["x"], torch.ones(4))
     tensorcas.save_state_dict(
         loc, "c", {"x": torch.full((4,), 2.0), "y": torch.zeros(4)}, overwrite=True
@@ -237,6 +242,40 @@ def test_memory_backend(loc):
 
 
 # -- a fine-tuning series: the store grows by the bytes that changed -------------------------------
+
+
+def test_chunks_that_are_views_store_only_their_own_elements(loc):
+    """Parameters that are views into one flat buffer (as some trainers keep them) are each
+    stored as their own elements, alongside ordinary large chunks, and load back."""
+    torch.manual_seed(0)
+    flat = torch.randn(3 << 20)  # 12 MiB
+    sd = {
+        "a": flat[: 1 << 20].view(1024, 1024),
+        "b": flat[1 << 20 : 3 << 20].view(2048, 1024),
+        "big": torch.randn(1 << 20),
+        "small": torch.arange(5.0),
+    }
+    tensorcas.save_state_dict(loc, "c", sd)
+    back = tensorcas.load_state_dict(loc, "c")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.du(loc).stored_bytes < flat.nbytes + sd["big"].nbytes + (1 << 20)
+
+
+def test_a_mostly_unchanged_series_of_large_chunks_stores_the_changed_bytes(loc):
+    """Large chunks go through the batch that hashes ahead: unchanged ones are found stored,
+    changed ones (also one changed without torch noticing) are stored again, each once."""
+    torch.manual_seed(0)
+    sd = {f"w{i}": torch.randn(1 << 18) for i in range(12)}  # 1 MiB each
+    tensorcas.save_state_dict(loc, "s0", sd)
+    stored = tensorcas.du(loc).stored_bytes
+    sd["w3"].add_(1)
+    sd["w9"].data.view(torch.int32)[7] ^= 1  # behind autograd's back
+    tensorcas.save_state_dict(loc, "s1", sd)
+    added = tensorcas.du(loc).stored_bytes - stored
+    assert 2 << 20 < added < (2 << 20) + (64 << 10)  # two chunks and the manifest
+    back = tensorcas.load_state_dict(loc, "s1")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.verify(loc).ok
 
 
 def _stored(loc) -> int:

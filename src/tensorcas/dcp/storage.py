@@ -176,22 +176,31 @@ class Writer(StorageWriter):
                 results.append(WriteResult(item.index, 0, ValueResult(encoded)))
             else:
                 tensors.append(item)
-        # One writer for all chunks, in one batch: large chunks are hashed (on every core) on
-        # a thread of their own, ahead, while this one stores them and writes their records
-        # (measured: a thread per core writing chunks in parallel was no faster).
+        # One writer for all chunks, in one batch: large chunks are hashed on a thread per core,
+        # ahead, while this one stores them and writes their records (measured: a thread per
+        # core writing chunks in parallel was no faster).  A chunk that is a view of a larger
+        # storage is copied (only its own elements are stored) after the batch, one at a time,
+        # so that such copies never all exist at once (a state dict of views into one buffer).
         writer = self._store_writer()
         try:
-            named = [
-                (
-                    chunk_name(checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ())),
-                    _chunk_tensor(planner, item),
-                )
-                for item in tensors
-            ]
+            whole: list[tuple[WriteItem, str, torch.Tensor]] = []
+            views: list[tuple[WriteItem, str, torch.Tensor]] = []
+            for item in tensors:
+                name = chunk_name(checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ()))
+                tensor = _chunk_tensor(planner, item)
+                is_view = tensor.untyped_storage().nbytes() != tensor.nbytes
+                (views if is_view else whole).append((item, name, tensor))
             with durable.EarlyWriteback(writer) if self._sync_at_end else contextlib.nullcontext():
-                records = writer.write_tensors(named, before_writing=self._refuse_existing)
-            assert records is not None  # not in background mode
-            for item, (name, _), record in zip(tensors, named, records):
+                records = writer.write_tensors(
+                    [(name, tensor) for _, name, tensor in whole],
+                    before_writing=self._refuse_existing,
+                )
+                assert records is not None  # not in background mode
+                for _, name, tensor in views:
+                    record = writer.write_tensor(name, tensor.clone())
+                    assert record is not None
+                    records.append(record)
+            for (item, name, _), record in zip(whole + views, records):
                 results.append(
                     WriteResult(
                         item.index,
@@ -390,10 +399,7 @@ def _chunk_tensor(planner: SavePlanner, item: WriteItem) -> torch.Tensor:
         raise CheckpointError(
             f"{item.index.fqn!r}: the planner gave a {type(tensor).__name__}, not a tensor"
         )
-    tensor = tensor.detach()
-    if tensor.untyped_storage().nbytes() != tensor.nbytes:
-        tensor = tensor.clone()  # store only this chunk's elements, not a larger storage
-    return tensor
+    return tensor.detach()
 
 
 def _sort_key(info: Any) -> str:
