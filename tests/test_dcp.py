@@ -513,3 +513,42 @@ def test_refused_setups(loc):
         with pytest.raises((CheckpointError, CheckpointException), match="no checkpoint name"):
             dcp.save({"x": torch.ones(1)}, storage_writer=Writer(loc), no_dist=True)
     assert not os.path.exists(os.path.join(loc, "logs")) or list_checkpoints(loc).checkpoints == []
+
+
+# -- stores kept open between saves ------------------------------------------------------------
+
+
+def test_saves_of_one_process_share_the_open_store_and_see_others_changes(loc):
+    """The second save reads only new log lines, yet sees what other writers did meanwhile."""
+    from tensorcas.dcp import opened
+
+    torch.manual_seed(0)
+    sd = {"w": torch.randn(1 << 18), "b": torch.arange(3.0)}
+    tensorcas.save_state_dict(loc, "a", sd)
+    store = opened.open_store(loc)
+    # Another process's writer (here: a writer of its own) saves "b" and deletes "a".
+    tensorcas.save_state_dict(ContentStoreWriter(loc).store.backend, "b", {"x": torch.ones(2)})
+    remove_checkpoints(loc, ["a"])
+    with pytest.raises(CheckpointError, match="already exists"):
+        tensorcas.save_state_dict(loc, "b", sd)
+    tensorcas.save_state_dict(loc, "a", sd)  # "a" is gone: a new name again
+    assert opened.open_store(loc) is store
+    assert torch.equal(tensorcas.load_state_dict(loc, "a")["w"], sd["w"])
+    assert tensorcas.verify(loc).ok
+
+
+def test_a_store_removed_and_made_again_is_opened_afresh(loc):
+    import shutil
+
+    from tensorcas.dcp import opened
+
+    torch.manual_seed(0)
+    sd = {"w": torch.randn(1 << 18), "b": torch.arange(3.0)}
+    tensorcas.save_state_dict(loc, "a", sd)
+    first = opened.open_store(loc)
+    shutil.rmtree(loc)
+    tensorcas.save_state_dict(loc, "a", sd)  # not "already exists"; every byte written again
+    assert opened.open_store(loc) is not first
+    back = tensorcas.load_state_dict(loc, "a")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.verify(loc).ok

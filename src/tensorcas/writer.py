@@ -82,7 +82,19 @@ class ContentStoreWriter:
         max_pending_bytes: int = 1 << 30,
     ) -> None:
         del stable_hash
-        self.store = Store.open(loc, create=True, durable=durable)
+        self._set_up(Store.open(loc, create=True, durable=durable), background, max_pending_bytes)
+
+    @classmethod
+    def sharing(cls, store: Store) -> ContentStoreWriter:
+        """A writer on a store already open (another writer's ``store``, kept open between
+        saves): the records and blob locations it has read serve this writer too, which reads
+        only what was appended since.  It appends to a log of its own, as every writer does."""
+        writer = cls.__new__(cls)
+        writer._set_up(store, False, 0)
+        return writer
+
+    def _set_up(self, store: Store, background: bool, max_pending_bytes: int) -> None:
+        self.store = store
         self._log = self.store.open_log()
         self._queue = BackgroundQueue(max_pending_bytes) if background else None
         self._finalizer = weakref.finalize(self, _close, self._queue, self._log)

@@ -50,7 +50,7 @@ from ..errors import CheckpointError, CheckpointNotFoundError
 from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
-from . import catalog, durable
+from . import catalog, durable, opened
 from .manifest import Manifest, ValueEntry
 from .metadata import ChunkResult, ValueResult, manifest_from_metadata, metadata_from_manifest
 from .names import chunk_name, chunks_prefix, new_save_id, validate_checkpoint_name
@@ -116,7 +116,8 @@ class Writer(StorageWriter):
         it opens and then only what was appended since, however many steps of the save ask (a
         store of many checkpoints has long logs).  Closed when the rank's part of the save ends."""
         if self._writer is None:
-            writer = ContentStoreWriter(self.loc)  # creates the store if it is new
+            # A store this process saved to before is still open: only new log lines are read.
+            writer = ContentStoreWriter.sharing(opened.open_store(self.loc))
             self._sync_at_end = self.durable and durable.can_sync_filesystem(writer)
             if self.durable and not self._sync_at_end:
                 writer.close()
