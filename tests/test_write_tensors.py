@@ -9,6 +9,7 @@ import torch
 import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas.errors import InvalidNameError, StoreError
+from tensorcas import hashing
 from tensorcas.hashing import HashAhead, hash_storage
 
 MIB = 1 << 20
@@ -39,7 +40,8 @@ def test_hash_ahead_gives_the_digest_of_every_storage():
         hashes.close()
 
 
-def test_hash_ahead_hashes_as_far_ahead_as_asked_and_passes_storages_by():
+def test_hash_ahead_hashes_as_far_ahead_as_asked_and_passes_storages_by(monkeypatch):
+    monkeypatch.setattr(hashing, "AHEAD_THREADS", 2)  # at least two ahead when asked to look ahead
     storages = [torch.randn(MIB // 4).untyped_storage() for _ in range(20)]  # 1 MiB each
     hashes = HashAhead(storages, 3 * MIB)
     try:

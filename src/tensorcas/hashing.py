@@ -210,11 +210,13 @@ class HashAhead:
 
     def _fill(self, index: int, ahead_bytes: int) -> None:
         """Submit storage ``index`` and those after it that start within ``ahead_bytes`` of its
-        end; those before it not submitted yet are passed by."""
+        end (with any ``ahead_bytes``, at least one per thread); those before it not submitted
+        yet are passed by."""
         self._next = max(self._next, index)
         limit = self._starts[index + 1] + ahead_bytes
+        least = index + 1 + (AHEAD_THREADS if ahead_bytes else 0)
         while self._next < len(self._storages) and (
-            self._next <= index or self._starts[self._next] < limit
+            self._next < least or self._starts[self._next] < limit
         ):
             storage = self._storages[self._next]
             try:
