@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import tensorcas
-from tensorcas import ContentStoreReader, ContentStoreWriter
+from tensorcas import ContentStoreReader, ContentStoreWriter, hashing
 from tensorcas.errors import InvalidNameError, StoreError
-from tensorcas import hashing
 from tensorcas.hashing import HashAhead, hash_storage
 
 MIB = 1 << 20
