@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import sys
 import warnings
 
 import pytest
@@ -233,6 +234,30 @@ def test_durable_saves(loc, monkeypatch):
     tensorcas.save_state_dict(mem, "d", {"x": torch.arange(4.0)}, durable=True)
     assert len(synced) == 2
     assert torch.equal(tensorcas.load_state_dict(mem, "d")["x"], torch.arange(4.0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs is Linux's")
+def test_early_writeback_syncs_while_in_use_and_stops(loc, monkeypatch):
+    import threading
+    import time
+
+    import tensorcas.dcp.durable as durable
+
+    real = durable._syncfs()
+    calls = []
+    monkeypatch.setattr(durable, "_syncfs", lambda: lambda fd: calls.append(fd) or real(fd))
+    writer = ContentStoreWriter(loc)
+    try:
+        assert durable.can_sync_filesystem(writer)
+        with durable.EarlyWriteback(writer):
+            time.sleep(0.05)
+        made = len(calls)
+        assert made >= 1
+        assert not any(t.name == "tensorcas-writeback" for t in threading.enumerate())
+        time.sleep(0.03)
+        assert len(calls) == made  # stopped with the block
+    finally:
+        writer.close()
 
 
 def test_memory_backend(loc):
