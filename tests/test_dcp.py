@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import sys
 import warnings
 
 import pytest
@@ -188,8 +189,13 @@ def test_a_value_that_needs_pickle_is_refused_and_nothing_is_listed(loc):
 
 def test_existing_name_is_refused_unless_overwrite(loc):
     tensorcas.save_state_dict(loc, "c", {"x": torch.ones(4), "y": torch.zeros(4)})
+    names_before = ContentStoreReader(loc).list_tensors()
+    stored_before = tensorcas.du(loc).stored_bytes
     with pytest.raises(CheckpointError, match="already exists"):
-        tensorcas.save_state_dict(loc, "c", {"x": torch.full((4,), 2.0)})
+        tensorcas.save_state_dict(loc, "c", {"x": torch.full((4,), 2.0), "z": torch.randn(1 << 20)})
+    # Refused before anything was written: no chunk names, no bytes.
+    assert ContentStoreReader(loc).list_tensors() == names_before
+    assert tensorcas.du(loc).stored_bytes == stored_before
     assert torch.equal(tensorcas.load_state_dict(loc, "c")["x"], torch.ones(4))
     tensorcas.save_state_dict(
         loc, "c", {"x": torch.full((4,), 2.0), "y": torch.zeros(4)}, overwrite=True
@@ -216,11 +222,11 @@ def test_durable_saves(loc, monkeypatch):
     """On a local store a durable save syncs the filesystem once per rank and once more for the
     manifest; where that is not possible (here: another backend) every write is fsynced instead.
     Both load back."""
-    import tensorcas.dcp.storage as storage
+    import tensorcas.dcp.durable as durable
 
     synced = []
-    real = storage._sync_filesystem
-    monkeypatch.setattr(storage, "_sync_filesystem", lambda w: synced.append(w.location) or real(w))
+    real = durable.sync_filesystem
+    monkeypatch.setattr(durable, "sync_filesystem", lambda w: synced.append(w.location) or real(w))
     tensorcas.save_state_dict(loc, "d", {"x": torch.arange(4.0)}, durable=True)
     assert synced == [os.path.abspath(loc)] * 2
     assert torch.equal(tensorcas.load_state_dict(loc, "d")["x"], torch.arange(4.0))
@@ -230,6 +236,30 @@ def test_durable_saves(loc, monkeypatch):
     assert torch.equal(tensorcas.load_state_dict(mem, "d")["x"], torch.arange(4.0))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs is Linux's")
+def test_early_writeback_syncs_while_in_use_and_stops(loc, monkeypatch):
+    import threading
+    import time
+
+    import tensorcas.dcp.durable as durable
+
+    real = durable._syncfs()
+    calls = []
+    monkeypatch.setattr(durable, "_syncfs", lambda: lambda fd: calls.append(fd) or real(fd))
+    writer = ContentStoreWriter(loc)
+    try:
+        assert durable.can_sync_filesystem(writer)
+        with durable.EarlyWriteback(writer):
+            time.sleep(0.05)
+        made = len(calls)
+        assert made >= 1
+        assert not any(t.name == "tensorcas-writeback" for t in threading.enumerate())
+        time.sleep(0.03)
+        assert len(calls) == made  # stopped with the block
+    finally:
+        writer.close()
+
+
 def test_memory_backend(loc):
     mem = tensorcas.backends.MemoryBackend()
     tensorcas.save_state_dict(mem, "c", {"x": torch.arange(5)})
@@ -237,6 +267,40 @@ def test_memory_backend(loc):
 
 
 # -- a fine-tuning series: the store grows by the bytes that changed -------------------------------
+
+
+def test_chunks_that_are_views_store_only_their_own_elements(loc):
+    """Parameters that are views into one flat buffer (as some trainers keep them) are each
+    stored as their own elements, alongside ordinary large chunks, and load back."""
+    torch.manual_seed(0)
+    flat = torch.randn(3 << 20)  # 12 MiB
+    sd = {
+        "a": flat[: 1 << 20].view(1024, 1024),
+        "b": flat[1 << 20 : 3 << 20].view(2048, 1024),
+        "big": torch.randn(1 << 20),
+        "small": torch.arange(5.0),
+    }
+    tensorcas.save_state_dict(loc, "c", sd)
+    back = tensorcas.load_state_dict(loc, "c")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.du(loc).stored_bytes < flat.nbytes + sd["big"].nbytes + (1 << 20)
+
+
+def test_a_mostly_unchanged_series_of_large_chunks_stores_the_changed_bytes(loc):
+    """Large chunks go through the batch that hashes ahead: unchanged ones are found stored,
+    changed ones (also one changed without torch noticing) are stored again, each once."""
+    torch.manual_seed(0)
+    sd = {f"w{i}": torch.randn(1 << 18) for i in range(12)}  # 1 MiB each
+    tensorcas.save_state_dict(loc, "s0", sd)
+    stored = tensorcas.du(loc).stored_bytes
+    sd["w3"].add_(1)
+    sd["w9"].data.view(torch.int32)[7] ^= 1  # behind autograd's back
+    tensorcas.save_state_dict(loc, "s1", sd)
+    added = tensorcas.du(loc).stored_bytes - stored
+    assert 2 << 20 < added < (2 << 20) + (64 << 10)  # two chunks and the manifest
+    back = tensorcas.load_state_dict(loc, "s1")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.verify(loc).ok
 
 
 def _stored(loc) -> int:
@@ -436,29 +500,23 @@ def test_a_chunk_renamed_after_saving_is_an_error_not_other_data(loc):
 
 def test_a_save_in_progress_is_incomplete_and_fails_if_its_chunks_are_removed(loc):
     """While a save runs its chunks show as an incomplete save; if someone removes them (as
-    'checkpoints rm' would), the save fails instead of publishing a checkpoint with holes."""
-    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
-
+    'checkpoints rm' would) after they were written, the save fails instead of publishing a
+    checkpoint with holes."""
     seen = []
 
-    class Meddling(DefaultSavePlanner):
-        def resolve_data(self, write_item):
-            data = super().resolve_data(write_item)
-            if write_item.index.fqn == "b":  # "a" is written by now
-                listing = list_checkpoints(loc)
-                seen.append(
-                    ([c.name for c in listing.checkpoints], [s.name for s in listing.incomplete])
-                )
-                remove_checkpoints(loc, ["c"])
-            return data
+    class Meddling(Writer):
+        def finish(self, metadata, results):  # every chunk is written by now
+            listing = list_checkpoints(loc)
+            seen.append(([c.name for c in listing.checkpoints], [s.name for s in listing.incomplete]))
+            remove_checkpoints(loc, ["c"])
+            super().finish(metadata, results)
 
     tensorcas.save_state_dict(loc, "first", {"x": torch.ones(1)})
     with warnings.catch_warnings(), pytest.raises(CheckpointException, match="is gone"):
         warnings.simplefilter("ignore")
         dcp.save(
             {"a": torch.ones(3), "b": torch.zeros(3)},
-            storage_writer=Writer(loc, "c"),
-            planner=Meddling(),
+            storage_writer=Meddling(loc, "c"),
             no_dist=True,
         )
     assert seen == [(["first"], ["c"])]
@@ -480,3 +538,42 @@ def test_refused_setups(loc):
         with pytest.raises((CheckpointError, CheckpointException), match="no checkpoint name"):
             dcp.save({"x": torch.ones(1)}, storage_writer=Writer(loc), no_dist=True)
     assert not os.path.exists(os.path.join(loc, "logs")) or list_checkpoints(loc).checkpoints == []
+
+
+# -- stores kept open between saves ------------------------------------------------------------
+
+
+def test_saves_of_one_process_share_the_open_store_and_see_others_changes(loc):
+    """The second save reads only new log lines, yet sees what other writers did meanwhile."""
+    from tensorcas.dcp import opened
+
+    torch.manual_seed(0)
+    sd = {"w": torch.randn(1 << 18), "b": torch.arange(3.0)}
+    tensorcas.save_state_dict(loc, "a", sd)
+    store = opened.open_store(loc)
+    # Another process's writer (here: a writer of its own) saves "b" and deletes "a".
+    tensorcas.save_state_dict(ContentStoreWriter(loc).store.backend, "b", {"x": torch.ones(2)})
+    remove_checkpoints(loc, ["a"])
+    with pytest.raises(CheckpointError, match="already exists"):
+        tensorcas.save_state_dict(loc, "b", sd)
+    tensorcas.save_state_dict(loc, "a", sd)  # "a" is gone: a new name again
+    assert opened.open_store(loc) is store
+    assert torch.equal(tensorcas.load_state_dict(loc, "a")["w"], sd["w"])
+    assert tensorcas.verify(loc).ok
+
+
+def test_a_store_removed_and_made_again_is_opened_afresh(loc):
+    import shutil
+
+    from tensorcas.dcp import opened
+
+    torch.manual_seed(0)
+    sd = {"w": torch.randn(1 << 18), "b": torch.arange(3.0)}
+    tensorcas.save_state_dict(loc, "a", sd)
+    first = opened.open_store(loc)
+    shutil.rmtree(loc)
+    tensorcas.save_state_dict(loc, "a", sd)  # not "already exists"; every byte written again
+    assert opened.open_store(loc) is not first
+    back = tensorcas.load_state_dict(loc, "a")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.verify(loc).ok

@@ -79,11 +79,30 @@ def _pool() -> ThreadPoolExecutor:
         return _overlap_pool
 
 
+#: Threads :class:`HashAhead` hashes on, one storage each: one per core, up to 8.
+AHEAD_THREADS = max(1, min(8, os.cpu_count() or 1))
+#: Storages at least this large are hashed ahead on all cores (the BLAKE3 library's threads);
+#: smaller ones on one thread each, several at once, which costs less than sharing each.
+AHEAD_SPLIT_BYTES = 32 << 20
+
+_hash_ahead_pool: ThreadPoolExecutor | None = None
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    """The threads :class:`HashAhead` hashes on: not the one above, so that a write that
+    hashes while it writes never waits behind storages hashed ahead."""
+    global _hash_ahead_pool
+    with _overlap_lock:
+        if _hash_ahead_pool is None:
+            _hash_ahead_pool = ThreadPoolExecutor(max_workers=AHEAD_THREADS, thread_name_prefix="tensorcas-hash-ahead")
+        return _hash_ahead_pool
+
+
 def _forget_pool_in_child() -> None:
     """A forked child has none of its parent's threads: an inherited pool would queue work that
     never runs.  The child makes its own on first use, but cannot remake the BLAKE3 library's."""
-    global _overlap_pool, _overlap_lock, _parallel_ok
-    _overlap_pool = None
+    global _overlap_pool, _hash_ahead_pool, _overlap_lock, _parallel_ok
+    _overlap_pool = _hash_ahead_pool = None
     _overlap_lock = threading.Lock()
     if _parallel_used:
         _parallel_ok = False
@@ -158,6 +177,85 @@ class PieceHasher:
         if pending is not None:
             pending.result()
         return format_digest(self._hasher.hexdigest())
+
+
+class HashAhead:
+    """Digests of CPU storages, hashed in order on threads of their own (several storages at
+    once, each on one core; one that is large on all cores) ahead of the caller, who meanwhile
+    does what each digest is needed for (looks it up, writes the bytes, reads a log): the
+    caller's own work then costs little more than the hashing.
+
+    The caller asks for digests in order and says each time how far ahead to hash (bytes
+    beyond the storage asked for): far while the bytes prove to be stored already, not at all
+    while they are new (hashing far ahead of a write means reading the bytes from memory twice,
+    and takes the cores the write needs).  It may also pass storages by (to hash them while it
+    writes them): a storage never submitted is never hashed here.  :meth:`close` must be called
+    before the storages may be freed or changed (also when the caller failed), since a thread
+    may still be reading one."""
+
+    def __init__(self, storages: list[torch.UntypedStorage], ahead_bytes: int) -> None:
+        for storage in storages:
+            if storage.device.type != "cpu":
+                raise ValueError(f"expected CPU storages, got one on {storage.device}")
+        self._storages = storages
+        #: Bytes of the storages before each one (and of all of them, last).
+        self._starts = [0]
+        for storage in storages:
+            self._starts.append(self._starts[-1] + storage.nbytes())
+        self._futures: dict[int, Future[str]] = {}
+        #: The first storage neither submitted nor passed by.
+        self._next = 0
+        if storages:
+            self._fill(0, ahead_bytes)
+
+    def _fill(self, index: int, ahead_bytes: int) -> None:
+        """Submit storage ``index`` and those after it that start within ``ahead_bytes`` of its
+        end (with any ``ahead_bytes``, at least one per thread); those before it not submitted
+        yet are passed by."""
+        self._next = max(self._next, index)
+        limit = self._starts[index + 1] + ahead_bytes
+        least = index + 1 + (AHEAD_THREADS if ahead_bytes else 0)
+        while self._next < len(self._storages) and (
+            self._next < least or self._starts[self._next] < limit
+        ):
+            storage = self._storages[self._next]
+            try:
+                future = _ahead_pool().submit(_hash_ahead, storage)
+            except RuntimeError:  # the interpreter is exiting (an atexit handler): no new work
+                future = Future()
+                future.set_result(_hash_ahead(storage))
+            self._futures[self._next] = future
+            self._next += 1
+
+    def submitted(self, index: int) -> bool:
+        """Whether storage ``index`` is hashed here (or being hashed)."""
+        return index in self._futures
+
+    def passed(self, index: int) -> bool:
+        """Whether storage ``index`` was passed by: it will not be hashed here."""
+        return index < self._next and index not in self._futures
+
+    def digest(self, index: int, ahead_bytes: int) -> str:
+        """The ``blake3:`` digest of storage ``index`` (not passed by), once hashed; storages
+        after it that start within ``ahead_bytes`` of its end are hashed meanwhile."""
+        if self.passed(index):
+            raise ValueError(f"storage {index} was passed by")
+        self._fill(index, ahead_bytes)
+        return self._futures[index].result()
+
+    def close(self) -> None:
+        """Wait until the threads no longer read any of the storages."""
+        for future in self._futures.values():
+            if not future.cancel():
+                future.exception()  # waits; the caller has its own error to raise, if any
+
+
+def _hash_ahead(storage: torch.UntypedStorage) -> str:
+    if storage.nbytes() >= AHEAD_SPLIT_BYTES:
+        return _hash_large(storage)
+    hasher = blake3.blake3(max_threads=1)
+    hasher.update(cpu_storage_view(storage))
+    return format_digest(hasher.hexdigest())
 
 
 def cpu_storage_view(storage: torch.UntypedStorage) -> memoryview:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import torch
@@ -11,7 +11,13 @@ import torch
 from . import format as fmt
 from .background import BackgroundQueue, snapshot
 from .errors import BlobNotFoundError, StoreError
-from .hashing import OVERLAP_THRESHOLD, hash_and_copy_small, hash_storage, iter_storage_chunks
+from .hashing import (
+    OVERLAP_THRESHOLD,
+    HashAhead,
+    hash_and_copy_small,
+    hash_storage,
+    iter_storage_chunks,
+)
 from .logwriter import LogWriter
 from .placement import Placed, Placement, Source
 from .reader import TorchMetadata
@@ -30,6 +36,18 @@ def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
             queue.close()
     finally:
         log.close()
+
+
+#: How far ``write_tensors`` hashes ahead while the bytes prove to be stored already: enough
+#: to keep the hashing threads busy while each record is written.
+HASH_AHEAD_BYTES = 64 << 20
+#: How far it hashes ahead at first, while the store's logs are read: less, since the bytes may
+#: prove to be new (see ``HashAhead``).
+START_AHEAD_BYTES = 16 << 20
+
+
+def _chunks_of(storage: torch.UntypedStorage) -> Source:
+    return lambda: iter_storage_chunks(storage)
 
 
 class ContentStoreWriter:
@@ -64,7 +82,19 @@ class ContentStoreWriter:
         max_pending_bytes: int = 1 << 30,
     ) -> None:
         del stable_hash
-        self.store = Store.open(loc, create=True, durable=durable)
+        self._set_up(Store.open(loc, create=True, durable=durable), background, max_pending_bytes)
+
+    @classmethod
+    def sharing(cls, store: Store) -> ContentStoreWriter:
+        """A writer on a store already open (another writer's ``store``, kept open between
+        saves): the records and blob locations it has read serve this writer too, which reads
+        only what was appended since.  It appends to a log of its own, as every writer does."""
+        writer = cls.__new__(cls)
+        writer._set_up(store, False, 0)
+        return writer
+
+    def _set_up(self, store: Store, background: bool, max_pending_bytes: int) -> None:
+        self.store = store
         self._log = self.store.open_log()
         self._queue = BackgroundQueue(max_pending_bytes) if background else None
         self._finalizer = weakref.finalize(self, _close, self._queue, self._log)
@@ -121,6 +151,74 @@ class ContentStoreWriter:
             self._submit(name, tensor)
             return None
         return self._write_tensor(name, tensor)
+
+    def write_tensors(
+        self,
+        items: Sequence[tuple[str, torch.Tensor]],
+        *,
+        before_writing: Callable[[], object] | None = None,
+    ) -> list[fmt.TensorRecord] | None:
+        """Store each ``(name, tensor)`` as :meth:`write_tensor` would, in order; return the records.
+
+        Faster for many large CPU tensors (a checkpoint's weights): their storages are hashed on
+        another thread, ahead, while this one stores the bytes already hashed (nothing when they
+        are stored already, as unchanged weights are) and appends their records, so saving
+        mostly unchanged tensors costs little more than hashing them.  Every name and tensor is
+        checked before anything is written.  ``before_writing`` is called once the hashing has
+        begun and before anything is written: a caller's last check (that a checkpoint does not
+        exist yet) runs while the first storages are hashed, and an error it raises ends the
+        call with nothing written.  In background mode each tensor is submitted as by
+        ``write_tensor`` (after ``before_writing``), and the result is ``None``.
+        """
+        self._check_open()
+        checked = [(fmt.validate_name(name), check_tensor(name, tensor)) for name, tensor in items]
+        if self._queue is not None:
+            if before_writing is not None:
+                before_writing()
+            for name, tensor in checked:
+                self._submit(name, tensor)
+            return None
+        # Large CPU storages, each once, in the order they are needed.
+        ahead: dict[tuple[int, int], int] = {}
+        storages: list[torch.UntypedStorage] = []
+        for _, tensor in checked:
+            storage = tensor.untyped_storage()
+            nbytes = storage.nbytes()
+            key = (storage.data_ptr(), nbytes)
+            if (
+                storage.device.type == "cpu"
+                and nbytes >= OVERLAP_THRESHOLD
+                and not self.store.blobs.packs_size(nbytes)
+                and key not in ahead
+            ):
+                ahead[key] = len(storages)
+                storages.append(storage)
+        hashes = HashAhead(storages, START_AHEAD_BYTES)
+        try:
+            if before_writing is not None:
+                before_writing()
+            self._place.read_index_once()  # (also while the first storages are hashed)
+            records = []
+            for name, tensor in checked:
+                storage = tensor.untyped_storage()
+                index = ahead.get((storage.data_ptr(), storage.nbytes()))
+                if index is None:
+                    records.append(self._write_tensor(name, tensor))
+                    continue
+                # Hash far ahead while the bytes prove to be stored (unchanged weights); else
+                # not at all: bytes probably new are hashed while they are written, one pass.
+                hash_first = self._place.hash_first(storage, name)
+                if not hashes.submitted(index) and (not hash_first or hashes.passed(index)):
+                    records.append(self._write_tensor(name, tensor, guess=hash_first))
+                    continue
+                digest = hashes.digest(index, HASH_AHEAD_BYTES if hash_first else 0)
+                placed = self._place.known(digest, storage.nbytes(), _chunks_of(storage))
+                record = self._record(name, tensor, digest)
+                self._put(record, placed)
+                records.append(record)
+            return records
+        finally:
+            hashes.close()
 
     def _write_tensor(self, name: str, tensor: torch.Tensor, *, guess: bool = True) -> fmt.TensorRecord:
         """The one synchronous path: bytes placed (``placement``), then the record appended."""

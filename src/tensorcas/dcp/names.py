@@ -54,12 +54,17 @@ def chunk_name(checkpoint: str, save_id: str, fqn: str, offsets: tuple[int, ...]
     """The tensor name of one chunk: readable (``.../model.layers.0.weight@64,0``) and unique
     per (fqn, offsets).  Characters a name may not hold, and ``%``, ``/`` and ``@``, are
     percent-encoded; a very long fqn is replaced by a hash of it."""
-    quoted = "".join(_quote_char(c) for c in fqn)
+    quoted = fqn if _PLAIN_FQN.match(fqn) else "".join(_quote_char(c) for c in fqn)
     if len(quoted.encode()) > 1024:
         quoted = (
             "~" + hashlib.blake2b(fqn.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         )
     return f"{chunks_prefix(checkpoint)}{save_id}/{quoted}@{','.join(map(str, offsets))}"
+
+
+#: An fqn of printable ASCII without ``%``, ``/``, ``@`` or a backslash needs no quoting (the
+#: usual case).
+_PLAIN_FQN = re.compile(r"[\x20-\x24\x26-\x2e\x30-\x3f\x41-\x5b\x5d-\x7e]*\Z")
 
 
 def _quote_char(c: str) -> str:

@@ -19,11 +19,10 @@ so a checkpoint saved on N ranks loads on any number of ranks, as DCP reshards.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import dataclasses
 import io
 import os
-import sys
 import uuid
 from typing import Any, cast
 
@@ -47,12 +46,11 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from .. import format as fmt
-from ..errors import CheckpointError, CheckpointNotFoundError, StoreIOError
+from ..errors import CheckpointError, CheckpointNotFoundError
 from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
-from . import catalog
+from . import catalog, durable, opened
 from .manifest import Manifest, ValueEntry
 from .metadata import ChunkResult, ValueResult, manifest_from_metadata, metadata_from_manifest
 from .names import chunk_name, chunks_prefix, new_save_id, validate_checkpoint_name
@@ -118,8 +116,9 @@ class Writer(StorageWriter):
         it opens and then only what was appended since, however many steps of the save ask (a
         store of many checkpoints has long logs).  Closed when the rank's part of the save ends."""
         if self._writer is None:
-            writer = ContentStoreWriter(self.loc)  # creates the store if it is new
-            self._sync_at_end = self.durable and _can_sync_filesystem(writer)
+            # A store this process saved to before is still open: only new log lines are read.
+            writer = ContentStoreWriter.sharing(opened.open_store(self.loc))
+            self._sync_at_end = self.durable and durable.can_sync_filesystem(writer)
             if self.durable and not self._sync_at_end:
                 writer.close()
                 writer = ContentStoreWriter(self.loc, durable=True)
@@ -161,21 +160,10 @@ class Writer(StorageWriter):
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        checkpoint = self._checkpoint()
-        if not self.overwrite:
-            try:
-                reader = self._store_reader()
-                exists = catalog.has_checkpoint(reader, checkpoint)
-            except BaseException:
-                self._close_writer()
-                raise
-            if exists:
-                self._close_writer()  # the save ends here
-                raise CheckpointError(
-                    f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
-                    "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
-                )
-        # Every rank names its chunks with the coordinator's save id.
+        # Every rank names its chunks with the coordinator's save id.  Whether the checkpoint
+        # exists already is asked in ``write_data``, on every rank before it writes anything:
+        # it needs the store's logs read, which every rank does there anyway, while its first
+        # chunks are hashed.
         return [dataclasses.replace(plan, storage_data=self.save_id) for plan in plans]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
@@ -189,16 +177,31 @@ class Writer(StorageWriter):
                 results.append(WriteResult(item.index, 0, ValueResult(encoded)))
             else:
                 tensors.append(item)
-        # One writer for all chunks: hashing already runs on every core (measured: a thread
-        # per core writing chunks in parallel was no faster).
+        # One writer for all chunks, in one batch: large chunks are hashed on a thread per core,
+        # ahead, while this one stores them and writes their records (measured: a thread per
+        # core writing chunks in parallel was no faster).  A chunk that is a view of a larger
+        # storage is copied (only its own elements are stored) after the batch, one at a time,
+        # so that such copies never all exist at once (a state dict of views into one buffer).
         writer = self._store_writer()
         try:
+            whole: list[tuple[WriteItem, str, torch.Tensor]] = []
+            views: list[tuple[WriteItem, str, torch.Tensor]] = []
             for item in tensors:
-                name = chunk_name(
-                    checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ())
+                name = chunk_name(checkpoint, save_id, item.index.fqn, tuple(item.index.offset or ()))
+                tensor = _chunk_tensor(planner, item)
+                is_view = tensor.untyped_storage().nbytes() != tensor.nbytes
+                (views if is_view else whole).append((item, name, tensor))
+            with durable.EarlyWriteback(writer) if self._sync_at_end else contextlib.nullcontext():
+                records = writer.write_tensors(
+                    [(name, tensor) for _, name, tensor in whole],
+                    before_writing=self._refuse_existing,
                 )
-                record = writer.write_tensor(name, _chunk_tensor(planner, item))
-                assert record is not None  # not in background mode
+                assert records is not None  # not in background mode
+                for _, name, tensor in views:
+                    record = writer.write_tensor(name, tensor.clone())
+                    assert record is not None
+                    records.append(record)
+            for (item, name, _), record in zip(whole + views, records):
                 results.append(
                     WriteResult(
                         item.index,
@@ -207,7 +210,7 @@ class Writer(StorageWriter):
                     )
                 )
             if self._sync_at_end:
-                _sync_filesystem(writer)
+                durable.sync_filesystem(writer)
         except BaseException:
             self._close_writer()  # the save ends here, on every rank
             raise
@@ -216,6 +219,18 @@ class Writer(StorageWriter):
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
+
+    def _refuse_existing(self) -> None:
+        """Raise unless the checkpoint is new (or ``overwrite``): before a rank writes anything."""
+        if self.overwrite:
+            return
+        checkpoint = self._checkpoint()
+        reader = self._store_reader()
+        if catalog.has_checkpoint(reader, checkpoint):
+            raise CheckpointError(
+                f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
+                "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
+            )
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         checkpoint = self._checkpoint()
@@ -235,7 +250,7 @@ class Writer(StorageWriter):
                 )
             catalog.publish_manifest(writer, manifest)
             if self._sync_at_end:
-                _sync_filesystem(writer)
+                durable.sync_filesystem(writer)
             # Chunks of earlier saves under this name (replaced, or never finished) are garbage now.
             keep = {c.name for c in manifest.chunks()}
             for name in reader.list_tensors(chunks_prefix(checkpoint)):
@@ -385,43 +400,7 @@ def _chunk_tensor(planner: SavePlanner, item: WriteItem) -> torch.Tensor:
         raise CheckpointError(
             f"{item.index.fqn!r}: the planner gave a {type(tensor).__name__}, not a tensor"
         )
-    tensor = tensor.detach()
-    if tensor.untyped_storage().nbytes() != tensor.nbytes:
-        tensor = tensor.clone()  # store only this chunk's elements, not a larger storage
-    return tensor
-
-
-def _local_file(writer: ContentStoreWriter) -> str | None:
-    """A file of the store on the local filesystem (its marker), if the store is local."""
-    local_path = getattr(writer.store.backend, "local_path", None)
-    return local_path(fmt.META_KEY) if local_path is not None else None
-
-
-def _syncfs() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-
-
-def _can_sync_filesystem(writer: ContentStoreWriter) -> bool:
-    return _syncfs() is not None and _local_file(writer) is not None
-
-
-def _sync_filesystem(writer: ContentStoreWriter) -> None:
-    """Make everything written to the store's filesystem durable with one ``syncfs(2)``: far
-    cheaper than an fsync per blob, record and directory (a rank writes hundreds), and, since
-    it runs before the rank reports its results, before the manifest can be published."""
-    path = _local_file(writer)
-    assert path is not None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _syncfs()(fd) != 0:
-            err = ctypes.get_errno()
-            raise StoreIOError(
-                f"syncfs of the store {writer.location} failed: {os.strerror(err)}; the save is not durable"
-            )
-    finally:
-        os.close(fd)
+    return tensor.detach()
 
 
 def _sort_key(info: Any) -> str:
