@@ -76,8 +76,23 @@ def put_start(line: bytes) -> tuple[int, str] | None:
     return int(match[1]), match[2].decode("ascii")
 
 
+#: Shapes and strides read so far, by their bytes in the line: a store's tensors repeat a few of
+#: them (every layer of a width, stride ``[1]``), and a tuple shared costs neither a parse nor
+#: memory again.  Bounded: emptied when full.
+_INTS: dict[bytes, tuple[int, ...]] = {}
+_MAX_INTS = 4096
+
+
 def _ints(group: bytes | None) -> tuple[int, ...]:
-    return tuple(map(int, group.split(b","))) if group else ()
+    if not group:
+        return ()
+    found = _INTS.get(group)
+    if found is None:
+        found = tuple(map(int, group.split(b",")))
+        if len(_INTS) >= _MAX_INTS:
+            _INTS.clear()
+        _INTS[group] = found
+    return found
 
 
 def put_record(name: str, line: bytes) -> TensorRecord | None:

@@ -146,9 +146,11 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
     _check_ints(record, "stride", stride)
     if len(shape) != len(stride):
         _bad(record, f"shape {shape} and stride {stride} differ in length")
-    for field, number in (("offset", record.offset), ("nbytes", record.nbytes)):
-        if type(number) is not int or not 0 <= number <= MAX_INT:
-            _bad(record, f"{field} is {number!r}; expected an integer in [0, 2**63)")
+    offset, nbytes = record.offset, record.nbytes
+    if type(offset) is not int or offset < 0 or offset > MAX_INT:
+        _bad(record, f"offset is {offset!r}; expected an integer in [0, 2**63)")
+    if type(nbytes) is not int or nbytes < 0 or nbytes > MAX_INT:
+        _bad(record, f"nbytes is {nbytes!r}; expected an integer in [0, 2**63)")
     if type(record.requires_grad) is not bool:
         _bad(record, f"requires_grad is {record.requires_grad!r}; expected true or false")
     if record.requires_grad and not is_floating_or_complex(dtype):
@@ -162,12 +164,12 @@ def validate_record(record: TensorRecord, *, check_name: bool = True) -> None:
         product *= s or 1
     if product > MAX_INT:
         _bad(record, f"shape {shape} has more than 2**63 elements (or would)")
-    need = required_nbytes(dtype, shape, stride, record.offset)
-    if need > record.nbytes:
+    need = required_nbytes(dtype, shape, stride, offset)
+    if need > nbytes:
         _bad(
             record,
-            f"the view (shape {shape}, stride {stride}, offset {record.offset}) "
-            f"needs {need} bytes but blob {record.blob} has {record.nbytes}",
+            f"the view (shape {shape}, stride {stride}, offset {offset}) "
+            f"needs {need} bytes but blob {record.blob} has {nbytes}",
         )
 
 
