@@ -1,0 +1,160 @@
+"""Logs read at once give exactly what reading them one after another gives, for any store:
+damaged and hostile logs, logs that change between the listing and the read, failed reads
+(the same error, and a state a later refresh carries on from), and a bounded memory."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tensorcas
+from tensorcas import format as fmt
+from tensorcas import records
+from tensorcas.backends import MemoryBackend
+from tensorcas.errors import StoreIOError
+from tensorcas.store import Store
+
+
+class Listed(MemoryBackend):
+    """An in-memory backend whose listing gives sizes (as an object store's does), reading
+    ``parallel_reads`` logs at once, failing reads of the logs named in ``fail``."""
+
+    def __init__(self, parallel: int) -> None:
+        super().__init__()
+        self.parallel_reads = parallel
+        self.fail: set[str] = set()
+        self.log_bytes_out = 0  # log bytes read and not yet released (see the memory test)
+
+    def list_info(self, prefix: str):
+        return [(key, self.stat(key)) for key in self.list(prefix)]
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
+        if key in self.fail:
+            raise StoreIOError(f"reading {key} failed: connection reset")
+        return super().read_range(key, offset, length)
+
+    def clone(self, parallel: int) -> Listed:
+        other = Listed(parallel)
+        with self._lock:
+            other._objects = {k: bytes(v) for k, v in self._objects.items()}
+            other._mtimes = dict(self._mtimes)
+        return other
+
+
+def _write(backend: MemoryBackend, sessions: int, seed: int) -> None:
+    for i in range(sessions):
+        with tensorcas.ContentStoreWriter(backend) as writer:
+            writer.write_tensor(f"t{seed}-{i}", torch.full((4,), float(i)))
+            writer.write_tensor("shared", torch.full((2,), float(seed + i)))
+            if i % 2:
+                writer.write_tensor(f"big{i}", torch.arange(300.0))  # a blob line and a pack
+
+
+def _state(store: Store) -> dict[str, Any]:
+    log = store.log  # looked at as it is: records() and roots() would read the logs again
+    return {
+        "records": {name: log.peek(name) for name in log._entries},
+        "positions": {name: e.position for name, e in log._entries.items()},
+        "roots": dict(log._roots),
+        "problems": sorted(map(repr, log.problems())),
+        "logs": {k: (s.offset, s.lines, s.header_ok, s.rejected, s.damaged) for k, s in log._logs.items()},
+        "packs": sorted(map(repr, store.blobs.packs.problems.values())),
+    }
+
+
+def _refresh(store: Store, listing: list | None) -> str | None:
+    try:
+        store.log.refresh(None if listing is None else list(listing))
+    except StoreIOError as exc:
+        return str(exc)
+    return None
+
+
+#: What may happen to a log: (kind, where as a fraction of it, bytes).
+_damage = st.tuples(
+    st.sampled_from(
+        ["none", "torn", "garbage", "long", "header", "cut", "gone", "directory", "empty", "newlines", "grow"]
+    ),
+    st.floats(0, 1),
+    st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b),
+)
+
+
+def _damage_log(backend: Listed, key: str, kind: str, where: float, junk: bytes, window: int) -> None:
+    data = bytearray(backend._objects.get(key, b""))
+    cut = int(len(data) * where)
+    if kind == "torn":
+        data += junk
+    elif kind == "garbage":
+        data[cut:cut] = junk + b"\n"
+    elif kind == "long":
+        data[cut:cut] = b"x" * (window + len(junk)) + b"\n"
+    elif kind == "header":
+        first = data.find(b"\n")
+        data[:first] = data[:first].replace(b'"v":1', b'"v":7').replace(b"tensorcas", b"tensorcaz")
+    elif kind == "cut":
+        del data[cut:]
+    elif kind == "gone":
+        backend._objects.pop(key, None)
+        return
+    elif kind == "directory":
+        backend._objects[key + "/part"] = bytes(junk)
+        backend._mtimes[key + "/part"] = 0.0
+        return
+    elif kind == "empty":
+        data = bytearray()
+    elif kind == "newlines":
+        data += b"\n" * (1 + len(junk))
+    elif kind == "grow":
+        data += bytes(data[: max(1, cut)])
+    backend._objects[key] = bytes(data)
+    backend._mtimes[key] = 0.0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sessions=st.integers(1, 6),
+    first=st.lists(_damage, min_size=6, max_size=6),
+    between=st.lists(_damage, min_size=6, max_size=6),
+    failing=st.sets(st.integers(0, 7), max_size=2),
+    window=st.sampled_from([256, 600, 16 << 20]),
+    batch=st.sampled_from([(2, 400), (3, 1 << 20), (64, 64 << 20)]),
+)
+def test_parallel_and_sequential_reads_agree(sessions, first, between, failing, window, batch):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(records, "LOG_WINDOW", window)
+        mp.setattr(records, "PREFETCH_LOGS", batch[0])
+        mp.setattr(records, "PREFETCH_BYTES", batch[1])
+        base = Listed(1)
+        _write(base, sessions, 0)
+        keys = sorted(k for k in base.list(fmt.LOGS) if fmt.is_log_key(k))
+        for key, (kind, where, junk) in zip(keys, first):
+            _damage_log(base, key, kind, where, junk, window)
+        one, eight = base.clone(1), base.clone(8)
+        stores = [Store(one), Store(eight)]
+        # Opened: the same state whichever way the logs were read.
+        assert [_refresh(s, None) for s in stores] == [None, None]
+        assert _state(stores[0]) == _state(stores[1])
+        # More writers append; the logs are listed; then they change before they are read.
+        _write(one, 2, 100)
+        eight._objects = {k: bytes(v) for k, v in one._objects.items()}
+        eight._mtimes = dict(one._mtimes)
+        listing = one.list_info(fmt.LOGS)
+        keys = sorted(k for k in one.list(fmt.LOGS) if fmt.is_log_key(k))
+        for backend in (one, eight):
+            for key, (kind, where, junk) in zip(keys, between):
+                _damage_log(backend, key, kind, where, junk, window)
+            backend.fail = {keys[i] for i in failing if i < len(keys)}
+        errors = [_refresh(s, listing) for s in stores]
+        assert errors[0] == errors[1]
+        assert _state(stores[0]) == _state(stores[1])
+        # The failed reads succeed now: both carry on to the same state.
+        for backend in (one, eight):
+            backend.fail = set()
+        assert [_refresh(s, None) for s in stores] == [None, None]
+        assert _state(stores[0]) == _state(stores[1])
