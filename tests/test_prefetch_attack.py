@@ -158,3 +158,31 @@ def test_parallel_and_sequential_reads_agree(sessions, first, between, failing, 
             backend.fail = set()
         assert [_refresh(s, None) for s in stores] == [None, None]
         assert _state(stores[0]) == _state(stores[1])
+
+
+def test_a_store_of_2000_logs_is_not_held_in_memory_at_once():
+    import tracemalloc
+
+    backend = Listed(8)
+    with tensorcas.ContentStoreWriter(backend) as writer:
+        for i in range(40):
+            writer.write_tensor(f"n{i:03d}", torch.full((2,), float(i)))
+    (key,) = [k for k in backend.list(fmt.LOGS) if fmt.is_log_key(k)]
+    # Its header and records (not its blob and seal lines, which the pack index keeps per log),
+    # under 2,000 writers' logs: the index stays small, whatever reading the logs holds shows.
+    lines = bytes(backend._objects[key]).split(b"\n")
+    data = b"\n".join(line for line in lines if fmt.BLOB_LINE_START not in line and b'"op":"seal"' not in line)
+    assert data.count(b"\n") == 41  # the header and 40 records
+    for i in range(2000):
+        backend._objects[f"{fmt.LOGS}/{i:032x}.log"] = bytearray(data)  # each read is a copy
+        backend._mtimes[f"{fmt.LOGS}/{i:032x}.log"] = 0.0
+    total = len(data) * 2000
+    store = Store(backend)
+    tracemalloc.start()
+    try:
+        store.log.refresh()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(store.log._logs) == 2001 and len(store.names()) == 40
+    assert peak < total / 8, (peak, total)
