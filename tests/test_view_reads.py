@@ -10,7 +10,7 @@ import torch
 
 import tensorcas
 from tensorcas.backends.local import LocalBackend
-from tensorcas.errors import CorruptObjectError
+from tensorcas.errors import CorruptObjectError, StoreError
 
 TABLE = torch.arange(256 * 1024, dtype=torch.float32).view(1024, 256)  # 1 MiB
 
@@ -109,3 +109,48 @@ def test_a_view_on_object_storage_costs_its_own_bytes(s3_server, s3_url):
         proxy.answer_bytes = 0
         _check(reader.read_tensor("row"), TABLE[700])
         assert proxy.answer_bytes > TABLE.nbytes
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch build without CUDA")
+def test_a_device_torch_lacks_is_a_store_error_as_for_a_whole_read(tmp_path):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("row", TABLE[3])
+    reader = tensorcas.ContentStoreReader(str(tmp_path))
+    for whole in (True, False):
+        with pytest.raises(StoreError, match="cannot be read onto device cuda"):
+            reader.read_tensor("row", device="cuda", whole_storage=whole)
+
+
+def test_every_kind_of_view_reads_back_as_a_whole_read_does(tmp_path):
+    flat = torch.arange(64 * 1024, dtype=torch.float32)
+    views = {
+        "float8": flat.to(torch.float8_e4m3fn).view(256, 256)[3:5],
+        "float8_t": flat.to(torch.float8_e5m2).view(256, 256).t()[2],
+        "complex32": (flat[:32768] * (1 + 1j)).to(torch.complex32)[100:200],
+        "bool": (flat % 3 == 0)[1000:1010],
+        "float4": torch.arange(64 * 1024, dtype=torch.int32).to(torch.uint8).view(torch.float4_e2m1fn_x2)[10:20],
+        "zero_d": flat[60000],
+        "last": flat[-1],
+        "empty_at_end": flat[flat.numel() :],
+        "stride_0": flat[500:501].expand(10),
+        "transposed": flat.view(256, 256).t()[:, 5:9],
+        "packed": torch.arange(100.0)[3:7],
+    }
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        for name, t in views.items():
+            writer.write_tensor(name, t)
+    for options in ({}, {"cache": False}, {"mmap": True}):
+        reader = tensorcas.ContentStoreReader(str(tmp_path), **options)
+        for name, want in views.items():
+            for device in (None, "cpu", "cpu:0", "meta"):
+                got = reader.read_tensor(name, whole_storage=False, device=device)
+                whole = reader.read_tensor(name, device=device)
+                assert (got.dtype, got.shape, got.stride(), got.device) == (
+                    want.dtype, want.shape, want.stride(), whole.device
+                ), (name, device)
+                if device != "meta":
+                    assert got.untyped_storage().nbytes() <= whole.untyped_storage().nbytes()
+                    if want.numel():
+                        assert bytes(got.contiguous().view(-1).view(torch.uint8)) == bytes(
+                            want.contiguous().view(-1).view(torch.uint8)
+                        ), (name, options)
