@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import tensorcas
+from tensorcas import format as fmt
+from tensorcas.backends import MemoryBackend
 from tensorcas.backends.local import LocalBackend
 from tensorcas.errors import CorruptObjectError, StoreError
 
@@ -154,3 +156,49 @@ def test_every_kind_of_view_reads_back_as_a_whole_read_does(tmp_path):
                         assert bytes(got.contiguous().view(-1).view(torch.uint8)) == bytes(
                             want.contiguous().view(-1).view(torch.uint8)
                         ), (name, options)
+
+
+class _Counting(MemoryBackend):
+    """An in-memory backend counting the looks at and reads of blobs and packs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def stat(self, key):
+        if not key.startswith("logs/"):
+            self.calls.append(f"stat {key}")
+        return super().stat(key)
+
+    def read_range(self, key, offset, length):
+        if not key.startswith(("logs/", "tensorcas")):
+            self.calls.append(f"read {key}")
+        return super().read_range(key, offset, length)
+
+
+def test_a_packed_view_costs_one_look_at_its_pack_and_one_read():
+    backend = _Counting()
+    with tensorcas.ContentStoreWriter(backend) as writer:
+        writer.write_tensor("small", torch.arange(100.0)[3:7])
+    reader = tensorcas.ContentStoreReader(backend)
+    backend.calls.clear()
+    _check(reader.read_tensor("small", whole_storage=False), torch.arange(100.0)[3:7])
+    assert [c.split()[0] for c in backend.calls] == ["stat", "read"], backend.calls
+    assert all(c.split()[1].startswith("packs/") for c in backend.calls), backend.calls
+
+
+def test_a_damaged_place_in_the_logs_is_passed_over_as_for_a_whole_read():
+    backend = MemoryBackend()
+    want = torch.arange(100.0)[3:7]
+    with tensorcas.ContentStoreWriter(backend) as writer:
+        writer.write_tensor("small", want)
+        writer.write_tensor("after", torch.arange(200.0) + 1)  # the pack goes on past the blob
+    record = tensorcas.ContentStoreReader(backend).read_tensor_metadata("small")
+    (place,) = tensorcas.ContentStoreReader(backend).store.blobs.packs.places(record.blob)
+    # A log read before the writer's places the blob elsewhere in the pack, at another size.
+    damaged = fmt.PackedBlob(record.blob, record.nbytes + 8, place.pack, place.offset + 4)
+    backend.put_if_absent("logs/0.log", fmt.encode_header("0") + damaged.encode())
+    reader = tensorcas.ContentStoreReader(backend)
+    assert reader.store.blobs.packs.places(record.blob)[0].nbytes == record.nbytes + 8
+    _check(reader.read_tensor("small"), want)
+    _check(reader.read_tensor("small", whole_storage=False), want)

@@ -317,11 +317,14 @@ class Blobs:
     def read_part(self, digest: str, nbytes: int, offset: int, length: int, *, name: str | None = None) -> bytearray:
         """``length`` bytes at ``offset`` of the blob (which must hold ``nbytes``), read alone: a
         view of a large blob costs its own bytes, one ranged request on object storage.  The
-        copy's size is checked first, as for a whole read (one look at it); a copy that changes
-        under the read (gc moved it) is looked for again once.  Its bytes cannot be hashed
-        against the digest: a reader that verifies reads whole blobs instead."""
+        copy is looked for in the order of a whole read: the places the logs give in packs (of
+        ``nbytes``; one look at the pack, which must hold the whole blob), then its own object
+        (one look at it: it must hold exactly ``nbytes``).  A copy that changes under the read
+        (gc moved it) is looked for again once.  Its bytes cannot be hashed against the digest:
+        a reader that verifies reads whole blobs instead."""
         for _ in range(2):
-            where = self.check_size(digest, nbytes, name=name)
+            found = self._find_packed(digest, nbytes) if digest in self.packs else None
+            where: BlobLocation = self.check_size(digest, nbytes, name=name) if found is None else found[0]
             key, start = (where.pack, where.offset + offset) if isinstance(where, Packed) else (where.key, offset)
             data = self.backend.read_range(key, start, length)
             if data is not None and len(data) == length:
