@@ -4,6 +4,7 @@ disk and on object storage; the same values, a storage of its own, damage still 
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import torch
@@ -202,3 +203,44 @@ def test_a_damaged_place_in_the_logs_is_passed_over_as_for_a_whole_read():
     assert reader.store.blobs.packs.places(record.blob)[0].nbytes == record.nbytes + 8
     _check(reader.read_tensor("small"), want)
     _check(reader.read_tensor("small", whole_storage=False), want)
+
+
+def test_views_read_alone_while_gc_moves_their_blobs(tmp_path):
+    from tensorcas.maintenance.gc import gc, rm
+
+    loc = str(tmp_path)
+
+    def view(i: int) -> torch.Tensor:
+        return torch.full((256,), float(i))[i % 7 : i % 7 + 5]  # a view of a packed blob
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def collect() -> None:
+        while not stop.is_set():
+            try:
+                gc(loc, grace_seconds=0)
+            except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+                failures.append(exc)
+                return
+
+    for round_ in range(3):
+        with tensorcas.ContentStoreWriter(loc) as writer:
+            for i in range(30):
+                writer.write_tensor(f"r{round_}/{i}", view(100 * round_ + i))
+        reader = tensorcas.ContentStoreReader(loc, cache=False)  # its index names the old pack
+        with tensorcas.ContentStoreWriter(loc) as writer:  # a few blobs stay in use
+            for i in range(0, 30, 10):
+                writer.write_tensor(f"kept{round_}/{i}", view(100 * round_ + i))
+        rm(loc, [f"r{round_}/"])
+        collector = threading.Thread(target=collect)
+        collector.start()
+        try:
+            for _ in range(20):
+                for i in range(0, 30, 10):
+                    _check(reader.read_tensor(f"kept{round_}/{i}", whole_storage=False), view(100 * round_ + i))
+        finally:
+            stop.set()
+            collector.join()
+            stop.clear()
+        assert not failures, failures
