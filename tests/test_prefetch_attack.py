@@ -186,3 +186,55 @@ def test_a_store_of_2000_logs_is_not_held_in_memory_at_once():
         tracemalloc.stop()
     assert len(store.log._logs) == 2001 and len(store.names()) == 40
     assert peak < total / 8, (peak, total)
+
+
+def test_segmented_logs_read_at_once_on_object_storage_while_writers_append(s3_server, s3_url):
+    from tensorcas.backends.objectstore import ObjectStoreBackend
+
+    def backend(parallel: int | None = None) -> ObjectStoreBackend:
+        made = ObjectStoreBackend.from_url(s3_url, s3_server.options())
+        if parallel is not None:
+            made.parallel_reads = parallel
+        return made
+
+    writers = [tensorcas.ContentStoreWriter(backend()) for _ in range(6)]
+    for w, writer in enumerate(writers):  # every log open: a run of segments, not one object
+        writer.write_tensor(f"w{w}/0", torch.full((3,), float(w)))
+    reader = tensorcas.ContentStoreReader(backend())
+    assert reader.store.backend.parallel_reads > 1
+    start = threading.Barrier(len(writers) + 1)
+    failures: list[BaseException] = []
+
+    def append(w: int) -> None:
+        try:
+            start.wait()
+            for i in range(1, 8):
+                writers[w].write_tensor(f"w{w}/{i}", torch.full((3,), float(100 * w + i)))
+            if w % 2:
+                writers[w].close()  # its segments become one object while others are read
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=append, args=(w,)) for w in range(len(writers))]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    seen: list[str] = []
+    while any(thread.is_alive() for thread in threads):
+        reader.refresh()
+        names = reader.list_tensors()
+        assert set(seen) <= set(names)  # nothing read is ever lost again
+        seen = names
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    reader.refresh()
+    for w in range(len(writers)):
+        for i in range(8):
+            want = torch.full((3,), float(w if i == 0 else 100 * w + i))
+            assert torch.equal(reader.read_tensor(f"w{w}/{i}"), want)
+    sequential = tensorcas.ContentStoreReader(backend(1))
+    assert sequential.store.records() == reader.store.records()
+    assert sequential.store.problems() == reader.store.problems() == []
+    for writer in writers:
+        writer.close()

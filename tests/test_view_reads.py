@@ -220,7 +220,7 @@ def test_views_read_alone_while_gc_moves_their_blobs(tmp_path):
         while not stop.is_set():
             try:
                 gc(loc, grace_seconds=0)
-            except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+            except Exception as exc:  # any failure fails the test below
                 failures.append(exc)
                 return
 
