@@ -244,3 +244,22 @@ def test_views_read_alone_while_gc_moves_their_blobs(tmp_path):
             collector.join()
             stop.clear()
         assert not failures, failures
+
+
+def test_a_view_on_object_storage_costs_a_look_and_one_ranged_get(s3_server, s3_url):
+    from s3proxy import FaultProxy
+    from tensorcas.store import open_backend
+
+    with tensorcas.ContentStoreWriter(open_backend(s3_url, storage_options=s3_server.options())) as writer:
+        writer.write_tensor("row", TABLE[700])  # a loose blob
+        writer.write_tensor("small", torch.arange(100.0)[3:7])  # a packed one
+    with FaultProxy(s3_server.endpoint) as proxy:
+        reader = tensorcas.ContentStoreReader(open_backend(s3_url, storage_options=s3_server.options(proxy.endpoint)))
+        proxy.requests.clear()
+        _check(reader.read_tensor("row", whole_storage=False), TABLE[700])
+        assert [method for method, _, _ in proxy.requests] == ["HEAD", "GET"], proxy.requests
+        proxy.requests.clear()
+        _check(reader.read_tensor("small", whole_storage=False), torch.arange(100.0)[3:7])
+        # Its pack looked at (a run of segments: listed) and read; no look for a loose copy.
+        assert not any("blobs" in path for _, path, _ in proxy.requests), proxy.requests
+        assert len(proxy.requests) <= 3, proxy.requests
