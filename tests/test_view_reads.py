@@ -263,3 +263,30 @@ def test_a_view_on_object_storage_costs_a_look_and_one_ranged_get(s3_server, s3_
         # Its pack looked at (a run of segments: listed) and read; no look for a loose copy.
         assert not any("blobs" in path for _, path, _ in proxy.requests), proxy.requests
         assert len(proxy.requests) <= 3, proxy.requests
+
+
+def _error(read) -> tuple[type, str]:
+    try:
+        read()
+    except CorruptObjectError as exc:
+        return type(exc), str(exc)
+    raise AssertionError("read a damaged blob")
+
+
+@pytest.mark.parametrize("damage", ["cut pack", "no pack", "longer blob", "no blob"])
+def test_damaged_copies_fail_as_a_whole_read_does(tmp_path, damage):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("small", torch.arange(100.0)[3:7])
+        writer.write_tensor("row", TABLE[7])
+    name = "small" if "pack" in damage else "row"
+    where = tmp_path / ("packs" if name == "small" else "blobs")
+    for path in [os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs]:
+        os.chmod(path, 0o644)
+        if damage.startswith("no"):
+            os.remove(path)
+        else:
+            with open(path, "r+b") as f:
+                f.truncate(100) if damage == "cut pack" else f.write(b"\0" * (TABLE.nbytes + 4))
+    reader = tensorcas.ContentStoreReader(str(tmp_path), cache=False)
+    whole = _error(lambda: reader.read_tensor(name))
+    assert _error(lambda: reader.read_tensor(name, whole_storage=False)) == whole

@@ -320,19 +320,24 @@ class Blobs:
         copy is looked for in the order of a whole read: the places the logs give in packs (of
         ``nbytes``; one look at the pack, which must hold the whole blob), then its own object
         (one look at it: it must hold exactly ``nbytes``).  A copy that changes under the read
-        (gc moved it) is looked for again once.  Its bytes cannot be hashed against the digest:
-        a reader that verifies reads whole blobs instead."""
+        (gc moved it) is looked for again once.  Where no sound copy is found, the blob is read
+        whole after all, which tries every copy and fails exactly as a whole read does (the
+        same error for the same damage).  Its bytes cannot be hashed against the digest: a
+        reader that verifies reads whole blobs instead."""
+        key = blob_key(digest)
         for _ in range(2):
             found = self._find_packed(digest, nbytes) if digest in self.packs else None
-            where: BlobLocation = self.check_size(digest, nbytes, name=name) if found is None else found[0]
-            key, start = (where.pack, where.offset + offset) if isinstance(where, Packed) else (where.key, offset)
-            data = self.backend.read_range(key, start, length)
+            if found is not None:
+                where, start = found[0].pack, found[0].offset + offset
+            else:
+                info = self.backend.stat(key)
+                if info is None or info.size != nbytes:
+                    break
+                where, start = key, offset
+            data = self.backend.read_range(where, start, length)
             if data is not None and len(data) == length:
                 return bytearray(data)
-        raise CorruptObjectError(
-            f"{tensor_context(name)}blob {digest} was cut short or moved while {length} of its bytes "
-            f"were read; run 'tensorcas verify {self.location}'"
-        )
+        return self.read(digest, nbytes, name=name)[offset : offset + length]
 
     # -- writing -------------------------------------------------------------------------------
 
