@@ -290,3 +290,19 @@ def test_damaged_copies_fail_as_a_whole_read_does(tmp_path, damage):
     reader = tensorcas.ContentStoreReader(str(tmp_path), cache=False)
     whole = _error(lambda: reader.read_tensor(name))
     assert _error(lambda: reader.read_tensor(name, whole_storage=False)) == whole
+
+
+@pytest.mark.parametrize("nbytes", [TABLE.nbytes, TABLE.nbytes + 1024])
+def test_a_record_whose_view_claims_more_than_its_blob_is_refused_as_for_a_whole_read(tmp_path, nbytes):
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("table", TABLE)
+    blob = tensorcas.ContentStoreReader(str(tmp_path)).read_tensor_metadata("table").blob
+    (log,) = [os.path.join(tmp_path, "logs", f) for f in os.listdir(tmp_path / "logs")]
+    os.chmod(log, 0o644)
+    # Rows past the table's end, on a record of the blob's size or of a size it does not hold.
+    record = fmt.TensorRecord("past", "float32", (2, 256), (256, 1), 1023 * 256, False, blob, nbytes)
+    with open(log, "ab") as f:
+        f.write(fmt.encode_put(record, 2**62))
+    reader = tensorcas.ContentStoreReader(str(tmp_path))
+    whole = _error(lambda: reader.read_tensor("past"))
+    assert _error(lambda: reader.read_tensor("past", whole_storage=False)) == whole
