@@ -306,3 +306,23 @@ def test_a_record_whose_view_claims_more_than_its_blob_is_refused_as_for_a_whole
     reader = tensorcas.ContentStoreReader(str(tmp_path))
     whole = _error(lambda: reader.read_tensor("past"))
     assert _error(lambda: reader.read_tensor("past", whole_storage=False)) == whole
+
+
+def test_a_view_of_a_damaged_blob_costs_no_memory_for_the_whole_blob(tmp_path):
+    import tracemalloc
+
+    with tensorcas.ContentStoreWriter(str(tmp_path)) as writer:
+        writer.write_tensor("row", TABLE[7])
+    (path,) = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "blobs") for f in fs]
+    os.chmod(path, 0o644)
+    with open(path, "ab") as f:
+        f.write(b"\0" * 4)  # longer than its record says
+    reader = tensorcas.ContentStoreReader(str(tmp_path))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptObjectError, match="holds"):
+            reader.read_tensor("row", whole_storage=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < TABLE.nbytes // 4, peak

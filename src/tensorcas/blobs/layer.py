@@ -322,7 +322,7 @@ class Blobs:
         (one look at it: it must hold exactly ``nbytes``).  A copy that changes under the read
         (gc moved it) is looked for again once.  Where no sound copy is found, the blob is read
         whole after all, which tries every copy and fails exactly as a whole read does (the
-        same error for the same damage).  Its bytes cannot be hashed against the digest: a
+        same error for the same damage, and no memory for a copy of another size).  Its bytes cannot be hashed against the digest: a
         reader that verifies reads whole blobs instead."""
         key = blob_key(digest)
         for _ in range(2):
@@ -337,7 +337,9 @@ class Blobs:
             data = self.backend.read_range(where, start, length)
             if data is not None and len(data) == length:
                 return bytearray(data)
-        return self.read(digest, nbytes, name=name)[offset : offset + length]
+        # Memory for the whole blob only once a copy is found to hold it (as for a whole read).
+        whole = self.read_allocated(digest, nbytes, lambda: memoryview(bytearray(nbytes)), name=name)
+        return bytearray(whole[offset : offset + length])
 
     # -- writing -------------------------------------------------------------------------------
 
