@@ -124,6 +124,7 @@ def test_a_device_torch_lacks_is_a_store_error_as_for_a_whole_read(tmp_path):
             reader.read_tensor("row", device="cuda", whole_storage=whole)
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_every_kind_of_view_reads_back_as_a_whole_read_does(tmp_path):
     flat = torch.arange(64 * 1024, dtype=torch.float32)
     views = {
