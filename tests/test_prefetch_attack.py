@@ -240,3 +240,32 @@ def test_segmented_logs_read_at_once_on_object_storage_while_writers_append(s3_s
     assert sequential.store.problems() == reader.store.problems() == []
     for writer in writers:
         writer.close()
+
+
+def test_hostile_keys_on_object_storage_read_alike_at_once_or_not(s3_server, s3_url):
+    from tensorcas.backends.objectstore import ObjectStoreBackend
+
+    def backend(parallel: int) -> ObjectStoreBackend:
+        made = ObjectStoreBackend.from_url(s3_url, s3_server.options())
+        made.parallel_reads = parallel
+        return made
+
+    for i in range(3):
+        with tensorcas.ContentStoreWriter(backend(8)) as writer:
+            writer.write_tensor(f"t{i}", torch.full((2,), float(i)))
+    client, prefix = s3_server.client(), s3_url.split("/", 3)[3]
+    bucket = s3_url.split("/", 3)[2]
+    keys = sorted(k for k in backend(1).list(fmt.LOGS) if fmt.is_log_key(k))
+    planted = {
+        "logs/dir.log/part": b"x\n",  # a log that is a "directory"
+        "logs/torn.log": (backend(1).get(keys[0]) or b"")[:-5],  # a torn copy of a log
+        "logs/nonl.log": b"y" * 300,  # no line end at all
+        f"{keys[1]}.seg/00000000000000000099": b"z",  # a segment that continues no chain
+    }
+    for key, body in planted.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=body)
+    one, eight = Store(backend(1)), Store(backend(8))
+    assert [_refresh(s, None) for s in (one, eight)] == [None, None]
+    assert _state(one) == _state(eight)
+    assert sorted(one.names()) == ["t0", "t1", "t2"]
+    assert any("dir.log" in repr(p) for p in one.problems())
