@@ -165,7 +165,7 @@ class ContentStoreReader:
         data = self.store.blobs.read_part(record.blob, record.nbytes, start, end - start, name=name) if end > start else None
         storage = torch.UntypedStorage(0) if data is None else torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
         if device.type != "cpu":
-            storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+            storage = _onto_device(storage, device, record.blob, end - start, name)
         tensor = torch.empty(0, dtype=record.torch_dtype, device=storage.device)
         tensor.set_(storage, 0, record.shape, record.stride)
         if record.requires_grad:
@@ -276,18 +276,7 @@ class ContentStoreReader:
                 raise
             raise _too_large(digest, nbytes, name, _first_line(exc)) from None
         if device.type != "cpu":
-            try:
-                storage = torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
-            except MemoryError:
-                raise _too_large(digest, nbytes, name, "out of memory") from None
-            except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
-                if isinstance(exc, RuntimeError) and _is_allocation_failure(exc):
-                    raise _too_large(digest, nbytes, name, _first_line(exc)) from None
-                raise StoreError(
-                    f"{tensor_context(name)}blob {digest} cannot be read onto device {device}: "
-                    f"{str(exc) or type(exc).__name__}; read it onto the CPU (device=None) or use a "
-                    "torch build with that device"
-                ) from exc
+            storage = _onto_device(storage, device, digest, nbytes, name)
         if self._cache is not None:
             self._cache[key] = storage
         return storage
@@ -333,6 +322,25 @@ class ContentStoreReader:
 
     def __repr__(self) -> str:
         return f"ContentStoreReader({self.location!r})"
+
+
+def _onto_device(
+    storage: torch.UntypedStorage, device: torch.device, digest: str, nbytes: int, name: str | None
+) -> torch.UntypedStorage:
+    """``storage`` (on the CPU) copied onto ``device``; a device this torch build lacks, or has
+    no memory left on, is a :class:`StoreError` that says so, never torch's bare assertion."""
+    try:
+        return torch.empty(0, dtype=torch.uint8).set_(storage).to(device).untyped_storage()
+    except MemoryError:
+        raise _too_large(digest, nbytes, name, "out of memory") from None
+    except (AssertionError, RuntimeError) as exc:  # torch asserts when a backend is absent
+        if isinstance(exc, RuntimeError) and _is_allocation_failure(exc):
+            raise _too_large(digest, nbytes, name, _first_line(exc)) from None
+        raise StoreError(
+            f"{tensor_context(name)}blob {digest} cannot be read onto device {device}: "
+            f"{str(exc) or type(exc).__name__}; read it onto the CPU (device=None) or use a "
+            "torch build with that device"
+        ) from exc
 
 
 def _is_allocation_failure(exc: RuntimeError) -> bool:

@@ -326,19 +326,29 @@ class Blobs:
     def read_part(self, digest: str, nbytes: int, offset: int, length: int, *, name: str | None = None) -> bytearray:
         """``length`` bytes at ``offset`` of the blob (which must hold ``nbytes``), read alone: a
         view of a large blob costs its own bytes, one ranged request on object storage.  The
-        copy's size is checked first, as for a whole read (one look at it); a copy that changes
-        under the read (gc moved it) is looked for again once.  Its bytes cannot be hashed
-        against the digest: a reader that verifies reads whole blobs instead."""
+        copy is looked for in the order of a whole read: the places the logs give in packs (of
+        ``nbytes``; one look at the pack, which must hold the whole blob), then its own object
+        (one look at it: it must hold exactly ``nbytes``).  A copy that changes under the read
+        (gc moved it) is looked for again once.  Where no sound copy is found, the blob is read
+        whole after all, which tries every copy and fails exactly as a whole read does (the
+        same error for the same damage, and no memory for a copy of another size).  Its bytes cannot be hashed against the digest: a
+        reader that verifies reads whole blobs instead."""
+        key = blob_key(digest)
         for _ in range(2):
-            where = self.check_size(digest, nbytes, name=name)
-            key, start = (where.pack, where.offset + offset) if isinstance(where, Packed) else (where.key, offset)
-            data = self.backend.read_range(key, start, length)
+            found = self._find_packed(digest, nbytes) if digest in self.packs else None
+            if found is not None:
+                where, start = found[0].pack, found[0].offset + offset
+            else:
+                info = self.backend.stat(key)
+                if info is None or info.size != nbytes:
+                    break
+                where, start = key, offset
+            data = self.backend.read_range(where, start, length)
             if data is not None and len(data) == length:
                 return bytearray(data)
-        raise CorruptObjectError(
-            f"{tensor_context(name)}blob {digest} was cut short or moved while {length} of its bytes "
-            f"were read; run 'tensorcas verify {self.location}'"
-        )
+        # Memory for the whole blob only once a copy is found to hold it (as for a whole read).
+        whole = self.read_allocated(digest, nbytes, lambda: memoryview(bytearray(nbytes)), name=name)
+        return bytearray(whole[offset : offset + length])
 
     def _read_place(self, place: Place, nbytes: int) -> bytearray | None:
         """The ``nbytes`` at one packed place, whole, through a window where its pack is sealed;
