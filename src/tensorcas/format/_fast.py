@@ -79,19 +79,19 @@ def put_start(line: bytes) -> tuple[int, str] | None:
 #: Shapes and strides read so far, by their bytes in the line: a store's tensors repeat a few of
 #: them (every layer of a width, stride ``[1]``), and a tuple shared costs neither a parse nor
 #: memory again.  Bounded: emptied when full.
-_INTS: dict[bytes, tuple[int, ...]] = {}
+_SEEN_INTS: dict[bytes, tuple[int, ...]] = {}
 _MAX_INTS = 4096
 
 
 def _ints(group: bytes | None) -> tuple[int, ...]:
     if not group:
         return ()
-    found = _INTS.get(group)
+    found = _SEEN_INTS.get(group)
     if found is None:
         found = tuple(map(int, group.split(b",")))
-        if len(_INTS) >= _MAX_INTS:
-            _INTS.clear()
-        _INTS[group] = found
+        if len(_SEEN_INTS) >= _MAX_INTS:
+            _SEEN_INTS.clear()
+        _SEEN_INTS[group] = found
     return found
 
 
