@@ -206,6 +206,22 @@ def test_a_damaged_place_in_the_logs_is_passed_over_as_for_a_whole_read():
     _check(reader.read_tensor("small", whole_storage=False), want)
 
 
+def test_a_place_of_another_size_at_the_same_offset_does_not_hide_the_sound_one():
+    backend = MemoryBackend()
+    want = torch.arange(100.0)[3:7]
+    with tensorcas.ContentStoreWriter(backend) as writer:
+        writer.write_tensor("small", want)
+        writer.write_tensor("after", torch.arange(200.0) + 1)
+    record = tensorcas.ContentStoreReader(backend).read_tensor_metadata("small")
+    (place,) = tensorcas.ContentStoreReader(backend).store.blobs.packs.places(record.blob)
+    damaged = fmt.PackedBlob(record.blob, record.nbytes + 8, place.pack, place.offset)
+    backend.put_if_absent("logs/0.log", fmt.encode_header("0") + damaged.encode())
+    for verify in (False, True):
+        reader = tensorcas.ContentStoreReader(backend, verify=verify)
+        _check(reader.read_tensor("small"), want)
+        _check(reader.read_tensor("small", whole_storage=False), want)
+
+
 def test_views_read_alone_while_gc_moves_their_blobs(tmp_path):
     from tensorcas.maintenance.gc import gc, rm
 

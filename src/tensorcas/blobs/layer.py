@@ -283,11 +283,16 @@ class Blobs:
         for place in places:
             key = cached_pack_key(place.pack)
             where = f"{key} at {place.offset}"
+            if place.nbytes != nbytes:
+                # Not the blob the record describes: named in the message, never read, and never
+                # in the way of a place of the right size at the same offset.
+                other = f"{where} ({place.nbytes} bytes)"
+                if other not in tried:
+                    tried.append(other)
+                continue
             if where in tried:
                 continue
             tried.append(where)
-            if place.nbytes != nbytes:
-                continue  # not the blob the record describes
             data = self.backend.read_range(key, place.offset, place.nbytes)
             if data is None or len(data) != place.nbytes:
                 continue
