@@ -253,20 +253,13 @@ class ContentStoreReader:
             return found
 
     def _storage(self, digest: str, nbytes: int, device: torch.device, name: str | None) -> torch.UntypedStorage:
-        cpu = device == _CPU
-        key = digest if cpu else (digest, str(device))
+        key = digest if device == _CPU else (digest, str(device))
         if self._cache is not None:
             cached = self._cache.get(key)
             # Only a storage of the size this record was validated against may serve it: torch
             # would silently grow a smaller one to fit a (hostile) larger view.
             if cached is not None and cached.nbytes() == nbytes:
                 return cached
-        if cpu and 0 < nbytes < PACK_THRESHOLD and not (self.verify or self.mmap):
-            # A small tensor, the most common read of all: one read, wrapped without a copy.
-            storage = torch.frombuffer(self.store.blobs.read(digest, nbytes, name=name), dtype=torch.uint8).untyped_storage()
-            if self._cache is not None:
-                self._cache[key] = storage
-            return storage
         try:
             storage = self._load(digest, nbytes, name)
         except MemoryError:

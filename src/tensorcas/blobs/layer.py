@@ -336,8 +336,8 @@ class Blobs:
         (one look at it: it must hold exactly ``nbytes``).  A copy that changes under the read
         (gc moved it) is looked for again once.  Where no sound copy is found, the blob is read
         whole after all, which tries every copy and fails exactly as a whole read does (the
-        same error for the same damage, and no memory for a copy of another size).  Its bytes cannot be hashed against the digest: a
-        reader that verifies reads whole blobs instead."""
+        same error for the same damage, and no memory for a copy of another size).  Its bytes
+        cannot be hashed against the digest: a reader that verifies reads whole blobs instead."""
         key = blob_key(digest)
         for _ in range(2):
             found = self._find_packed(digest, nbytes) if digest in self.packs else None

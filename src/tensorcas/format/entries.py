@@ -70,8 +70,14 @@ def _frame(obj: dict[str, Any]) -> bytes:
     return _frame_body(dumps(obj))
 
 
+def _checksum(body: bytes) -> bytes:
+    """A line's checksum: the first 8 bytes of its body's BLAKE3 digest, in hex
+    (``digest(8).hex()`` is the cheapest way to them; BLAKE3's shorter outputs are prefixes)."""
+    return blake3.blake3(body).digest(_CHECKSUM_LEN // 2).hex().encode("ascii")
+
+
 def _frame_body(body: bytes) -> bytes:
-    return blake3.blake3(body).digest(_CHECKSUM_LEN // 2).hex().encode("ascii") + b" " + body + b"\n"
+    return _checksum(body) + b" " + body + b"\n"
 
 
 def _check_checksum(line: bytes, where: str) -> bytes:
@@ -79,10 +85,7 @@ def _check_checksum(line: bytes, where: str) -> bytes:
     if len(line) > MAX_LINE_BYTES:
         raise CorruptObjectError(f"{where}: line of {len(line)} bytes exceeds the {MAX_LINE_BYTES}-byte limit")
     body = line[_CHECKSUM_LEN + 1 :]
-    # The first 8 bytes of the digest, in hex (digest(8).hex() is the cheapest way to them).
-    if line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1] != b" " or (
-        blake3.blake3(body).digest(_CHECKSUM_LEN // 2).hex().encode("ascii") != line[:_CHECKSUM_LEN]
-    ):
+    if line[_CHECKSUM_LEN : _CHECKSUM_LEN + 1] != b" " or _checksum(body) != line[:_CHECKSUM_LEN]:
         raise CorruptObjectError(f"{where}: checksum mismatch; the line is damaged")
     return body
 
