@@ -23,11 +23,13 @@ from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas import format as fmt
 from tensorcas.backends.local import LocalBackend
 from tensorcas.backends.memory import MemoryBackend
+from tensorcas.hashing import OVERLAP_THRESHOLD
 from tensorcas.maintenance.gc import DamagedStoreError
 from tensorcas.store import PACK_THRESHOLD, Store
 
 BIG = PACK_THRESHOLD // 4 + 1024  # float32 elements: a loose blob
 SMALL = 16  # float32 elements: a packed blob
+AHEAD = OVERLAP_THRESHOLD // 4 + 1024  # float32 elements: hashed ahead by ``write_tensors``
 
 
 def _age_everything(root: str, seconds: float = 7200) -> None:
@@ -83,13 +85,18 @@ class _Hooked(LocalBackend):
 SCENARIOS = ["whole-write-before-move", "record-after-second-read", "after-move", "before-purge"]
 
 
-@pytest.mark.parametrize("kind", ["loose", "packed"])
+#: What the racing write stores, and how: ``write_tensor``, or ``write_tensors`` (which confirms
+#: every blob after its last record, and hashes large storages ahead on other threads).
+WRITES = [("loose", "one"), ("packed", "one"), ("packed", "batch"), ("ahead", "batch")]
+
+
+@pytest.mark.parametrize(("kind", "how"), WRITES)
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("grace", [0.0, 1.0])
 def test_a_write_that_reuses_a_blob_gc_is_collecting_keeps_it(
-    loc, kind, scenario, grace, monkeypatch
+    loc, kind, how, scenario, grace, monkeypatch
 ):
-    tensor = torch.randn(BIG if kind == "loose" else SMALL)
+    tensor = torch.randn({"loose": BIG, "packed": SMALL, "ahead": AHEAD}[kind])
     _unreferenced_store(loc, tensor)
     if grace:
         # Make the bytes look stale even at a short grace: a writer's touch may be skipped (packs
@@ -100,7 +107,11 @@ def test_a_write_that_reuses_a_blob_gc_is_collecting_keeps_it(
     written: list[bool] = []
 
     def write_now() -> None:
-        writer.write_tensor("again", tensor.clone())  # same bytes: a reuse if still there
+        # The same bytes: a reuse if still there.
+        if how == "one":
+            writer.write_tensor("again", tensor.clone())
+        else:
+            writer.write_tensors([("again", tensor.clone()), ("other", torch.arange(5.0))])
         written.append(True)
 
     if scenario == "record-after-second-read":

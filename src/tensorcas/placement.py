@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ._meanwhile import meanwhile
+from .blobs import PackLooks
 from .errors import StoreError
 from .hashing import (
     OVERLAP_THRESHOLD,
@@ -73,6 +74,8 @@ class Placement:
         self.blobs = store.blobs
         self.log = log
         self._index_read = False
+        #: The store's refreshes so far: one finished after this writer began is as good as its own.
+        self._refreshes_at_start = store.log.refreshes
         #: (data pointer, size) of storages written lately: a hint that the bytes may be unchanged.
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         #: For this writer's last large storages: whether each was stored already.
@@ -94,7 +97,8 @@ class Placement:
                 with self._hints_lock:
                     self._named = set()
             elif self.blobs.stages:
-                self.store.refresh()
+                if self.store.log.refreshes == self._refreshes_at_start:
+                    self.store.refresh()
             else:
                 # Where new bytes are hashed first and put after, the digests the logs name decide
                 # which puts look first (:meth:`named`): gathered with the same one reading.
@@ -200,10 +204,13 @@ class Placement:
         with self._hints_lock:
             self._placed.add(digest)
 
-    def confirm(self, placed: Placed) -> None:
-        """After the record that uses ``placed`` is appended: make sure its bytes are stored."""
-        if placed.packed is not None or self.blobs.present(placed.digest, placed.nbytes):
-            return
+    def confirm(self, placed: Placed, looked: PackLooks | None = None) -> bool:
+        """After the record that uses ``placed`` is appended: make sure its bytes are stored;
+        ``True`` if they had to be stored again.  ``looked``: for a batch of records appended
+        before any of them is confirmed, the packs looked at since the last append (each is
+        looked at once per batch)."""
+        if placed.packed is not None or self.blobs.present(placed.digest, placed.nbytes, looked):
+            return False
         hasher = new_hasher(placed.nbytes)
         for chunk in _chunks(placed.source()):
             hasher.update(chunk)
@@ -216,6 +223,7 @@ class Placement:
             self.log.put_packed(placed.digest, _joined(placed.source()))
         else:
             self.blobs.put(placed.digest, _chunks(placed.source()), placed.nbytes)
+        return True
 
     def _probably_stored(self, storage: torch.UntypedStorage, name: str | None) -> bool:
         """Whether a storage's bytes were likely stored before (the same storage was written by

@@ -13,6 +13,7 @@ readable.  Blob and seal lines go to the blob layer's :class:`PackIndex`.  Writi
 
 from __future__ import annotations
 
+import bisect
 import gc
 import threading
 from collections.abc import Iterable, Iterator
@@ -92,6 +93,11 @@ class RecordLog:
         self._lock = lock
         self._entries: dict[str, _IndexEntry] = {}
         self._logs: dict[str, _LogState] = {}
+        #: How many refreshes have finished: a caller that saw this number can tell whether the
+        #: logs were read since.
+        self.refreshes = 0
+        #: Every name ever read, sorted, for queries under a prefix: made by the first one.
+        self._sorted_names: _SortedNames | None = None
         self._problems: dict[tuple[str, int], Finding] = {}
         #: Each blob's newest root or unroot entry (``None``: unrooted), like names' entries.
         self._roots: dict[str, tuple[_Position, RootEntry | None]] = {}
@@ -120,6 +126,7 @@ class RecordLog:
                         self._read_log(key, listed, fetched.get(key))
                     else:
                         self._check_log_shaped(key)
+            self.refreshes += 1
 
     def _batches(
         self, items: list[tuple[str, ObjectInfo | None]]
@@ -316,6 +323,7 @@ class RecordLog:
         lines = data.split(b"\n")
         lines.pop()
         blob_start, packs, entries = fmt.BLOB_LINE_START, self.packs, self._entries
+        sorted_names = self._sorted_names
         for number, line in enumerate(lines, state.lines + 1):
             # Blob lines are parsed only when a packed blob is looked up (PackIndex.all).
             if state.header_ok and line.startswith(blob_start, 17):
@@ -345,7 +353,11 @@ class RecordLog:
                         if self._count_damage(key, number):
                             self._problems[(key, number)] = damaged_line(where, exc)
                 current = entries.get(name)
-                if current is None or current.position < position:
+                if current is None:
+                    entries[name] = _IndexEntry(position, fields)
+                    if sorted_names is not None:
+                        sorted_names.add(name)
+                elif current.position < position:
                     entries[name] = _IndexEntry(position, fields)
             elif isinstance(entry, PackedBlob):
                 packs.add(entry)
@@ -438,15 +450,30 @@ class RecordLog:
                 )
             return self._resolve(name, entry)
 
-    def _live(self, prefix: str) -> list[tuple[str, _IndexEntry]]:
+    def has(self, name: str) -> bool:
+        """Whether the logs read so far hold a current entry for ``name`` (a damaged record
+        included): no I/O, for a caller that has just refreshed."""
+        entry = self._entries.get(_plain(name) if type(name) is not str else name)
+        return entry is not None and not entry.deleted
+
+    def _live(self, prefix: str, refresh: bool = True) -> list[tuple[str, _IndexEntry]]:
         fmt.validate_prefix(prefix)
         with self._lock:
-            self.refresh()
-            live = [
-                (name, e)
-                for name, e in self._entries.items()
-                if not e.deleted and (not prefix or fmt.name_matches(name, prefix))
-            ]
+            if refresh:
+                self.refresh()
+            entries = self._entries
+            if prefix:
+                # A query under a prefix costs the names under it, not every name in the store
+                # (a checkpoint's chunks among a thousand checkpoints' chunks).
+                if self._sorted_names is None:
+                    self._sorted_names = _SortedNames(entries)
+                live = [
+                    (name, e)
+                    for name in self._sorted_names.starting_with(prefix)
+                    if not (e := entries[name]).deleted and fmt.name_matches(name, prefix)
+                ]
+            else:
+                live = [(name, e) for name, e in entries.items() if not e.deleted]
         with _no_cyclic_gc():
             live.sort(key=lambda pair: pair[1].position)
         return live
@@ -463,9 +490,10 @@ class RecordLog:
                     continue
         return out
 
-    def names(self, prefix: str = "") -> list[str]:
-        """Current names under ``prefix``, in writing order, without validating their records."""
-        return [name for name, _ in self._live(prefix)]
+    def names(self, prefix: str = "", *, refresh: bool = True) -> list[str]:
+        """Current names under ``prefix``, in writing order, without validating their records.
+        ``refresh=False``: as far as the logs read so far say (a caller that has just refreshed)."""
+        return [name for name, _ in self._live(prefix, refresh)]
 
     def roots(self) -> dict[str, RootEntry]:
         """The current storage roots (blobs kept without a name), by digest, oldest first."""
@@ -500,6 +528,37 @@ class RecordLog:
         """The size of every log together."""
         sizes = (self.backend.stat(key) for key in self.log_keys())
         return sum(info.size for info in sizes if info is not None)
+
+
+class _SortedNames:
+    """Names in sorted runs, for finding those that start with a prefix without looking at the
+    others.  Names added since the last query become a run of their own at the next; runs are
+    merged like the digits of a binary counter (a run is merged into the one before it while
+    that one is at most twice its size), so each name is moved about log2(n) times in all and a
+    query looks at about log2(n) runs.  A name is added once: the index never forgets one."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._runs: list[list[str]] = [sorted(names)]
+        self._added: list[str] = []
+
+    def add(self, name: str) -> None:
+        self._added.append(name)
+
+    def starting_with(self, prefix: str) -> Iterator[str]:
+        """Every name that starts with ``prefix``, run after run (not in one sorted order)."""
+        runs = self._runs
+        if self._added:
+            runs.append(sorted(self._added))
+            self._added = []
+            while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+                last = runs.pop()
+                runs[-1] += last
+                runs[-1].sort()  # two sorted runs: one merge
+        for run in runs:
+            i = bisect.bisect_left(run, prefix)
+            while i < len(run) and run[i].startswith(prefix):
+                yield run[i]
+                i += 1
 
 
 def _rescan(line: bytes, where: str, header_ok: bool) -> Finding:

@@ -181,8 +181,12 @@ class Store:
     def records(self, prefix: str = "") -> list[TensorRecord]:
         return self.log.records(prefix)
 
-    def names(self, prefix: str = "") -> list[str]:
-        return self.log.names(prefix)
+    def names(self, prefix: str = "", *, refresh: bool = True) -> list[str]:
+        return self.log.names(prefix, refresh=refresh)
+
+    def has_name(self, name: str) -> bool:
+        """Whether the logs read so far name ``name`` (no I/O: for a caller that just refreshed)."""
+        return self.log.has(name)
 
     def problems(self) -> list[Finding]:
         return self.log.problems()

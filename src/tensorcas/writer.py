@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -10,6 +11,7 @@ import torch
 
 from . import format as fmt
 from .background import BackgroundQueue, snapshot
+from .blobs import PackLooks
 from .errors import BlobNotFoundError, StoreError
 from .hashing import (
     OVERLAP_THRESHOLD,
@@ -197,28 +199,48 @@ class ContentStoreWriter:
         try:
             if before_writing is not None:
                 before_writing()
-            self._place.read_index_once()  # (also while the first storages are hashed)
+            # (also while the first storages are hashed; where ``before_writing`` has just read
+            # the logs, they are not read again)
+            self._place.read_index_once()
             records = []
-            for name, tensor in checked:
-                storage = tensor.untyped_storage()
-                index = ahead.get((storage.data_ptr(), storage.nbytes()))
-                if index is None:
-                    records.append(self._write_tensor(name, tensor))
-                    continue
-                # Hash far ahead while the bytes prove to be stored (unchanged weights); else
-                # not at all: bytes probably new are hashed while they are written, one pass.
-                hash_first = self._place.hash_first(storage, name)
-                if not hashes.submitted(index) and (not hash_first or hashes.passed(index)):
-                    records.append(self._write_tensor(name, tensor, guess=hash_first))
-                    continue
-                digest = hashes.digest(index, HASH_AHEAD_BYTES if hash_first else 0)
-                placed = self._place.known(digest, storage.nbytes(), _chunks_of(storage))
-                record = self._record(name, tensor, digest)
-                self._put(record, placed)
-                records.append(record)
+            # Each blob is confirmed after its record is appended, as by ``_put``, but all of
+            # them after the last append: a pack that holds many of them is looked at once.
+            appended: list[Placed] = []
+            try:
+                for name, tensor in checked:
+                    storage = tensor.untyped_storage()
+                    index = ahead.get((storage.data_ptr(), storage.nbytes()))
+                    if index is None:
+                        placed = self._place.storage(storage, name)
+                    else:
+                        # Hash far ahead while the bytes prove to be stored (unchanged weights);
+                        # else not at all: bytes probably new are hashed while they are written.
+                        hash_first = self._place.hash_first(storage, name)
+                        if not hashes.submitted(index) and (not hash_first or hashes.passed(index)):
+                            placed = self._place.storage(storage, name, guess=hash_first)
+                        else:
+                            digest = hashes.digest(index, HASH_AHEAD_BYTES if hash_first else 0)
+                            placed = self._place.known(digest, storage.nbytes(), _chunks_of(storage))
+                    record = self._record(name, tensor, placed.digest)
+                    self._log.put(record, placed.packed)
+                    appended.append(placed)
+                    records.append(record)
+            except BaseException:
+                # The records appended so far are in the store: their blobs are confirmed even
+                # so, and the error that stopped the batch is the one raised.
+                with contextlib.suppress(Exception):
+                    self._confirm_all(appended)
+                raise
+            self._confirm_all(appended)
             return records
         finally:
             hashes.close()
+
+    def _confirm_all(self, appended: list[Placed]) -> None:
+        looked: PackLooks = {}
+        for placed in appended:
+            if self._place.confirm(placed, looked):
+                looked.clear()  # stored again: a pack may have grown since it was looked at
 
     def _write_tensor(self, name: str, tensor: torch.Tensor, *, guess: bool = True) -> fmt.TensorRecord:
         """The one synchronous path: bytes placed (``placement``), then the record appended."""

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from .collector import Collector
 from .inventory import Inventory
-from .layer import PACK_THRESHOLD, STREAM_CHUNK, Blobs, Check, DigestCheck, tensor_context
+from .layer import (
+    PACK_THRESHOLD,
+    STREAM_CHUNK,
+    Blobs,
+    Check,
+    DigestCheck,
+    PackLooks,
+    tensor_context,
+)
 from .locations import BlobLocation, Loose, PackContents, Packed, Reachable, holds
 from .packindex import PackIndex, damaged_line
 
@@ -25,6 +33,7 @@ __all__ = [
     "Loose",
     "PackContents",
     "PackIndex",
+    "PackLooks",
     "Packed",
     "Reachable",
     "damaged_line",

@@ -42,6 +42,9 @@ _MAX_GONE = 4096
 #: Checks a blob's bytes once read: ``None`` if they are sound, else what is wrong with them.
 Check = Callable[[memoryview], str | None]
 
+#: Packs a caller has looked at (``stat``) since a moment that matters to it, and what it saw.
+PackLooks = dict[str, "base.ObjectInfo | None"]
+
 
 class DigestCheck:
     """The check that bytes hash to ``digest`` (``verify=True``).  Unlike another check, the
@@ -114,9 +117,12 @@ class Blobs:
             return Loose(key), info
         return self._find_packed(digest)
 
-    def _find_packed(self, digest: str, nbytes: int | None = None) -> tuple[Packed, base.ObjectInfo] | None:
+    def _find_packed(
+        self, digest: str, nbytes: int | None = None, looked: PackLooks | None = None
+    ) -> tuple[Packed, base.ObjectInfo] | None:
         """The first place a pack really holds the blob (of ``nbytes``, if given); the logs are
-        read again before giving up, since gc may have moved it."""
+        read again before giving up, since gc may have moved it.  ``looked``: packs looked at
+        already, by this caller, since the moment that matters to it (see :meth:`present`)."""
         for attempt in range(2):
             with self._lock:
                 if attempt or digest not in self.packs:
@@ -126,19 +132,29 @@ class Blobs:
                 if nbytes is not None and place.nbytes != nbytes:
                     continue
                 pack = Packed.of(place)
-                pack_info = self.backend.stat(pack.pack)
+                if looked is None:
+                    pack_info = self.backend.stat(pack.pack)
+                else:
+                    if pack.pack not in looked:
+                        looked[pack.pack] = self.backend.stat(pack.pack)
+                    pack_info = looked[pack.pack]
                 if holds(pack_info, pack):
                     assert pack_info is not None
                     return pack, base.ObjectInfo(pack.nbytes, pack_info.mtime)
         return None
 
-    def present(self, digest: str, nbytes: int) -> bool:
+    def present(self, digest: str, nbytes: int, looked: PackLooks | None = None) -> bool:
         """Whether a whole copy of ``nbytes`` is stored right now (the logs are read again
-        before saying no)."""
+        before saying no): in a pack first for a size this store packs, else as its own object
+        first.  ``looked``: where a caller asks about many blobs after one moment (a batch of
+        records appended), the packs looked at since, so that each is looked at once."""
+        packed_first = self.packs_size(nbytes) and digest in self.packs
+        if packed_first and self._find_packed(digest, nbytes, looked) is not None:
+            return True
         info = self.backend.stat(blob_key(digest))
         if info is not None and info.size == nbytes:
             return True
-        return self._find_packed(digest, nbytes) is not None
+        return self._find_packed(digest, nbytes, looked) is not None
 
     def check_size(self, digest: str, nbytes: int, *, name: str | None = None) -> BlobLocation:
         """Where the blob is, once found to hold exactly ``nbytes``; raise if missing or not."""
@@ -401,14 +417,18 @@ class Blobs:
         return True if self._grace is None else self._grace.touch(key)
 
     def _touch_pack(self, place: Packed) -> bool:
+        # Packs hold many blobs: touching one at most once a second is enough for gc's grace.
+        # A pack touched (or appended to) within that second held its blobs then; packs only
+        # grow until gc deletes them, and a writer checks after appending its record that the
+        # blob is still there (``Placement.confirm``), so it is not looked at again before.
+        now = time.monotonic()
+        if now - self._touched.get(place.pack, -10.0) < 1.0:
+            return True
         if not holds(self.backend.stat(place.pack), place):
             return False
-        # Packs hold many blobs: touching one at most once a second is enough for gc's grace.
-        now = time.monotonic()
-        if now - self._touched.get(place.pack, -10.0) >= 1.0:
-            if not self._touch(place.pack):
-                return False
-            self._touched[place.pack] = now
+        if not self._touch(place.pack):
+            return False
+        self._touched[place.pack] = now
         return True
 
     def note_packed(self, entry: PackedBlob) -> None:

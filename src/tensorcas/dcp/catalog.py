@@ -79,7 +79,7 @@ def check_chunks(reader: ContentStoreReader, manifest: Manifest) -> None:
     """Raise :class:`CorruptObjectError` unless every chunk name holds the blob the manifest pins."""
     for chunk in manifest.chunks():
         try:
-            record = reader.read_tensor_metadata(chunk.name)
+            record = reader.store.get_record(chunk.name)
         except TensorNotFoundError:
             raise CorruptObjectError(
                 f"checkpoint {manifest.checkpoint!r}: its chunk {chunk.name!r} is gone from {reader.location}"

@@ -47,13 +47,14 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from ..errors import CheckpointError, CheckpointNotFoundError
+from ..hashing import OVERLAP_THRESHOLD
 from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
 from . import catalog, durable, opened
 from .manifest import Manifest, ValueEntry
 from .metadata import ChunkResult, ValueResult, manifest_from_metadata, metadata_from_manifest
-from .names import chunk_name, chunks_prefix, new_save_id, validate_checkpoint_name
+from .names import chunk_name, chunks_prefix, manifest_name, new_save_id, validate_checkpoint_name
 from .values import encode_value
 
 __all__ = ["Reader", "Writer"]
@@ -131,7 +132,8 @@ class Writer(StorageWriter):
             writer.close()
 
     def _store_reader(self) -> ContentStoreReader:
-        """A reader over the same open store as ``_store_writer``, brought up to date."""
+        """A reader over the same open store as ``_store_writer``, brought up to date: the one
+        reading of the logs that a step of the save needs (later questions are answered from it)."""
         reader = ContentStoreReader.sharing(self._store_writer().store, cache=False)
         reader.refresh()
         return reader
@@ -191,6 +193,9 @@ class Writer(StorageWriter):
                 tensor = _chunk_tensor(planner, item)
                 is_view = tensor.untyped_storage().nbytes() != tensor.nbytes
                 (views if is_view else whole).append((item, name, tensor))
+            # Small chunks first: they are written while the first large ones are hashed, rather
+            # than after the last one (names are unique within a save, so the order is free).
+            whole.sort(key=lambda entry: entry[2].nbytes >= OVERLAP_THRESHOLD)
             with durable.EarlyWriteback(writer) if self._sync_at_end else contextlib.nullcontext():
                 records = writer.write_tensors(
                     [(name, tensor) for _, name, tensor in whole],
@@ -226,7 +231,7 @@ class Writer(StorageWriter):
             return
         checkpoint = self._checkpoint()
         reader = self._store_reader()
-        if catalog.has_checkpoint(reader, checkpoint):
+        if reader.store.has_name(manifest_name(checkpoint)):
             raise CheckpointError(
                 f"checkpoint {checkpoint!r} already exists in {reader.location}; choose another "
                 "name, pass overwrite=True, or remove it with 'tensorcas checkpoints rm'"
@@ -244,7 +249,7 @@ class Writer(StorageWriter):
             writer = self._store_writer()
             reader = self._store_reader()  # now with every rank's chunks
             catalog.check_chunks(reader, manifest)  # every rank's chunks are there, with their blobs
-            if not self.overwrite and catalog.has_checkpoint(reader, checkpoint):
+            if not self.overwrite and reader.store.has_name(manifest_name(checkpoint)):
                 raise CheckpointError(
                     f"checkpoint {checkpoint!r} was saved by someone else meanwhile; nothing was published"
                 )
@@ -253,7 +258,7 @@ class Writer(StorageWriter):
                 durable.sync_filesystem(writer)
             # Chunks of earlier saves under this name (replaced, or never finished) are garbage now.
             keep = {c.name for c in manifest.chunks()}
-            for name in reader.list_tensors(chunks_prefix(checkpoint)):
+            for name in reader.store.names(chunks_prefix(checkpoint), refresh=False):
                 if name not in keep:
                     writer.delete_tensor(name)
         finally:
