@@ -10,10 +10,12 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tensorcas
 from tensorcas import ContentStoreReader, ContentStoreWriter, InvalidNameError, TensorNotFoundError
-from tensorcas.format import MAX_NAME_BYTES, validate_name, validate_prefix
+from tensorcas.format import MAX_NAME_BYTES, name_matches, validate_name, validate_prefix
 
 VALID = [
     "a",
@@ -174,3 +176,33 @@ def test_tensor_not_found_is_a_key_error_naming_the_tensor(loc):
         pytest.raises(TensorNotFoundError, match="never-written"),
     ):
         writer.delete_tensor("never-written")
+
+
+# -- names under a prefix -------------------------------------------------------------------------
+
+_COMPONENTS = st.sampled_from(["a", "a-x", "a.b", "ab", "b", "é", "a/b"])
+_NAMES = st.lists(_COMPONENTS, min_size=1, max_size=3).map("/".join)
+_PREFIXES = st.one_of(st.just(""), _NAMES, _NAMES.map(lambda n: n + "/"))
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["put", "delete", "list"]), _NAMES, _PREFIXES), max_size=40
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_STEPS)
+def test_names_under_a_prefix_are_those_a_scan_finds(tmp_path_factory, steps):
+    """Names under a prefix come from sorted runs, kept up to date as names are added (the
+    index never scans every name); they must be exactly what a scan finds, in writing order,
+    whatever was written, deleted and asked in between."""
+    loc = str(tmp_path_factory.mktemp("prefix"))
+    with ContentStoreWriter(loc) as writer:
+        writer.write_tensor("seed", torch.zeros(1))
+        reader = ContentStoreReader(loc)
+        for step, name, prefix in steps:
+            if step == "put":
+                writer.write_tensor(name, torch.zeros(1))
+            elif step == "delete" and name in reader.list_tensors():
+                writer.delete_tensor(name)
+            else:
+                expected = [n for n in reader.list_tensors() if name_matches(n, prefix)]
+                assert reader.list_tensors(prefix) == expected, prefix
