@@ -17,6 +17,7 @@ import traceback
 from typing import Any
 
 import blake3
+import pytest
 import torch
 
 from storetools import assert_verify_ok, bits, unexpected_files
@@ -24,6 +25,7 @@ from tensorcas import (
     ContentStoreReader,
     ContentStoreWriter,
     CorruptObjectError,
+    StoreError,
     TensorNotFoundError,
 )
 from tensorcas.maintenance import gc
@@ -170,3 +172,35 @@ def test_concurrent_writers_readers_and_gc(tmp_path):
     print(
         f"\n{WRITERS} writers, {READERS} readers ({reads} reads), gc ran {gc_runs[0]} times beside them"
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_appends_to_its_parents_log(tmp_path):
+    """A writer inherited through fork (a data loader's workers) refuses to write in the child,
+    and closing it there (the child's exit) appends nothing: a seal from the child, while the
+    parent still packs, would let gc rewrite the parent's pack."""
+    loc = str(tmp_path / "store")
+    writer = ContentStoreWriter(loc)
+    writer.write_tensor("before", torch.arange(4.0))
+    logs = os.path.join(loc, "logs")
+    (log,) = os.listdir(logs)
+    size = os.path.getsize(os.path.join(logs, log))
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            try:
+                writer.write_tensor("child", torch.ones(2))
+            except StoreError as exc:
+                code = 0 if "fork" in str(exc) else 2
+            writer.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.path.getsize(os.path.join(logs, log)) == size  # nothing appended by the child
+    writer.write_tensor("after", torch.arange(3.0))
+    writer.close()
+    reader = ContentStoreReader(loc)
+    assert reader.list_tensors() == ["before", "after"]
+    assert_verify_ok(loc)

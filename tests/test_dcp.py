@@ -577,3 +577,51 @@ def test_a_store_removed_and_made_again_is_opened_afresh(loc):
     back = tensorcas.load_state_dict(loc, "a")
     assert all(torch.equal(back[k], v) for k, v in sd.items())
     assert tensorcas.verify(loc).ok
+
+
+def _logs(loc: str) -> list[str]:
+    return sorted(os.listdir(os.path.join(loc, "logs")))
+
+
+def test_saves_of_one_process_append_to_one_log(loc):
+    """A finished save gives its writer back: the next save of the process appends to the same
+    log, so a series of checkpoints adds one log per process, not one per save."""
+    from tensorcas.dcp import opened
+
+    torch.manual_seed(0)
+    sd = {"w": torch.randn(1 << 18), "b": torch.arange(3.0)}
+    for step in range(4):
+        sd["b"].add_(1)
+        dcp.save(sd, storage_writer=Writer(loc, f"step-{step}"), no_dist=True)
+    assert len(_logs(loc)) == 1
+    assert list_checkpoints(loc).checkpoints[-1].name == "step-3"
+    # Closing the kept writers seals their packs: gc may then rewrite them.
+    opened.forget()
+    with open(os.path.join(loc, "logs", _logs(loc)[0]), "rb") as log:
+        assert b'"seal"' in log.read()
+    remove_checkpoints(loc, ["step-0", "step-1", "step-2"])
+    tensorcas.gc(loc, grace_seconds=0)
+    back = tensorcas.load_state_dict(loc, "step-3")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    assert tensorcas.verify(loc).ok
+
+
+def test_a_failed_save_closes_its_writer_and_the_next_save_starts_a_log(loc, monkeypatch):
+    from tensorcas.dcp import catalog
+
+    sd = {"w": torch.arange(6.0), "b": torch.ones(2)}
+    dcp.save(sd, storage_writer=Writer(loc, "a"), no_dist=True)
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(catalog, "publish_manifest", fail)
+    with pytest.raises(CheckpointException):
+        dcp.save(sd, storage_writer=Writer(loc, "b"), no_dist=True)
+    monkeypatch.undo()
+    logs = _logs(loc)
+    assert len(logs) == 1  # the failed save's writer was the kept one, now closed
+    dcp.save(sd, storage_writer=Writer(loc, "c"), no_dist=True)
+    assert len(_logs(loc)) == 2
+    assert [c.name for c in list_checkpoints(loc).checkpoints] == ["a", "c"]
+    assert tensorcas.verify(loc).ok

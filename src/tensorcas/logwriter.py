@@ -40,6 +40,10 @@ class LogWriter:
         self._packs_opened = 0
         self._unsealed: list[str] = []
         self._closed = False
+        #: The process that appends to this log.  A forked child inherits the writer but must
+        #: not append to its parent's log or pack (its seal, appended while the parent still
+        #: packs, would let gc rewrite the pack under the parent): there it is closed already.
+        self._pid = os.getpid()
 
     @property
     def backend(self) -> Backend:
@@ -111,6 +115,9 @@ class LogWriter:
                 pass  # the first entry opens a log of a new name, and raises what fails then
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            self._closed = True  # the parent's log and packs are the parent's to close
+            return
         with self._lock:
             self._seal_packs()
             if self._appender is not None:
@@ -168,6 +175,11 @@ class LogWriter:
     # -- the log -------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if os.getpid() != self._pid:
+            raise StoreError(
+                f"this writer of {self.backend.location} was opened by process {self._pid}, before "
+                "a fork; a forked process must open a writer of its own"
+            )
         if self._closed:  # a write on another thread that began before its writer was closed
             raise StoreError(
                 f"the writer of log {fmt.log_key(self.writer_id)} in {self.backend.location} was closed "

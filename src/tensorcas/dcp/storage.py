@@ -113,23 +113,29 @@ class Writer(StorageWriter):
         return state
 
     def _store_writer(self) -> ContentStoreWriter:
-        """This rank's writer for the current save, opened once: the store's logs are read when
+        """This rank's writer for the current save, taken once: the store's logs are read when
         it opens and then only what was appended since, however many steps of the save ask (a
-        store of many checkpoints has long logs).  Closed when the rank's part of the save ends."""
+        store of many checkpoints has long logs).  Given back (``opened``) when the rank's part
+        of the save ends well, for the next save of the process to append to the same log;
+        closed when it fails."""
         if self._writer is None:
             # A store this process saved to before is still open: only new log lines are read.
-            writer = ContentStoreWriter.sharing(opened.open_store(self.loc))
+            writer = opened.take_writer(self.loc)
             self._sync_at_end = self.durable and durable.can_sync_filesystem(writer)
             if self.durable and not self._sync_at_end:
-                writer.close()
+                opened.give_back(writer)
                 writer = ContentStoreWriter(self.loc, durable=True)
             self._writer = writer
         return self._writer
 
-    def _close_writer(self) -> None:
+    def _close_writer(self, *, failed: bool = False) -> None:
         writer, self._writer = self._writer, None
-        if writer is not None:
+        if writer is None:
+            return
+        if failed:
             writer.close()
+        else:
+            opened.give_back(writer)  # (a writer of a store not kept open is closed there)
 
     def _store_reader(self) -> ContentStoreReader:
         """A reader over the same open store as ``_store_writer``, brought up to date: the one
@@ -141,7 +147,7 @@ class Writer(StorageWriter):
     # -- the StorageWriter contract ------------------------------------------------------------
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
-        self._close_writer()  # left open by a save that failed
+        self._close_writer(failed=True)  # left open by a save that failed
         if checkpoint_id is not None:
             self.name = _name_or_none(checkpoint_id)
         self.save_id = new_save_id()
@@ -155,7 +161,7 @@ class Writer(StorageWriter):
         self.is_coordinator = is_coordinator
         # DCP resets a storage writer only when given a checkpoint_id: a writer left open by a
         # save that failed (here or on another rank) is closed before this one starts.
-        self._close_writer()
+        self._close_writer(failed=True)
         self._checkpoint()  # a missing name fails on every rank, before any planning
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
@@ -217,7 +223,7 @@ class Writer(StorageWriter):
             if self._sync_at_end:
                 durable.sync_filesystem(writer)
         except BaseException:
-            self._close_writer()  # the save ends here, on every rank
+            self._close_writer(failed=True)  # the save ends here, on every rank
             raise
         if not self.is_coordinator:
             self._close_writer()  # the coordinator's goes on to ``finish``
@@ -261,8 +267,10 @@ class Writer(StorageWriter):
             for name in reader.store.names(chunks_prefix(checkpoint), refresh=False):
                 if name not in keep:
                     writer.delete_tensor(name)
-        finally:
-            self._close_writer()
+        except BaseException:
+            self._close_writer(failed=True)
+            raise
+        self._close_writer()
 
     def storage_meta(self) -> StorageMeta | None:
         return StorageMeta(checkpoint_id=self.name, save_id=self.save_id)
