@@ -84,3 +84,45 @@ def test_ranks_in_processes_save_shards_to_s3_and_load_them_resharded(
     assert [c.name for c in listing.checkpoints] == ["step-1", "step-2", "step-3"]
     assert [s.name for s in listing.incomplete] == ["doomed"]
     assert tensorcas.verify(s3_url).ok
+
+
+def test_a_process_keeps_its_s3_store_open_and_reads_only_new_logs(s3_env, s3_server):
+    """Saves of one process reuse the store they opened: the next save reads the logs appended
+    since, not every earlier checkpoint's (a request per log).  A store removed meanwhile is
+    opened afresh."""
+    from tensorcas.dcp import opened
+
+    loc = s3_env
+    sd = {"w": torch.arange(4096.0), "b": torch.ones(3)}
+    for step in range(3):
+        sd["b"].add_(1)
+        tensorcas.save_state_dict(loc, f"step-{step}", sd)
+    store = opened.open_store(loc)
+    earlier = set(store.log.log_keys())
+    assert len(earlier) == 3  # one closed log per save: writers are not kept on object storage
+    read: list[tuple[str, int]] = []
+    backend = store.backend
+    real = backend.read_range
+
+    def counting(key, offset, nbytes):
+        read.append((key, offset))
+        return real(key, offset, nbytes)
+
+    backend.read_range = counting  # type: ignore[method-assign]
+    try:
+        tensorcas.save_state_dict(loc, "step-3", sd)
+    finally:
+        del backend.read_range
+    assert opened.open_store(loc) is store
+    # At most what was appended to an earlier log since (a closing writer's last lines).
+    assert not [key for key, offset in read if key in earlier and offset == 0], read
+    # Removed (every object under the prefix) and made again: opened afresh, nothing stale.
+    client = s3_server.client()
+    bucket, prefix = loc[len("s3://"):].split("/", 1)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    tensorcas.save_state_dict(loc, "step-0", sd)  # not "already exists"
+    assert opened.open_store(loc) is not store
+    assert [c.name for c in list_checkpoints(loc).checkpoints] == ["step-0"]
+    assert torch.equal(tensorcas.load_state_dict(loc, "step-0")["b"], sd["b"])

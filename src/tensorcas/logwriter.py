@@ -161,6 +161,13 @@ class LogWriter:
                 return  # (its id is not used again: pack ids are never reused)
             self._unsealed.append(self._pack_id)
 
+    def seal_packs(self) -> None:
+        """Seal the packs written so far (the next small blob starts a new pack), so that gc may
+        rewrite them while this writer stays open.  Best effort, as when closing."""
+        with self._lock:
+            if not self._closed and os.getpid() == self._pid:
+                self._seal_packs()
+
     def _seal_packs(self) -> None:
         """Say in the log that this writer's packs are closed, so that gc may later rewrite them.
         Best effort: a pack left unsealed is only never collected."""

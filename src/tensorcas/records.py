@@ -96,6 +96,9 @@ class RecordLog:
         #: How many refreshes have finished: a caller that saw this number can tell whether the
         #: logs were read since.
         self.refreshes = 0
+        #: Logs read before that the last refresh did not find: the store was removed (and
+        #: perhaps made again) or damaged; writers never remove a log they wrote a line to.
+        self.lost_logs = 0
         #: Every name ever read, sorted, for queries under a prefix: made by the first one.
         self._sorted_names: _SortedNames | None = None
         self._problems: dict[tuple[str, int], Finding] = {}
@@ -119,6 +122,8 @@ class RecordLog:
             if listing is None:
                 listing = self.backend.list_info(fmt.LOGS)
             items = sorted(listing, key=lambda item: item[0])
+            present = {key for key, _ in items}
+            self.lost_logs = sum(1 for key, st in self._logs.items() if st.offset and key not in present)
             for batch in self._batches(items):
                 fetched = self._prefetch(batch)
                 for key, listed in batch:

@@ -351,6 +351,15 @@ class ContentStoreWriter:
         if self._queue is not None:
             self._queue.flush()
 
+    def seal_packs(self) -> None:
+        """Wait for background writes, then seal the packs written so far: small blobs stored
+        from now on go into a new pack.  gc rewrites only sealed packs, so a writer kept open
+        between saves seals after each save, and the small blobs of checkpoints removed since
+        can be collected while it stays open."""
+        self._check_open()
+        self.flush()
+        self._log.seal_packs()
+
     def delete_tensor(self, name: str) -> None:
         """Remove ``name`` from the store (its blob stays until gc finds it unreferenced)."""
         self._check_open()

@@ -1,14 +1,17 @@
-"""Stores kept open between the saves of one process.
+"""Stores, and their writers, kept open between the saves of one process.
 
-Opening a store reads every log in it, and a store holding many checkpoints has many logs (one
-per rank and save): a training job that saves every few minutes would read its whole history on
-every save.  A local store opened by a save is kept open here instead, and the next save of the
-process brings it up to date by reading only what was appended since (by itself, other ranks,
-or any other writer), as a long-lived writer does.
+Opening a store reads every log in it, and a store holding many checkpoints has many logs: a
+training job that saves every few minutes would read its whole history on every save (on object
+storage, a request per log).  A store opened by a save is kept open here instead, and the next
+save of the process brings it up to date by reading only what was appended since (by itself,
+other ranks, or any other writer), as a long-lived writer does.
 
-A kept store is used again only while its marker file is the same file (a store removed and made
-again at the same path is opened afresh).  At most :data:`KEEP` stores are kept, the least
-recently used is dropped first, and a forked child starts with none.
+A kept store is used again only while it is the same store: its marker is the same file (a
+local store; an inode number alone may be used again) or an object of the same size and time
+(object storage), and no log it has read has vanished since (a store removed and made again at
+the same place is opened afresh).  At most :data:`KEEP` stores are kept, the least recently used
+is dropped first, and a forked child starts with none.  ``memory://`` (a new store at each
+opening) and backends given as objects are never kept.
 
 Writers are kept too (:func:`take_writer`, :func:`give_back`): a save that finished gives its
 writer back, and the next save of the process appends to the same log.  A training job that
@@ -31,10 +34,16 @@ from ..writer import ContentStoreWriter
 #: How many stores a process keeps open.
 KEEP = 4
 
+
+#: Which marker a store has: a local file (device, inode, ctime) or an object (size, mtime).
+Identity = tuple[float, ...]
+
+
 class _Kept:
     """A store kept open, and the writers on it that no save is using now."""
 
-    def __init__(self, identity: tuple[int, int, int], store: Store) -> None:
+    def __init__(self, key: str, identity: Identity, store: Store) -> None:
+        self.key = key
         self.identity = identity
         self.store = store
         self.idle: list[ContentStoreWriter] = []
@@ -56,54 +65,61 @@ def _close_quietly(writer: ContentStoreWriter) -> None:
         pass  # its records are all appended; closing only seals its pack
 
 
-def _marker_identity(root: str) -> tuple[int, int, int] | None:
-    """Which file the store's marker is (an inode number alone may be used again)."""
-    try:
-        st = os.stat(os.path.join(root, *fmt.META_KEY.split("/")))
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+def _identity(key: str, store: Store | None) -> Identity | None:
+    """Which marker the store at ``key`` has now; ``None`` if it has none."""
+    if "://" not in key:
+        try:
+            st = os.stat(os.path.join(key, *fmt.META_KEY.split("/")))
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_ctime_ns)
+    assert store is not None
+    info = store.backend.stat(fmt.META_KEY)
+    return None if info is None else (info.size, info.mtime)
 
 
-def _local_root(loc: Location) -> str | None:
-    """The directory of a store given as a local path; ``None`` for anything else."""
+def _key(loc: Location) -> str | None:
+    """What a store is kept under: a local directory's absolute path, or an object-storage URL;
+    ``None`` where a store is not kept."""
     if not isinstance(loc, (str, os.PathLike)):
         return None
     path = os.fspath(loc)
-    if not isinstance(path, str) or "://" in path:
+    if not isinstance(path, str) or path.startswith("memory://"):
         return None
-    return os.path.abspath(path)
+    return path if "://" in path else os.path.abspath(path)
 
 
 def open_store(loc: Location, *, durable: bool = False) -> Store:
     """The store at ``loc`` (created if missing): one kept open by an earlier save of this
-    process when ``loc`` is a local directory and its marker is still the same file, else a
-    newly opened one (kept for the next save, where ``loc`` is local)."""
+    process while it is still the same store (see the module's docstring), else a newly opened
+    one (kept for the next save)."""
     return _open(loc, durable)[0]
 
 
 def _open(loc: Location, durable: bool) -> tuple[Store, _Kept | None]:
-    root = _local_root(loc)
-    if root is None:
+    key = _key(loc)
+    if key is None:
         return Store.open(loc, create=True, durable=durable), None
-    key = (root, durable)
+    kept_key = (key, durable)
     with _lock:
-        kept = _kept.get(key)
-        if kept is not None and kept.identity == _marker_identity(root):
-            _kept.move_to_end(key)
-            return kept.store, kept
+        kept = _kept.get(kept_key)
+    if kept is not None and not kept.store.log.lost_logs and kept.identity == _identity(key, kept.store):
+        with _lock:
+            if _kept.get(kept_key) is kept:
+                _kept.move_to_end(kept_key)
+                return kept.store, kept
     store = Store.open(loc, create=True, durable=durable)
-    identity = _marker_identity(root)
-    if identity is None or store.location != root:
+    identity = _identity(key, store)
+    if identity is None or ("://" not in key and store.location != key):
         return store, None
-    fresh = _Kept(identity, store)
+    fresh = _Kept(key, identity, store)
     dropped = []
     with _lock:
-        old = _kept.get(key)
+        old = _kept.get(kept_key)
         if old is not None:
             dropped.append(old)
-        _kept[key] = fresh
-        _kept.move_to_end(key)
+        _kept[kept_key] = fresh
+        _kept.move_to_end(kept_key)
         while len(_kept) > KEEP:
             dropped.append(_kept.popitem(last=False)[1])
     for kept in dropped:
@@ -124,13 +140,24 @@ def take_writer(loc: Location) -> ContentStoreWriter:
 
 
 def give_back(writer: ContentStoreWriter) -> None:
-    """Keep ``writer`` (of a save that finished) for the next save on its store, or close it
-    where its store is no longer kept."""
+    """Keep ``writer`` (of a save that finished) for the next save on its store, its packs
+    sealed (so that gc may rewrite them meanwhile); or close it where its store is no longer
+    kept, or is on object storage: there a log is a chain of segments, one per append, that
+    readers list and read one by one until its writer closes it into one object."""
     with _lock:
-        for kept in _kept.values():
-            if kept.store is writer.store:
-                kept.idle.append(writer)
-                return
+        kept = next((k for k in _kept.values() if k.store is writer.store), None)
+    if kept is None or "://" in kept.key:
+        _close_quietly(writer)
+        return
+    try:
+        writer.seal_packs()
+    except Exception:
+        _close_quietly(writer)
+        return
+    with _lock:
+        if any(k is kept for k in _kept.values()):
+            kept.idle.append(writer)
+            return
     _close_quietly(writer)
 
 
