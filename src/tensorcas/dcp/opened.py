@@ -161,12 +161,16 @@ def give_back(writer: ContentStoreWriter) -> None:
     _close_quietly(writer)
 
 
-def forget() -> None:
-    """Drop every kept store and close the writers kept with them (the next save opens its
-    store afresh)."""
+def forget(loc: Location | None = None) -> None:
+    """Drop every kept store (or only the one of ``loc``) and close the writers kept with it:
+    the next save opens the store afresh."""
+    key = None if loc is None else _key(loc)
     with _lock:
-        dropped = list(_kept.values())
-        _kept.clear()
+        if loc is None:
+            dropped = list(_kept.values())
+            _kept.clear()
+        else:
+            dropped = [_kept.pop(k) for k in list(_kept) if k[0] == key]
     for kept in dropped:
         kept.drop()
 
