@@ -136,3 +136,43 @@ def test_write_tensors_of_new_and_stored_bytes_in_any_order(loc):
         assert (second[i].blob == first[i].blob) == (i not in (3, 11, 12, 20))
     assert tensorcas.du(loc).stored_bytes == stored + sum(weights[i].nbytes for i in (3, 11, 12, 20))
     assert tensorcas.verify(loc).ok
+
+
+# -- delete_tensors ---------------------------------------------------------------------------
+
+
+def test_delete_tensors_checks_every_name_before_removing_any(loc):
+    with ContentStoreWriter(loc) as w:
+        for i in range(5):
+            w.write_tensor(f"t/{i}", torch.full((3,), float(i)))
+    with ContentStoreWriter(loc) as w:
+        with pytest.raises(tensorcas.TensorNotFoundError, match="t/9"):
+            w.delete_tensors(["t/0", "t/1", "t/9"])
+        assert ContentStoreReader(loc).list_tensors() == [f"t/{i}" for i in range(5)]
+        w.delete_tensors(["t/3", "t/1", "t/3"])  # a name twice is removed once
+        with pytest.raises(tensorcas.TensorNotFoundError, match="deleted"):
+            w.delete_tensors(["t/1"])
+    reader = ContentStoreReader(loc)
+    assert reader.list_tensors() == ["t/0", "t/2", "t/4"]
+    assert torch.equal(reader.read_tensor("t/4"), torch.full((3,), 4.0))
+
+
+def test_delete_tensors_reads_the_logs_once(loc, monkeypatch):
+    """Removing thousands of names (an old checkpoint, a prefix) reads the store's logs once,
+    not once per name, and appends their entries in few writes."""
+    from tensorcas import logwriter
+
+    monkeypatch.setattr(logwriter, "DELETES_PER_APPEND", 100)
+    names = [f"n/{i}" for i in range(250)]
+    with ContentStoreWriter(loc) as w:
+        w.write_tensors([(n, torch.zeros(1)) for n in names])
+    with ContentStoreWriter(loc) as w:
+        refreshes = w.store.log.refreshes
+        appends = []
+        real = w._log._append
+        monkeypatch.setattr(w._log, "_append", lambda line: (appends.append(line), real(line)))
+        w.delete_tensors(names)
+        assert w.store.log.refreshes == refreshes + 1
+        assert len(appends) == 3  # 100 + 100 + 50 entries (the log's header aside)
+    assert ContentStoreReader(loc).list_tensors() == []
+    assert tensorcas.verify(loc).ok

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 
 from . import format as fmt
 from .backends.base import Appender, Backend, appending
@@ -22,6 +23,9 @@ from .blobs import Blobs
 from .errors import StoreError
 from .format import PackedBlob, TensorRecord
 from .records import RecordLog
+
+#: The most delete entries one append carries (a bounded write, one segment on object storage).
+DELETES_PER_APPEND = 4096
 
 
 class LogWriter:
@@ -97,10 +101,20 @@ class LogWriter:
     def delete(self, name: str) -> None:
         """Append a delete entry; ``TensorNotFoundError`` if the name is absent or deleted.  The
         index is refreshed first: this writer's own puts and deletes reach it only then."""
+        self.delete_many([name])
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        """Append a delete entry for each name, after reading the logs once and checking every
+        name: ``TensorNotFoundError`` (nothing appended) if one is absent or deleted.  The entries
+        go out in few appends (a removal of thousands of names is not thousands of refreshes)."""
         with self._lock:
             self.records.refresh()
-            self.records.get(name)
-            self._append(fmt.encode_delete(name, self._time()))
+            chosen = list(dict.fromkeys(names))
+            for name in chosen:
+                self.records.get(name)
+            lines = [fmt.encode_delete(name, self._time()) for name in chosen]
+            for start in range(0, len(lines), DELETES_PER_APPEND):
+                self._append(b"".join(lines[start : start + DELETES_PER_APPEND]))
 
     def prepare(self) -> None:
         """Create this writer's log (with its header) now if it has none: a caller about to store

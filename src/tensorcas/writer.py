@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 import torch
@@ -365,6 +365,13 @@ class ContentStoreWriter:
         self._check_open()
         self.flush()
         self._log.delete(name)  # raises TensorNotFoundError if there is no such tensor
+
+    def delete_tensors(self, names: Iterable[str]) -> None:
+        """Remove every name, as :meth:`delete_tensor` would one by one, but reading the logs
+        once: ``TensorNotFoundError`` (and nothing removed) if one of them is not there."""
+        self._check_open()
+        self.flush()
+        self._log.delete_many(names)
 
     def close(self) -> None:
         """Flush pending background writes and close the log; raises a failed write's error."""

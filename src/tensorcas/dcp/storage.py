@@ -264,9 +264,9 @@ class Writer(StorageWriter):
                 durable.sync_filesystem(writer)
             # Chunks of earlier saves under this name (replaced, or never finished) are garbage now.
             keep = {c.name for c in manifest.chunks()}
-            for name in reader.store.names(chunks_prefix(checkpoint), refresh=False):
-                if name not in keep:
-                    writer.delete_tensor(name)
+            stale = reader.store.names(chunks_prefix(checkpoint), refresh=False)
+            if any(name not in keep for name in stale):
+                writer.delete_tensors(name for name in stale if name not in keep)
         except BaseException:
             self._close_writer(failed=True)
             raise

@@ -224,9 +224,8 @@ def remove_checkpoints(
     if dry_run:
         return report
     with ContentStoreWriter(loc) as writer:
-        for doomed in plan:
-            for tensor_name in doomed:
-                writer.delete_tensor(tensor_name)
+        for doomed in plan:  # a checkpoint at a time: its manifest first
+            writer.delete_tensors(doomed)
     return report
 
 

@@ -111,8 +111,7 @@ def rm(
     from ..writer import ContentStoreWriter  # imports torch: only when something is removed
 
     with ContentStoreWriter(loc.backend if isinstance(loc, Store) else loc) as writer:
-        for name in report.removed:
-            writer.delete_tensor(name)
+        writer.delete_tensors(report.removed)
         for digest in dict.fromkeys(report.removed_roots):
             writer.remove_root(digest)
     return report
