@@ -237,10 +237,20 @@ class ContentStoreWriter:
             hashes.close()
 
     def _confirm_all(self, appended: list[Placed]) -> None:
+        """Confirm every appended record's blob; the first error is raised after the last one
+        (a blob that cannot be stored again must not leave the records after it unchecked)."""
         looked: PackLooks = {}
+        first: Exception | None = None
         for placed in appended:
-            if self._place.confirm(placed, looked):
-                looked.clear()  # stored again: a pack may have grown since it was looked at
+            try:
+                if self._place.confirm(placed, looked):
+                    looked.clear()  # stored again: a pack may have grown since it was looked at
+            except Exception as exc:
+                looked.clear()  # (a failed store may have appended to a pack too)
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
 
     def _write_tensor(self, name: str, tensor: torch.Tensor, *, guess: bool = True) -> fmt.TensorRecord:
         """The one synchronous path: bytes placed (``placement``), then the record appended."""
