@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 
 import pytest
@@ -74,3 +75,38 @@ def test_a_failed_check_in_a_batch_still_confirms_the_records_after_it(loc, monk
     writer.close()
     # "a" was never acknowledged; "b" is in the store and must read back.
     assert torch.equal(ContentStoreReader(loc, verify=True).read_tensor("b"), y)
+
+
+# -- names under a prefix ------------------------------------------------------------------------
+
+
+class _Natural(str):
+    """A name that orders ``m2`` before ``m10`` (a natural sort, as a caller might use)."""
+
+    def _key(self) -> list[object]:
+        return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str.__str__(self))]
+
+    def __lt__(self, other: object) -> bool:
+        return self._key() < _Natural(other)._key()  # type: ignore[operator]
+
+    def __gt__(self, other: object) -> bool:
+        return self._key() > _Natural(other)._key()  # type: ignore[operator]
+
+    def __le__(self, other: object) -> bool:
+        return self._key() <= _Natural(other)._key()  # type: ignore[operator]
+
+    def __ge__(self, other: object) -> bool:
+        return self._key() >= _Natural(other)._key()  # type: ignore[operator]
+
+
+def test_a_prefix_of_a_str_subclass_with_its_own_order_finds_every_name(loc):
+    """The names under a prefix are found by a binary search over sorted names: a prefix whose
+    class orders strings its own way must not steer it (before, 'm2/' found nothing)."""
+    with ContentStoreWriter(loc) as writer:
+        for i in range(12):
+            writer.write_tensor(f"m{i}/w", torch.ones(1))
+    reader = ContentStoreReader(loc)
+    for i in range(12):
+        for prefix in (f"m{i}/", f"m{i}"):
+            assert reader.list_tensors(_Natural(prefix)) == [f"m{i}/w"], prefix
+            assert reader.store.names(_Natural(prefix), refresh=False) == [f"m{i}/w"], prefix
