@@ -7,15 +7,22 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
 
 import tensorcas
-from tensorcas import ContentStoreReader, ContentStoreWriter
+from storetools import log_files
+from tensorcas import ContentStoreReader, ContentStoreWriter, StoreError
+from tensorcas.backends import Backend, ObjectInfo
+from tensorcas.backends.base import Data
 from tensorcas.backends.local import LocalBackend
-from tensorcas.store import PACK_THRESHOLD
+from tensorcas.store import PACK_THRESHOLD, Location
 
 BIG = PACK_THRESHOLD // 4 + 1024  # float32 elements: a loose blob
 SMALL = 16  # float32 elements: a packed blob
@@ -110,3 +117,134 @@ def test_a_prefix_of_a_str_subclass_with_its_own_order_finds_every_name(loc):
         for prefix in (f"m{i}/", f"m{i}"):
             assert reader.list_tensors(_Natural(prefix)) == [f"m{i}/w"], prefix
             assert reader.store.names(_Natural(prefix), refresh=False) == [f"m{i}/w"], prefix
+
+
+# -- a writer inherited through fork -------------------------------------------------------------
+
+
+class _CoreOnly(Backend):
+    """A local directory seen through the six core operations alone (no append, no staging), as
+    a backend of one's own or an object store is: logs are published whole, and a writer about
+    to store a large blob creates its log beside the upload (``LogWriter.prepare``)."""
+
+    def __init__(self, root: str) -> None:
+        self._local = LocalBackend(root)
+        self.location = self._local.location
+
+    def get(self, key: str) -> bytes | None:
+        return self._local.get(key)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
+        return self._local.read_range(key, offset, length)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        return self._local.stat(key)
+
+    def put_if_absent(self, key: str, data: Data, *, overwrite: bool = False) -> bool:
+        return self._local.put_if_absent(key, data, overwrite=overwrite)
+
+    def delete(self, key: str) -> bool:
+        return self._local.delete(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return iter(self._local.list(prefix))
+
+
+def _in_child(run: Callable[[], None]) -> int:
+    """Run ``run`` in a forked child; its exit code: 0 if it raised the fork error, 1 if it
+    returned, 2 for any other error."""
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            try:
+                run()
+                code = 1
+            except StoreError as exc:
+                code = 0 if "fork" in str(exc) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _files(root: str, folder: str) -> list[str]:
+    path = os.path.join(root, folder)
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("kind", ["local", "core-only"])
+def test_a_refused_write_in_a_forked_child_stores_nothing(tmp_path, kind):
+    """A child refuses to write with a writer it inherited, and the refusal comes first: it
+    stores no blob and creates no log.  Before, the child stored the blob and only then refused,
+    and where a writer creates its log beside a large upload (``LogWriter.prepare``, a backend
+    without staging) the child created the parent's log under the parent's writer id: the
+    parent's first entry that is not a put (a delete) then failed: its log existed already."""
+    root = str(tmp_path / "store")
+    loc: Location = root if kind == "local" else _CoreOnly(root)
+    with ContentStoreWriter(loc) as other:
+        other.write_tensor("old", torch.arange(3.0))
+    blobs, logs = _files(root, "blobs"), log_files(root)
+    writer = ContentStoreWriter(loc)  # nothing written yet: no log of its own
+    big = torch.randn(1 << 20)
+
+    def child() -> None:
+        try:
+            writer.write_tensor("child", big)
+        finally:
+            writer._log.prepare()  # what the write runs beside its upload, on another thread
+
+    assert _in_child(child) == 0
+    assert _in_child(lambda: writer.write_tensors([("child", big)])) == 0
+    assert _files(root, "blobs") == blobs and log_files(root) == logs
+    writer.delete_tensor("old")
+    parent = torch.randn(BIG)
+    writer.write_tensor("parent", parent)
+    writer.close()
+    reader = ContentStoreReader(loc)
+    assert reader.list_tensors() == ["parent"] and torch.equal(reader.read_tensor("parent"), parent)
+    assert tensorcas.verify(loc).ok
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_wait_for_its_parents_background_writes(loc):
+    """Background writes still queued at the fork are the parent's: in the child, ``flush``
+    refuses and ``close`` returns (before, both waited forever for a worker thread that a
+    forked child does not have; an exit that closes the writer hung the same way)."""
+    writer = ContentStoreWriter(loc, background=True)
+    gate = threading.Event()
+    place = writer._place.storage
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert gate.wait(30)
+        return place(*args, **kwargs)
+
+    writer._place.storage = held  # type: ignore[method-assign]
+    tensors = [torch.randn(BIG) for _ in range(2)]
+    for i, tensor in enumerate(tensors):
+        writer.write_tensor(f"t{i}", tensor)  # queued; the worker waits at the first
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            try:
+                writer.flush()
+            except StoreError as exc:
+                code = 0 if "fork" in str(exc) else 3
+            writer.close()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    gate.set()
+    writer.close()
+    assert done[0] != 0, "the forked child hung closing its parent's background writer"
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    reader = ContentStoreReader(loc, verify=True)
+    for i, tensor in enumerate(tensors):
+        assert torch.equal(reader.read_tensor(f"t{i}"), tensor)

@@ -34,7 +34,9 @@ def _alias_form(alias: str) -> str:
 
 def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
     try:
-        if queue is not None:
+        # A forked child has none of the worker's threads: the writes queued before the fork
+        # are the parent's, and waiting for them there would never end.
+        if queue is not None and not log.inherited:
             queue.close()
     finally:
         log.close()
@@ -359,6 +361,7 @@ class ContentStoreWriter:
     def flush(self) -> None:
         """Wait until every background write is stored; raise the first failure among them."""
         if self._queue is not None:
+            self._log.check_process()  # (a forked child would wait for the parent's writes)
             self._queue.flush()
 
     def delete_tensor(self, name: str) -> None:
@@ -373,6 +376,7 @@ class ContentStoreWriter:
         self._finalizer()
 
     def _check_open(self) -> None:
+        self._log.check_process()  # a forked child stores nothing with its parent's writer
         if self._closed:
             raise StoreError(f"this writer for {self.location} is closed; open a new ContentStoreWriter")
 
