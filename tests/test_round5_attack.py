@@ -22,6 +22,7 @@ from tensorcas import ContentStoreReader, ContentStoreWriter, StoreError
 from tensorcas.backends import Backend, ObjectInfo
 from tensorcas.backends.base import Data
 from tensorcas.backends.local import LocalBackend
+from tensorcas.dcp import opened
 from tensorcas.store import PACK_THRESHOLD, Location
 
 BIG = PACK_THRESHOLD // 4 + 1024  # float32 elements: a loose blob
@@ -248,3 +249,53 @@ def test_a_forked_child_does_not_wait_for_its_parents_background_writes(loc):
     reader = ContentStoreReader(loc, verify=True)
     for i, tensor in enumerate(tensors):
         assert torch.equal(reader.read_tensor(f"t{i}"), tensor)
+
+
+# -- writers kept between saves ------------------------------------------------------------------
+
+
+def test_a_writer_being_closed_with_its_dropped_store_is_never_handed_to_a_save(loc, monkeypatch):
+    """A save takes a kept writer (``take_writer``) just as another thread drops the kept
+    stores (``forget``, or a fifth store pushing the oldest out).  Before, the dropping thread
+    closed the idle writers outside the lock while the save could still pop them: the save got
+    a closed writer ('this writer ... is closed')."""
+    first = opened.take_writer(loc)
+    first.write_tensor("before", torch.arange(3.0))
+    opened.give_back(first)  # idle now, kept with its store
+    has_kept, closing, taken = threading.Event(), threading.Event(), threading.Event()
+    real_open, real_close = opened._open, opened._close_quietly
+
+    def open_then_wait(*args: Any) -> Any:
+        found = real_open(*args)
+        has_kept.set()
+        assert closing.wait(30)  # the other thread is closing the idle writers now
+        return found
+
+    def close_slowly(writer: ContentStoreWriter) -> None:
+        real_close(writer)
+        closing.set()
+        taken.wait(2)  # a save may take a writer meanwhile
+
+    monkeypatch.setattr(opened, "_open", open_then_wait)
+    monkeypatch.setattr(opened, "_close_quietly", close_slowly)
+    got: list[ContentStoreWriter] = []
+
+    def take() -> None:
+        try:
+            got.append(opened.take_writer(loc))
+        finally:
+            taken.set()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    assert has_kept.wait(30)
+    opened.forget()
+    thread.join(30)
+    monkeypatch.undo()
+    (writer,) = got
+    try:
+        writer.write_tensor("after", torch.arange(4.0))
+    finally:
+        writer.close()
+        opened.forget()
+    assert ContentStoreReader(loc).list_tensors() == ["before", "after"]

@@ -39,10 +39,11 @@ class _Kept:
         self.store = store
         self.idle: list[ContentStoreWriter] = []
 
-    def drop(self) -> None:
-        for writer in self.idle:
-            _close_quietly(writer)
-        self.idle.clear()
+    def take_idle(self) -> list[ContentStoreWriter]:
+        """Its idle writers, for the caller to close (under ``_lock``, as the store is dropped:
+        a save that found this store a moment ago must not take one that is being closed)."""
+        idle, self.idle = self.idle, []
+        return idle
 
 
 _kept: OrderedDict[tuple[str, bool], _Kept] = OrderedDict()
@@ -97,17 +98,17 @@ def _open(loc: Location, durable: bool) -> tuple[Store, _Kept | None]:
     if identity is None or store.location != root:
         return store, None
     fresh = _Kept(identity, store)
-    dropped = []
+    dropped: list[ContentStoreWriter] = []
     with _lock:
         old = _kept.get(key)
         if old is not None:
-            dropped.append(old)
+            dropped += old.take_idle()
         _kept[key] = fresh
         _kept.move_to_end(key)
         while len(_kept) > KEEP:
-            dropped.append(_kept.popitem(last=False)[1])
-    for kept in dropped:
-        kept.drop()
+            dropped += _kept.popitem(last=False)[1].take_idle()
+    for writer in dropped:
+        _close_quietly(writer)
     return store, fresh
 
 
@@ -138,10 +139,10 @@ def forget() -> None:
     """Drop every kept store and close the writers kept with them (the next save opens its
     store afresh)."""
     with _lock:
-        dropped = list(_kept.values())
+        dropped = [writer for kept in _kept.values() for writer in kept.take_idle()]
         _kept.clear()
-    for kept in dropped:
-        kept.drop()
+    for writer in dropped:
+        _close_quietly(writer)
 
 
 def _forget_in_child() -> None:
