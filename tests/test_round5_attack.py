@@ -23,7 +23,7 @@ from tensorcas.backends import Backend, ObjectInfo
 from tensorcas.backends.base import Data
 from tensorcas.backends.local import LocalBackend
 from tensorcas.dcp import opened
-from tensorcas.store import PACK_THRESHOLD, Location
+from tensorcas.store import PACK_THRESHOLD, Location, Store
 
 BIG = PACK_THRESHOLD // 4 + 1024  # float32 elements: a loose blob
 SMALL = 16  # float32 elements: a packed blob
@@ -299,3 +299,27 @@ def test_a_writer_being_closed_with_its_dropped_store_is_never_handed_to_a_save(
         writer.close()
         opened.forget()
     assert ContentStoreReader(loc).list_tensors() == ["before", "after"]
+
+
+def test_a_writer_on_loan_when_its_store_is_pushed_out_is_closed_on_return(tmp_path):
+    """While a save holds a kept writer, more stores than ``KEEP`` are opened and push its store
+    out: given back, the writer is closed (its pack sealed, its log no longer open), and the next
+    save on that store gets a new writer on a store opened afresh."""
+    opened.forget()
+    loc = str(tmp_path / "a")
+    writer = opened.take_writer(loc)
+    writer.write_tensor("small", torch.arange(3.0))  # packed: sealed only when closed
+    for i in range(opened.KEEP):
+        opened.give_back(opened.take_writer(str(tmp_path / f"other{i}")))
+    opened.give_back(writer)
+    with pytest.raises(StoreError, match="closed"):
+        writer.write_tensor("late", torch.ones(1))
+    assert writer._log._pack_id in Store.open(loc).packs.sealed
+    again = opened.take_writer(loc)
+    try:
+        assert again is not writer and again.store is not writer.store
+        again.write_tensor("next", torch.ones(2))
+    finally:
+        opened.forget()
+    assert ContentStoreReader(loc).list_tensors() == ["small", "next"]
+    assert tensorcas.verify(loc).ok
