@@ -314,7 +314,9 @@ def test_a_writer_on_loan_when_its_store_is_pushed_out_is_closed_on_return(tmp_p
     opened.give_back(writer)
     with pytest.raises(StoreError, match="closed"):
         writer.write_tensor("late", torch.ones(1))
-    assert writer._log._pack_id in Store.open(loc).blobs.packs.sealed
+    store = Store.open(loc)
+    store.refresh()
+    assert writer._log._pack_id in store.blobs.packs.sealed
     again = opened.take_writer(loc)
     try:
         assert again is not writer and again.store is not writer.store
