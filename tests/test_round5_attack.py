@@ -85,6 +85,44 @@ def test_a_failed_check_in_a_batch_still_confirms_the_records_after_it(loc, monk
     assert torch.equal(ContentStoreReader(loc, verify=True).read_tensor("b"), y)
 
 
+def test_a_batch_stopped_by_a_full_disk_keeps_the_blobs_of_the_records_it_appended(loc, monkeypatch):
+    """gc at grace 0 takes the blobs of a batch's first two records (one packed: its pack
+    rewritten without it; one loose) before each record; storing the third tensor's new bytes then
+    fails (disk full).  The batch raises that error, and the two records it appended read back
+    bit-exact: their blobs were stored again on the way out."""
+    x, s, new = torch.randn(BIG), torch.randn(SMALL), torch.randn(BIG)
+    _unreferenced(loc, [x, s])
+    monkeypatch.setattr(LocalBackend, "touch", lambda self, key: self.stat(key) is not None)
+    writer = ContentStoreWriter(loc)
+    writer.write_tensor("warmup", torch.arange(3.0))
+    real_put, real_publish = writer._log.put, writer.store.backend.put_if_absent
+    collected: list[int] = []
+    full = {"now": False}
+
+    def gc_then_put(record, packed=None):
+        report = tensorcas.gc(loc, grace_seconds=0)
+        collected.append(len(report.removed_blobs) + len(report.removed_packs))
+        real_put(record, packed)
+        full["now"] = len(collected) == 2
+
+    def publish(key, chunks, *args, **kwargs):
+        if full["now"] and key.startswith("blobs/"):
+            full["now"] = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_publish(key, chunks, *args, **kwargs)
+
+    writer._log.put = gc_then_put
+    writer.store.backend.put_if_absent = publish
+    with pytest.raises(OSError, match="No space"):
+        writer.write_tensors([("b", s.clone()), ("a", x.clone()), ("c", new)])
+    writer.close()
+    assert collected[0] >= 1 and collected[1] >= 1  # each record's blob was collected before it
+    reader = ContentStoreReader(loc, verify=True)
+    assert torch.equal(reader.read_tensor("a"), x) and torch.equal(reader.read_tensor("b"), s)
+    assert "c" not in reader
+    assert tensorcas.verify(loc).ok
+
+
 # -- names under a prefix ------------------------------------------------------------------------
 
 
