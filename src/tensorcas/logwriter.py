@@ -120,6 +120,8 @@ class LogWriter:
         """Create this writer's log (with its header) now if it has none: a caller about to store
         a large blob runs this beside the upload, so that the record's append after it is one
         request on object storage, not three.  Failures are left to that append to meet."""
+        if self.inherited:
+            return  # a forked child creates nothing (the log's name is the parent's)
         with self._lock:
             if self._closed or self._appender is not None:
                 return
@@ -128,8 +130,13 @@ class LogWriter:
             except Exception:
                 pass  # the first entry opens a log of a new name, and raises what fails then
 
+    @property
+    def inherited(self) -> bool:
+        """Whether this process got the writer through a fork (its log is the parent's)."""
+        return os.getpid() != self._pid
+
     def close(self) -> None:
-        if os.getpid() != self._pid:
+        if self.inherited:
             self._closed = True  # the parent's log and packs are the parent's to close
             return
         with self._lock:
@@ -195,12 +202,17 @@ class LogWriter:
 
     # -- the log -------------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if os.getpid() != self._pid:
+    def check_process(self) -> None:
+        """Raise unless this is the process that opened the writer (see ``_pid``): a writer
+        checks this before it stores anything, not only at the append."""
+        if self.inherited:
             raise StoreError(
                 f"this writer of {self.backend.location} was opened by process {self._pid}, before "
                 "a fork; a forked process must open a writer of its own"
             )
+
+    def _check_open(self) -> None:
+        self.check_process()
         if self._closed:  # a write on another thread that began before its writer was closed
             raise StoreError(
                 f"the writer of log {fmt.log_key(self.writer_id)} in {self.backend.location} was closed "

@@ -462,6 +462,9 @@ class RecordLog:
         return entry is not None and not entry.deleted
 
     def _live(self, prefix: str, refresh: bool = True) -> list[tuple[str, _IndexEntry]]:
+        if type(prefix) is not str and isinstance(prefix, str):
+            # The exact characters: a subclass's own ordering must not steer the binary search.
+            prefix = str.__str__(prefix)
         fmt.validate_prefix(prefix)
         with self._lock:
             if refresh:

@@ -34,7 +34,9 @@ def _alias_form(alias: str) -> str:
 
 def _close(queue: BackgroundQueue | None, log: LogWriter) -> None:
     try:
-        if queue is not None:
+        # A forked child has none of the worker's threads: the writes queued before the fork
+        # are the parent's, and waiting for them there would never end.
+        if queue is not None and not log.inherited:
             queue.close()
     finally:
         log.close()
@@ -237,10 +239,20 @@ class ContentStoreWriter:
             hashes.close()
 
     def _confirm_all(self, appended: list[Placed]) -> None:
+        """Confirm every appended record's blob; the first error is raised after the last one
+        (a blob that cannot be stored again must not leave the records after it unchecked)."""
         looked: PackLooks = {}
+        first: Exception | None = None
         for placed in appended:
-            if self._place.confirm(placed, looked):
-                looked.clear()  # stored again: a pack may have grown since it was looked at
+            try:
+                if self._place.confirm(placed, looked):
+                    looked.clear()  # stored again: a pack may have grown since it was looked at
+            except Exception as exc:
+                looked.clear()  # (a failed store may have appended to a pack too)
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
 
     def _write_tensor(self, name: str, tensor: torch.Tensor, *, guess: bool = True) -> fmt.TensorRecord:
         """The one synchronous path: bytes placed (``placement``), then the record appended."""
@@ -349,6 +361,7 @@ class ContentStoreWriter:
     def flush(self) -> None:
         """Wait until every background write is stored; raise the first failure among them."""
         if self._queue is not None:
+            self._log.check_process()  # (a forked child would wait for the parent's writes)
             self._queue.flush()
 
     def seal_packs(self) -> None:
@@ -379,6 +392,7 @@ class ContentStoreWriter:
         self._finalizer()
 
     def _check_open(self) -> None:
+        self._log.check_process()  # a forked child stores nothing with its parent's writer
         if self._closed:
             raise StoreError(f"this writer for {self.location} is closed; open a new ContentStoreWriter")
 

@@ -48,10 +48,11 @@ class _Kept:
         self.store = store
         self.idle: list[ContentStoreWriter] = []
 
-    def drop(self) -> None:
-        for writer in self.idle:
-            _close_quietly(writer)
-        self.idle.clear()
+    def take_idle(self) -> list[ContentStoreWriter]:
+        """Its idle writers, for the caller to close (under ``_lock``, as the store is dropped:
+        a save that found this store a moment ago must not take one that is being closed)."""
+        idle, self.idle = self.idle, []
+        return idle
 
 
 _kept: OrderedDict[tuple[str, bool], _Kept] = OrderedDict()
@@ -113,17 +114,17 @@ def _open(loc: Location, durable: bool) -> tuple[Store, _Kept | None]:
     if identity is None or ("://" not in key and store.location != key):
         return store, None
     fresh = _Kept(key, identity, store)
-    dropped = []
+    dropped: list[ContentStoreWriter] = []
     with _lock:
         old = _kept.get(kept_key)
         if old is not None:
-            dropped.append(old)
+            dropped += old.take_idle()
         _kept[kept_key] = fresh
         _kept.move_to_end(kept_key)
         while len(_kept) > KEEP:
-            dropped.append(_kept.popitem(last=False)[1])
-    for kept in dropped:
-        kept.drop()
+            dropped += _kept.popitem(last=False)[1].take_idle()
+    for writer in dropped:
+        _close_quietly(writer)
     return store, fresh
 
 
@@ -166,13 +167,10 @@ def forget(loc: Location | None = None) -> None:
     the next save opens the store afresh."""
     key = None if loc is None else _key(loc)
     with _lock:
-        if loc is None:
-            dropped = list(_kept.values())
-            _kept.clear()
-        else:
-            dropped = [_kept.pop(k) for k in list(_kept) if k[0] == key]
-    for kept in dropped:
-        kept.drop()
+        chosen = [k for k in _kept if loc is None or k[0] == key]
+        dropped = [writer for k in chosen for writer in _kept.pop(k).take_idle()]
+    for writer in dropped:
+        _close_quietly(writer)
 
 
 def _forget_in_child() -> None:
