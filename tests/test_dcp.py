@@ -629,3 +629,23 @@ def test_a_failed_save_closes_its_writer_and_the_next_save_starts_a_log(loc, mon
     assert len(_logs(loc)) == 2
     assert [c.name for c in list_checkpoints(loc).checkpoints] == ["a", "c"]
     assert tensorcas.verify(loc).ok
+
+
+def test_a_kept_store_is_not_taken_for_a_new_one_by_later_writers(tmp_path):
+    """The save that created a store kept it; a writer of a later save must still learn from
+    the logs which blobs are stored (on object storage that decides whether it looks before
+    sending bytes), not take the store for the empty one it was."""
+    from tensorcas.dcp import opened
+
+    loc = str(tmp_path / "new")
+    w = torch.randn(1 << 18)
+    tensorcas.save_state_dict(loc, "a", {"w": w})
+    writer = ContentStoreWriter.sharing(opened.open_store(loc))
+    try:
+        digest = ContentStoreReader(loc).read_tensor_metadata(
+            ContentStoreReader(loc).list_tensors("checkpoints/a/")[0]
+        ).blob
+        writer._place.read_index_once()  # as a writer's first write does
+        assert writer._place.named(digest)
+    finally:
+        writer.close()

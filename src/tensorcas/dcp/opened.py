@@ -108,6 +108,9 @@ def _open(loc: Location, durable: bool) -> tuple[Store, _Kept | None]:
         with _lock:
             if _kept.get(kept_key) is kept:
                 _kept.move_to_end(kept_key)
+                # Created by an earlier save perhaps, but not empty any more: a writer on it
+                # must learn from its index what is stored (``Placement.read_index_once``).
+                kept.store.created = False
                 return kept.store, kept
     store = Store.open(loc, create=True, durable=durable)
     identity = _identity(key, store)
