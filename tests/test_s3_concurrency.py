@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import torch
@@ -117,8 +118,14 @@ def test_writers_beside_a_gc_loop_at_grace_zero_lose_nothing(s3_env):
             with ContentStoreWriter(s3_env) as writer:
                 for name, tensor in tensors.items():
                     writer.write_tensor(f"r{round_}/{name}", tensor)
+                # Bytes of this round only: once removed, gc has them to collect while the next
+                # round writes (the shared tensors' blobs are used again at once).
+                writer.write_tensor(f"r{round_}/own", torch.full((20_000,), 100.0 + round_))
             if round_ < 2:
                 tensorcas.rm(s3_env, [f"r{round_}/"])
+        deadline = time.monotonic() + 60
+        while not sum(collected) and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)  # the loop's next pass collects what the last removal freed
     finally:
         stop.set()
         collector.join()
