@@ -1,5 +1,5 @@
-"""Hostile callers of this round's write and DCP paths: batches whose blobs gc takes between a
-record and its check, errors in the middle of a batch, prefix queries, writers kept between
+"""Hostile callers of batched writes and of DCP's kept writers: batches whose blobs gc takes
+between a record and its check, errors in the middle of a batch, prefix queries, writers kept between
 saves that threads, evictions and forks reach at awkward moments."""
 
 from __future__ import annotations
