@@ -649,3 +649,39 @@ def test_a_kept_store_is_not_taken_for_a_new_one_by_later_writers(tmp_path):
         assert writer._place.named(digest)
     finally:
         writer.close()
+
+
+def test_loads_of_one_process_read_only_new_log_lines_and_never_write(loc):
+    """A load keeps its store open, read-only, for the next load (an evaluation job going through
+    checkpoints, ``checkpoints ls`` in a training loop): that one reads only what was appended
+    since.  A store removed meanwhile is not found, as it is."""
+    from tensorcas.dcp import opened
+
+    sd = {"w": torch.arange(1024.0), "b": torch.ones(3)}
+    for step in range(3):
+        sd["b"].add_(1)
+        tensorcas.save_state_dict(loc, f"c{step}", sd)
+        opened.forget(loc)  # a log per save, as separate jobs would leave
+    assert torch.equal(tensorcas.load_state_dict(loc, "c0")["b"], torch.full((3,), 2.0))
+    store = opened.open_store(loc, read_only=True)
+    earlier = set(store.log.log_keys())
+    read: list[tuple[str, int]] = []
+    real = store.backend.read_range
+
+    def counting(key, offset, nbytes):
+        read.append((key, offset))
+        return real(key, offset, nbytes)
+
+    store.backend.read_range = counting  # type: ignore[method-assign]
+    tensorcas.save_state_dict(loc, "c3", sd)
+    assert torch.equal(tensorcas.load_state_dict(loc, "c3")["b"], sd["b"])
+    assert opened.open_store(loc, read_only=True) is store
+    assert any(key not in earlier for key, _ in read)  # the load read the new log here
+    assert not [key for key, offset in read if key in earlier and offset == 0], read
+    with pytest.raises(tensorcas.StoreError, match="read-only|read only"):
+        store.backend.delete("logs/x.log")
+    import shutil
+
+    shutil.rmtree(loc)
+    with pytest.raises(CheckpointNotFoundError):
+        tensorcas.load_state_dict(loc, "c3")

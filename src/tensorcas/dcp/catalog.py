@@ -18,17 +18,22 @@ from ..errors import (
 from ..reader import ContentStoreReader
 from ..store import Location
 from ..writer import ContentStoreWriter
+from . import opened
 from .manifest import MAX_MANIFEST_BYTES, Chunk, Manifest, decode_manifest
 from .names import PREFIX, is_checkpoint_name, manifest_name
 
 
 def open_reader(loc: Location, *, mmap: bool = False) -> ContentStoreReader | None:
     """A reader of the store at ``loc`` (uncached: every read is a tensor of its own), or
-    ``None`` if there is no store yet."""
+    ``None`` if there is no store yet.  Its store, read-only, is kept open for the next reader
+    of this process (``opened``), which then reads only the log lines appended since."""
     try:
-        return ContentStoreReader(loc, cache=False, mmap=mmap)
+        store = opened.open_store(loc, read_only=True)
     except StoreNotFoundError:
         return None
+    reader = ContentStoreReader.sharing(store, cache=False, mmap=mmap)
+    reader.refresh()
+    return reader
 
 
 def checkpoint_names(reader: ContentStoreReader) -> list[str]:

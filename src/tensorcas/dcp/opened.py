@@ -1,10 +1,12 @@
-"""Stores, and their writers, kept open between the saves of one process.
+"""Stores, and their writers, kept open between the saves and loads of one process.
 
 Opening a store reads every log in it, and a store holding many checkpoints has many logs: a
 training job that saves every few minutes would read its whole history on every save (on object
-storage, a request per log).  A store opened by a save is kept open here instead, and the next
-save of the process brings it up to date by reading only what was appended since (by itself,
-other ranks, or any other writer), as a long-lived writer does.
+storage, a request per log), and so would an evaluation job on every load.  A store opened by a
+save is kept open here instead, and the next save of the process brings it up to date by reading
+only what was appended since (by itself, other ranks, or any other writer), as a long-lived
+writer does.  Loads (and listing checkpoints) keep a store of their own, opened read-only as
+every reader's is.
 
 A kept store is used again only while it is the same store: its marker is the same file (a
 local store; an inode number alone may be used again) or an object of the same size and time
@@ -55,7 +57,7 @@ class _Kept:
         return idle
 
 
-_kept: OrderedDict[tuple[str, bool], _Kept] = OrderedDict()
+_kept: OrderedDict[tuple[str, bool, bool], _Kept] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -90,18 +92,20 @@ def _key(loc: Location) -> str | None:
     return path if "://" in path else os.path.abspath(path)
 
 
-def open_store(loc: Location, *, durable: bool = False) -> Store:
-    """The store at ``loc`` (created if missing): one kept open by an earlier save of this
-    process while it is still the same store (see the module's docstring), else a newly opened
-    one (kept for the next save)."""
-    return _open(loc, durable)[0]
+def open_store(loc: Location, *, durable: bool = False, read_only: bool = False) -> Store:
+    """The store at ``loc``: one kept open by an earlier save or load of this process while it
+    is still the same store (see the module's docstring), else a newly opened one (kept for the
+    next).  A store to write to is created if missing; ``read_only`` (a load) raises
+    ``StoreNotFoundError`` instead, and its store is one of its own, wrapped read-only, as every
+    reader's is."""
+    return _open(loc, durable, read_only)[0]
 
 
-def _open(loc: Location, durable: bool) -> tuple[Store, _Kept | None]:
+def _open(loc: Location, durable: bool, read_only: bool = False) -> tuple[Store, _Kept | None]:
     key = _key(loc)
     if key is None:
-        return Store.open(loc, create=True, durable=durable), None
-    kept_key = (key, durable)
+        return Store.open(loc, create=not read_only, durable=durable, read_only=read_only), None
+    kept_key = (key, durable, read_only)
     with _lock:
         kept = _kept.get(kept_key)
     if kept is not None and not kept.store.log.lost_logs and kept.identity == _identity(key, kept.store):
@@ -112,7 +116,7 @@ def _open(loc: Location, durable: bool) -> tuple[Store, _Kept | None]:
                 # must learn from its index what is stored (``Placement.read_index_once``).
                 kept.store.created = False
                 return kept.store, kept
-    store = Store.open(loc, create=True, durable=durable)
+    store = Store.open(loc, create=not read_only, durable=durable, read_only=read_only)
     identity = _identity(key, store)
     if identity is None or ("://" not in key and store.location != key):
         return store, None
