@@ -29,12 +29,11 @@ from typing import Any
 
 import torch
 
-from ..dcp import catalog
+from ..dcp import catalog, opened
 from ..dcp.manifest import Manifest, TensorEntry, ValueEntry
 from ..dcp.names import PREFIX, chunks_prefix, is_checkpoint_name, manifest_name
 from ..errors import CheckpointNotFoundError, StoreError, StoreIOError
 from ..store import Location
-from ..writer import ContentStoreWriter
 from .transfer import ExportError, _umask
 
 
@@ -223,9 +222,16 @@ def remove_checkpoints(
         report.names += len(doomed)
     if dry_run:
         return report
-    with ContentStoreWriter(loc) as writer:
+    # The store a save of this process keeps open, if any (a training loop that keeps the last
+    # N checkpoints removes one after each save): only what was appended since is read.
+    writer = opened.take_writer(loc)
+    try:
         for doomed in plan:  # a checkpoint at a time: its manifest first
             writer.delete_tensors(doomed)
+    except BaseException:
+        writer.close()
+        raise
+    opened.give_back(writer)
     return report
 
 
