@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import sys
 import warnings
 
@@ -678,10 +679,8 @@ def test_loads_of_one_process_read_only_new_log_lines_and_never_write(loc):
     assert opened.open_store(loc, read_only=True) is store
     assert any(key not in earlier for key, _ in read)  # the load read the new log here
     assert not [key for key, offset in read if key in earlier and offset == 0], read
-    with pytest.raises(tensorcas.StoreError, match="read-only|read only"):
+    with pytest.raises(tensorcas.StoreError, match=r"read-only|read only"):
         store.backend.delete("logs/x.log")
-    import shutil
-
     shutil.rmtree(loc)
     with pytest.raises(CheckpointNotFoundError):
         tensorcas.load_state_dict(loc, "c3")
