@@ -177,3 +177,52 @@ def test_a_store_that_keeps_what_it_is_given_gets_a_copy_of_a_tensors_memory():
         writer.write_tensor("x", tensor)
     tensor.fill_(7.0)
     assert torch.equal(ContentStoreReader(backend, verify=True).read_tensor("x"), TENSORS["t0"])
+
+
+def test_a_batch_looks_at_its_stored_blobs_at_once_after_its_last_record(s3_server, s3_url):
+    """Unchanged tensors written again in one batch: the looks after the last record (the check
+    against a concurrent gc) go out together on object storage, and a blob gone by then (here:
+    deleted just before them, as gc would) is stored again."""
+    import threading
+
+    g = torch.Generator().manual_seed(7)
+    tensors = [torch.randn(300_000, generator=g) for _ in range(4)]
+    backend = _backend(s3_server, s3_url)
+    with ContentStoreWriter(backend) as writer:
+        writer.write_tensors([(f"a/{i}", t) for i, t in enumerate(tensors)])
+    backend = _backend(s3_server, s3_url)
+    writer = ContentStoreWriter(backend)
+    writer.write_tensor("warm", torch.zeros(1))
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    real_stat = backend.stat
+
+    def stat(key):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            time.sleep(0.05)  # a round trip: long enough for looks sent together to overlap
+            return real_stat(key)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    gone = blob_key(hash_storage(tensors[2].untyped_storage()))
+    real_at_once = writer._stored_at_once
+
+    def collected_first(appended):
+        backend.delete(gone)  # gc took it after the record was appended
+        backend.stat = stat  # type: ignore[method-assign]
+        try:
+            return real_at_once(appended)
+        finally:
+            del backend.stat
+
+    writer._stored_at_once = collected_first  # type: ignore[method-assign]
+    writer.write_tensors([(f"b/{i}", t) for i, t in enumerate(tensors)])
+    writer.close()
+    assert most[0] >= 2, "the looks after the last record went out one at a time"
+    reader = ContentStoreReader(_backend(s3_server, s3_url), verify=True)
+    for i, t in enumerate(tensors):
+        assert torch.equal(reader.read_tensor(f"b/{i}"), t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 import torch
@@ -243,7 +244,9 @@ class ContentStoreWriter:
         (a blob that cannot be stored again must not leave the records after it unchecked)."""
         looked: PackLooks = {}
         first: Exception | None = None
-        for placed in appended:
+        for placed, stored in zip(appended, self._stored_at_once(appended)):
+            if stored:
+                continue
             try:
                 if self._place.confirm(placed, looked):
                     looked.clear()  # stored again: a pack may have grown since it was looked at
@@ -253,6 +256,29 @@ class ContentStoreWriter:
                     first = exc
         if first is not None:
             raise first
+
+    def _stored_at_once(self, appended: list[Placed]) -> list[bool]:
+        """Where each look is a request (object storage: ``parallel_reads``), whether each blob
+        of a batch is still stored, asked at once: all after the batch's last record, as the
+        checks must be.  ``False`` where unknown (or looked at one by one): ``confirm`` asks."""
+        blobs = self.store.blobs
+        loose = sum(1 for placed in appended if not blobs.packs_size(placed.nbytes))
+        workers = min(self.store.backend.parallel_reads, loose)
+        if workers <= 1:
+            return [False] * len(appended)
+
+        def stored(placed: Placed) -> bool:
+            if placed.packed is not None:
+                return True
+            if blobs.packs_size(placed.nbytes):
+                return False  # packed: one look per pack, by ``confirm`` (``PackLooks``)
+            try:
+                return blobs.present(placed.digest, placed.nbytes)
+            except Exception:
+                return False  # asked again by ``confirm``, which reports what fails
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorcas-confirm") as pool:
+            return list(pool.map(stored, appended))
 
     def _write_tensor(self, name: str, tensor: torch.Tensor, *, guess: bool = True) -> fmt.TensorRecord:
         """The one synchronous path: bytes placed (``placement``), then the record appended."""
