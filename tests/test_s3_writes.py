@@ -226,3 +226,60 @@ def test_a_batch_looks_at_its_stored_blobs_at_once_after_its_last_record(s3_serv
     reader = ContentStoreReader(_backend(s3_server, s3_url), verify=True)
     for i, t in enumerate(tensors):
         assert torch.equal(reader.read_tensor(f"b/{i}"), t)
+
+
+def test_a_batch_of_stored_blobs_looks_for_them_ahead_together(s3_server, s3_url):
+    """Unchanged tensors written again: the looks before their records (is the blob stored?)
+    go out several at once, for the blobs hashed already; a blob found that way and collected
+    before its record is stored again by the check after the last record."""
+    import threading
+
+    g = torch.Generator().manual_seed(8)
+    tensors = [torch.randn(300_000, generator=g) for _ in range(6)]
+    backend = _backend(s3_server, s3_url)
+    with ContentStoreWriter(backend) as writer:
+        writer.write_tensors([(f"a/{i}", t) for i, t in enumerate(tensors)])
+    backend = _backend(s3_server, s3_url)
+    writer = ContentStoreWriter(backend)
+    writer.write_tensor("warm", torch.zeros(1))
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    real_stat = backend.stat
+
+    def stat(key):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            time.sleep(0.05)
+            return real_stat(key)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    blobs = writer.store.blobs
+    real_look_ahead = blobs.look_ahead
+    gone = blob_key(hash_storage(tensors[4].untyped_storage()))
+    deleted = []
+
+    def look_then_collect(wanted):
+        looked = real_look_ahead(wanted)
+        if any(blob_key(d) == gone for d, _ in looked) and not deleted:
+            backend.delete(gone)  # found stored a moment ago, collected before its record
+            deleted.append(gone)
+        return looked
+
+    blobs.look_ahead = look_then_collect  # type: ignore[method-assign]
+    writer._stored_at_once = lambda appended: [False] * len(appended)  # type: ignore[method-assign]
+    backend.stat = stat  # type: ignore[method-assign]
+    try:
+        writer.write_tensors([(f"b/{i}", t) for i, t in enumerate(tensors)])
+    finally:
+        del backend.stat
+    writer.close()
+    assert most[0] >= 2, "the looks before the records went out one at a time"
+    assert deleted == [gone]
+    reader = ContentStoreReader(_backend(s3_server, s3_url), verify=True)
+    for i, t in enumerate(tensors):
+        assert torch.equal(reader.read_tensor(f"b/{i}"), t)
+    assert blobs._looked_ahead == {}  # nothing left over for a later write

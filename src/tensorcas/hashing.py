@@ -243,6 +243,17 @@ class HashAhead:
         self._fill(index, ahead_bytes)
         return self._futures[index].result()
 
+    def ready(self, after: int) -> list[tuple[int, str]]:
+        """The digests already hashed of the storages just after ``after``, in order (up to the
+        first one not done yet): known without waiting."""
+        out = []
+        for index in range(after + 1, self._next):
+            future = self._futures.get(index)
+            if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+                break
+            out.append((index, future.result()))
+        return out
+
     def close(self) -> None:
         """Wait until the threads no longer read any of the storages."""
         for future in self._futures.values():

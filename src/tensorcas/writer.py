@@ -199,6 +199,7 @@ class ContentStoreWriter:
                 ahead[key] = len(storages)
                 storages.append(storage)
         hashes = HashAhead(storages, START_AHEAD_BYTES)
+        looked: list[tuple[str, int]] = []  # blobs looked for ahead (object storage)
         try:
             if before_writing is not None:
                 before_writing()
@@ -209,6 +210,7 @@ class ContentStoreWriter:
             # Each blob is confirmed after its record is appended, as by ``_put``, but all of
             # them after the last append: a pack that holds many of them is looked at once.
             appended: list[Placed] = []
+            look_ahead = self.store.backend.parallel_reads > 1
             try:
                 for name, tensor in checked:
                     storage = tensor.untyped_storage()
@@ -223,6 +225,13 @@ class ContentStoreWriter:
                             placed = self._place.storage(storage, name, guess=hash_first)
                         else:
                             digest = hashes.digest(index, HASH_AHEAD_BYTES if hash_first else 0)
+                            if look_ahead and hash_first:
+                                # Object storage: the looks for this blob and the next ones
+                                # hashed already go out together, one round trip for them all.
+                                ready = [(digest, storage.nbytes())] + [
+                                    (d, storages[j].nbytes()) for j, d in hashes.ready(index)
+                                ]
+                                looked += self.store.blobs.look_ahead(ready)
                             placed = self._place.known(digest, storage.nbytes(), _chunks_of(storage))
                     record = self._record(name, tensor, placed.digest)
                     self._log.put(record, placed.packed)
@@ -237,6 +246,7 @@ class ContentStoreWriter:
             self._confirm_all(appended)
             return records
         finally:
+            self.store.blobs.forget_looks(looked)
             hashes.close()
 
     def _confirm_all(self, appended: list[Placed]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from ..backends import base
 from ..errors import BlobLostError, BlobNotFoundError, CorruptObjectError
@@ -90,6 +91,8 @@ class Blobs:
         #: gc's side: moving objects aside and deciding their fate.
         self.collector = Collector(backend)
         self._touched: dict[str, float] = {}
+        #: Answers of :meth:`look_ahead`, each for one :meth:`find_stored`.
+        self._looked_ahead: dict[tuple[str, int], tuple[bool, base.ObjectInfo | None]] = {}
         #: Sealed packs read in order, a window at a time (``windows.py``).
         self._windows = PackWindows(backend.read_range)
         #: Packs a small read found missing: skipped by the one-read path (see ``_read_place``).
@@ -400,9 +403,47 @@ class Blobs:
         so, it is marked in use now, so that a concurrent gc keeps it (``Grace.touch``)."""
         return self.find_stored(digest, nbytes)[0]
 
+    def look_ahead(self, wanted: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Where each look is a request (``parallel_reads``, object storage), look for several
+        blobs of their own (``(digest, nbytes)``) at once, for a writer about to store them: its
+        next :meth:`find_stored` of each is answered from that look, which came before its
+        record as every look must (the check after the record is the one that counts).  Returns
+        the pairs looked at, for :meth:`forget_looks` once the writer is done with them."""
+        todo = [
+            (digest, nbytes)
+            for digest, nbytes in dict.fromkeys(wanted)
+            if (digest, nbytes) not in self._looked_ahead and not self.packs_size(nbytes)
+        ]
+        workers = min(self.backend.parallel_reads, len(todo))
+        if workers < 2:
+            return []
+
+        def look(item: tuple[str, int]) -> tuple[bool, base.ObjectInfo | None] | None:
+            try:
+                return self._find_stored_now(*item)
+            except Exception:
+                return None  # looked at again by ``find_stored``, which reports what fails
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorcas-look") as pool:
+            for item, found in zip(todo, pool.map(look, todo)):
+                if found is not None:
+                    self._looked_ahead[item] = found
+        return todo
+
+    def forget_looks(self, looked: list[tuple[str, int]]) -> None:
+        """Drop the answers of :meth:`look_ahead` that no :meth:`find_stored` used."""
+        for item in looked:
+            self._looked_ahead.pop(item, None)
+
     def find_stored(self, digest: str, nbytes: int) -> tuple[bool, base.ObjectInfo | None]:
         """``reuse``, with what was found at the blob's own key (``None`` where it was not
         looked at, or is absent): the one place where a writer finds bytes stored."""
+        found = self._looked_ahead.pop((digest, nbytes), None)
+        if found is not None:
+            return found
+        return self._find_stored_now(digest, nbytes)
+
+    def _find_stored_now(self, digest: str, nbytes: int) -> tuple[bool, base.ObjectInfo | None]:
         if nbytes < PACK_THRESHOLD and digest in self.packs:  # only small blobs are packed
             for place in self.packs.places(digest):
                 if place.nbytes == nbytes and self._touch_pack(Packed.of(place)):
