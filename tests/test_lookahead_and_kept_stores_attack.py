@@ -162,3 +162,42 @@ def test_looks_ahead_cut_short_leave_no_answer_for_a_later_check(s3_server, s3_u
     backend.delete(blob_key(wanted[0][0]))  # collected since
     assert blobs.find_stored(*wanted[0]) == (False, None)
     writer.close()
+
+
+def test_a_batch_cut_short_confirms_its_records_by_looks_made_now(s3_server, s3_url, monkeypatch):
+    """A batch whose append fails: the records appended before are confirmed even so.  A blob
+    gc took meanwhile must be stored again, not taken as stored on a look made ahead for a
+    later tensor of the same bytes that the batch never reached."""
+    from tensorcas.hashing import HashAhead
+
+    real_ready = HashAhead.ready
+
+    def all_ready(self, after):  # every storage hashed by each turn: the looks are the same each run
+        for future in list(self._futures.values()):
+            future.result()
+        return real_ready(self, after)
+
+    monkeypatch.setattr(HashAhead, "ready", all_ready)
+    g = torch.Generator().manual_seed(13)
+    x, w, y = (torch.randn(300_000, generator=g) for _ in range(3))
+    batch = [("x", x), ("w", w), ("y", y), ("x2", x.clone()), ("w2", w.clone())]
+    backend = _backend(s3_server, s3_url)
+    writer = ContentStoreWriter(backend)
+    writer.write_tensors(batch)  # names that hold blobs of these sizes: hashed first next time
+    writer.close()
+    writer = ContentStoreWriter(_backend(s3_server, s3_url))
+    real_put = writer._log.put
+    gone = blob_key(hash_storage(x.untyped_storage()))
+
+    def fail_at_y(record, packed=None):
+        if record.name == "y":
+            writer.store.backend.delete(gone)  # gc took x's blob after x's record
+            raise OSError("the append of y failed")
+        return real_put(record, packed)
+
+    writer._log.put = fail_at_y  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="append of y"):
+        writer.write_tensors(batch)
+    writer.close()
+    reader = ContentStoreReader(_backend(s3_server, s3_url), verify=True)
+    assert torch.equal(reader.read_tensor("x"), x)

@@ -239,10 +239,13 @@ class ContentStoreWriter:
                     records.append(record)
             except BaseException:
                 # The records appended so far are in the store: their blobs are confirmed even
-                # so, and the error that stopped the batch is the one raised.
+                # so, and the error that stopped the batch is the one raised.  (Looks ahead not
+                # taken yet are dropped first: a check after a record looks now.)
+                self.store.blobs.forget_looks(looked)
                 with contextlib.suppress(Exception):
                     self._confirm_all(appended)
                 raise
+            self.store.blobs.forget_looks(looked)
             self._confirm_all(appended)
             return records
         finally:
