@@ -420,7 +420,8 @@ class ContentStoreWriter:
 
     def delete_tensors(self, names: Iterable[str]) -> None:
         """Remove every name, as :meth:`delete_tensor` would one by one, but reading the logs
-        once: ``TensorNotFoundError`` (and nothing removed) if one of them is not there."""
+        once: ``TensorNotFoundError`` (and nothing removed) if one of them is not there, and
+        ``InvalidNameError`` for a bare str (its letters are not the names meant)."""
         self._check_open()
         self.flush()
         self._log.delete_many(names)
