@@ -113,7 +113,7 @@ class LogWriter:
                 f"pass [{names!r}] (or use delete_tensor)"
             )
         # Plain copies of the characters: a str subclass's own __eq__ and __hash__ must not make
-        # two names one (the second then silently kept), nor its encode name another tensor.
+        # two names one (the second then silently kept), as in ``RecordLog.get``.
         plain = [str.__str__(name) if isinstance(name, str) else name for name in names]
         with self._lock:
             self.records.refresh()
