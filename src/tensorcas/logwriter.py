@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from . import format as fmt
 from .backends.base import Appender, Backend, appending
 from .blobs import Blobs
-from .errors import StoreError
+from .errors import InvalidNameError, StoreError
 from .format import PackedBlob, TensorRecord
 from .records import RecordLog
 
@@ -107,9 +107,17 @@ class LogWriter:
         """Append a delete entry for each name, after reading the logs once and checking every
         name: ``TensorNotFoundError`` (nothing appended) if one is absent or deleted.  The entries
         go out in few appends (a removal of thousands of names is not thousands of refreshes)."""
+        if isinstance(names, str):  # its letters, one-letter names each: "ab" removes a and b
+            raise InvalidNameError(
+                f"delete_tensors takes a list of names, not the str {names!r}; "
+                f"pass [{names!r}] (or use delete_tensor)"
+            )
+        # Plain copies of the characters: a str subclass's own __eq__ and __hash__ must not make
+        # two names one (the second then silently kept), as in ``RecordLog.get``.
+        plain = [str.__str__(name) if isinstance(name, str) else name for name in names]
         with self._lock:
             self.records.refresh()
-            chosen = list(dict.fromkeys(names))
+            chosen = list(dict.fromkeys(plain))
             for name in chosen:
                 self.records.get(name)
             lines = [fmt.encode_delete(name, self._time()) for name in chosen]

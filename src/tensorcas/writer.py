@@ -239,10 +239,13 @@ class ContentStoreWriter:
                     records.append(record)
             except BaseException:
                 # The records appended so far are in the store: their blobs are confirmed even
-                # so, and the error that stopped the batch is the one raised.
+                # so, and the error that stopped the batch is the one raised.  (Looks ahead not
+                # taken yet are dropped first: a check after a record looks now.)
+                self.store.blobs.forget_looks(looked)
                 with contextlib.suppress(Exception):
                     self._confirm_all(appended)
                 raise
+            self.store.blobs.forget_looks(looked)
             self._confirm_all(appended)
             return records
         finally:
@@ -417,7 +420,8 @@ class ContentStoreWriter:
 
     def delete_tensors(self, names: Iterable[str]) -> None:
         """Remove every name, as :meth:`delete_tensor` would one by one, but reading the logs
-        once: ``TensorNotFoundError`` (and nothing removed) if one of them is not there."""
+        once: ``TensorNotFoundError`` (and nothing removed) if one of them is not there, and
+        ``InvalidNameError`` for a bare str (its letters are not the names meant)."""
         self._check_open()
         self.flush()
         self._log.delete_many(names)

@@ -91,8 +91,10 @@ class Blobs:
         #: gc's side: moving objects aside and deciding their fate.
         self.collector = Collector(backend)
         self._touched: dict[str, float] = {}
-        #: Answers of :meth:`look_ahead`, each for one :meth:`find_stored`.
-        self._looked_ahead: dict[tuple[str, int], tuple[bool, base.ObjectInfo | None]] = {}
+        #: Answers of :meth:`look_ahead`, each for one :meth:`find_stored` of the same thread:
+        #: the writer that looked (writers sharing a store write on threads of their own).  A
+        #: look made before another writer's record is no check after that record.
+        self._looks = threading.local()
         #: Sealed packs read in order, a window at a time (``windows.py``).
         self._windows = PackWindows(backend.read_range)
         #: Packs a small read found missing: skipped by the one-read path (see ``_read_place``).
@@ -403,6 +405,15 @@ class Blobs:
         so, it is marked in use now, so that a concurrent gc keeps it (``Grace.touch``)."""
         return self.find_stored(digest, nbytes)[0]
 
+    @property
+    def _looked_ahead(self) -> dict[tuple[str, int], tuple[bool, base.ObjectInfo | None]]:
+        """This thread's answers of :meth:`look_ahead` not used yet."""
+        answers: dict[tuple[str, int], tuple[bool, base.ObjectInfo | None]] | None
+        answers = getattr(self._looks, "answers", None)
+        if answers is None:
+            answers = self._looks.answers = {}
+        return answers
+
     def look_ahead(self, wanted: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Where each look is a request (``parallel_reads``, object storage), look for several
         blobs of their own (``(digest, nbytes)``) at once, for a writer about to store them: its
@@ -425,9 +436,10 @@ class Blobs:
                 return None  # looked at again by ``find_stored``, which reports what fails
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tensorcas-look") as pool:
-            for item, found in zip(todo, pool.map(look, todo)):
-                if found is not None:
-                    self._looked_ahead[item] = found
+            answers = dict(zip(todo, pool.map(look, todo)))
+        # Kept only once all came back (an interrupt leaves none for a later check to take),
+        # for this thread (the looks ran on others).
+        self._looked_ahead.update((item, found) for item, found in answers.items() if found is not None)
         return todo
 
     def forget_looks(self, looked: list[tuple[str, int]]) -> None:

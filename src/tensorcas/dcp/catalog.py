@@ -29,11 +29,16 @@ def open_reader(loc: Location, *, mmap: bool = False) -> ContentStoreReader | No
     of this process (``opened``), which then reads only the log lines appended since."""
     try:
         store = opened.open_store(loc, read_only=True)
+        store.refresh()
+        if store.log.lost_logs:
+            # A log it had read is gone: the store was removed since it was kept, perhaps made
+            # again with a marker alike (object storage times it to the second).  Its records
+            # are not this store's: it is opened afresh.
+            opened.forget(loc)
+            store = opened.open_store(loc, read_only=True)
     except StoreNotFoundError:
         return None
-    reader = ContentStoreReader.sharing(store, cache=False, mmap=mmap)
-    reader.refresh()
-    return reader
+    return ContentStoreReader.sharing(store, cache=False, mmap=mmap)
 
 
 def checkpoint_names(reader: ContentStoreReader) -> list[str]:
