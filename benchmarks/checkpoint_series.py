@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.s3:
-        import boto3
-        from s3_bench import CREDENTIALS, _start_moto
+        from s3_bench import CREDENTIALS, _start_moto, create_bucket
 
         server, endpoint = _start_moto()
         try:
@@ -92,9 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             bucket = "tensorcas-series"
-            boto3.client("s3", endpoint_url=endpoint, region_name=CREDENTIALS["region"]).create_bucket(
-                Bucket=bucket
-            )
+            create_bucket(endpoint, bucket)
             run_id = uuid.uuid4().hex[:8]
             print(f"moto's S3 server on loopback, {args.saves} saves")
             run({k: f"s3://{bucket}/{run_id}-{k}" for k in ("kept", "afresh")}, args.saves)

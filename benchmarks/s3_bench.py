@@ -74,6 +74,42 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("moto's server did not start")
 
 
+def create_bucket(endpoint: str, bucket: str) -> None:
+    """Make ``bucket`` on the S3 server at ``endpoint`` (with boto3 and the bench's keys)."""
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=CREDENTIALS["region"],
+        aws_access_key_id=CREDENTIALS["access_key_id"],
+        aws_secret_access_key=CREDENTIALS["secret_access_key"],
+    ).create_bucket(Bucket=bucket)
+
+
+def one_or_eight_at_once(
+    proxy: Any, latencies_ms: list[float], method: str, repeat: int, timed: Callable[[int, int], float]
+) -> None:
+    """For each latency (the tests' ``FaultProxy`` holding every ``method`` request that long,
+    as a round trip to a service would), time ``timed(parallel_reads, repetition)`` with a
+    backend reading 1 and 8 at once, alternating which goes first, and print the medians."""
+    for latency in latencies_ms:
+        proxy.stall_seconds = latency / 1000
+        if latency:
+            proxy.fail("stall", when=lambda m, path: m == method)
+        else:
+            proxy.heal()
+        times: dict[int, list[float]] = {1: [], 8: []}
+        for rep in range(repeat):
+            for parallel in (1, 8) if rep % 2 == 0 else (8, 1):
+                times[parallel].append(timed(parallel, rep))
+        one, eight = statistics.median(times[1]), statistics.median(times[8])
+        print(
+            f"{latency:5.0f} ms per {method:<4}   one at a time {one * 1e3:8.1f} ms   "
+            f"8 at once {eight * 1e3:8.1f} ms   {one / eight:5.2f}x faster"
+        )
+
+
 def _median_time(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()

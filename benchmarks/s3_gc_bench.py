@@ -19,7 +19,7 @@ import time
 import uuid
 
 import torch
-from s3_bench import CREDENTIALS, _start_moto
+from s3_bench import CREDENTIALS, _start_moto, create_bucket
 
 import tensorcas
 from tensorcas import ContentStoreWriter
@@ -52,16 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     proc, endpoint = _start_moto()
     try:
-        import boto3
-
         bucket = "tensorcas-gc-bench"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=CREDENTIALS["region"],
-            aws_access_key_id=CREDENTIALS["access_key_id"],
-            aws_secret_access_key=CREDENTIALS["secret_access_key"],
-        ).create_bucket(Bucket=bucket)
+        create_bucket(endpoint, bucket)
         times: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(args.repeat):
             for server_side in (False, True):

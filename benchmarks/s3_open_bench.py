@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import time
 import uuid
 
 import torch
+from s3_bench import CREDENTIALS, _start_moto, create_bucket, one_or_eight_at_once
 
 from tensorcas import ContentStoreReader, ContentStoreWriter
 from tensorcas.store import open_backend
@@ -30,26 +28,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from s3proxy import FaultProxy  # the tests' proxy on loopback
 
 BUCKET = "open-bench"
-KEYS = {"access_key_id": "testing", "secret_access_key": "testing", "region": "us-east-1", "allow_http": True}
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("moto's server did not start")
 
 
 def main() -> None:
@@ -59,41 +37,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    import boto3
-
-    server, endpoint = start_moto()
+    server, endpoint = _start_moto()
     try:
-        boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        ).create_bucket(Bucket=BUCKET)
+        create_bucket(endpoint, BUCKET)
         url = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
-        options = {**KEYS, "endpoint": endpoint}
+        options = {**CREDENTIALS, "endpoint": endpoint, "allow_http": True}
         for i in range(args.logs):
             with ContentStoreWriter(open_backend(url, storage_options=options)) as writer:
                 for j in range(20):
                     writer.write_tensor(f"s{i}/t{j}", torch.full((64,), float(j)))
         print(f"{args.logs} logs of 20 small tensors each, moto on loopback; medians of {args.repeat}")
         with FaultProxy(endpoint) as proxy:
-            for latency in args.latency_ms:
-                proxy.stall_seconds = latency / 1000
-                if latency:
-                    proxy.fail("stall", when=lambda method, path: method == "GET")
-                else:
-                    proxy.heal()
-                times: dict[int, list[float]] = {1: [], 8: []}
-                for rep in range(args.repeat):
-                    for parallel in (1, 8) if rep % 2 == 0 else (8, 1):
-                        backend = open_backend(url, storage_options={**options, "endpoint": proxy.endpoint})
-                        backend.parallel_reads = parallel
-                        start = time.perf_counter()
-                        reader = ContentStoreReader(backend)
-                        times[parallel].append(time.perf_counter() - start)
-                        assert len(reader.list_tensors()) == 20 * args.logs
-                one, eight = statistics.median(times[1]), statistics.median(times[8])
-                print(
-                    f"{latency:5.0f} ms per GET   one at a time {one * 1e3:8.1f} ms   "
-                    f"8 at once {eight * 1e3:8.1f} ms   {one / eight:5.2f}x faster"
-                )
+
+            def open_store(parallel: int, rep: int) -> float:
+                backend = open_backend(url, storage_options={**options, "endpoint": proxy.endpoint})
+                backend.parallel_reads = parallel
+                start = time.perf_counter()
+                reader = ContentStoreReader(backend)
+                elapsed = time.perf_counter() - start
+                assert len(reader.list_tensors()) == 20 * args.logs
+                return elapsed
+
+            one_or_eight_at_once(proxy, args.latency_ms, "GET", args.repeat, open_store)
     finally:
         server.kill()
         server.wait()

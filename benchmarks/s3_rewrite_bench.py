@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from s3_bench import CREDENTIALS, _start_moto
+from s3_bench import CREDENTIALS, _start_moto, create_bucket, one_or_eight_at_once
 
 from s3proxy import FaultProxy  # the tests' proxy on loopback
 from tensorcas import ContentStoreWriter
@@ -41,17 +40,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    import boto3
-
     server, endpoint = _start_moto()
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=CREDENTIALS["region"],
-            aws_access_key_id=CREDENTIALS["access_key_id"],
-            aws_secret_access_key=CREDENTIALS["secret_access_key"],
-        ).create_bucket(Bucket=BUCKET)
+        create_bucket(endpoint, BUCKET)
         url = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
         options = {**CREDENTIALS, "endpoint": endpoint, "allow_http": True}
         g = torch.Generator().manual_seed(0)
@@ -60,29 +51,18 @@ def main() -> None:
             writer.write_tensors([(f"first/{i}", t) for i, t in enumerate(tensors)])
         print(f"{args.tensors} unchanged 1 MiB tensors written again; moto on loopback; medians of {args.repeat}")
         with FaultProxy(endpoint) as proxy:
-            for latency in args.latency_ms:
-                proxy.stall_seconds = latency / 1000
-                if latency:
-                    proxy.fail("stall", when=lambda method, path: method == "HEAD")
-                else:
-                    proxy.heal()
-                times: dict[int, list[float]] = {1: [], 8: []}
-                for rep in range(args.repeat):
-                    for parallel in (1, 8) if rep % 2 == 0 else (8, 1):
-                        backend = open_backend(url, storage_options={**options, "endpoint": proxy.endpoint})
-                        backend.parallel_reads = parallel
-                        writer = ContentStoreWriter(backend)
-                        writer.write_tensor("warm", torch.zeros(1))  # the store is open, its logs read
-                        items = [(f"again-{rep}-{parallel}/{i}", t) for i, t in enumerate(tensors)]
-                        start = time.perf_counter()
-                        writer.write_tensors(items)
-                        times[parallel].append(time.perf_counter() - start)
-                        writer.close()
-                one, eight = statistics.median(times[1]), statistics.median(times[8])
-                print(
-                    f"{latency:5.0f} ms per HEAD   one at a time {one * 1e3:8.1f} ms   "
-                    f"8 at once {eight * 1e3:8.1f} ms   {one / eight:5.2f}x faster"
-                )
+
+            def rewrite(parallel: int, rep: int) -> float:
+                backend = open_backend(url, storage_options={**options, "endpoint": proxy.endpoint})
+                backend.parallel_reads = parallel
+                with ContentStoreWriter(backend) as writer:
+                    writer.write_tensor("warm", torch.zeros(1))  # the store is open, its logs read
+                    items = [(f"again-{rep}-{parallel}/{i}", t) for i, t in enumerate(tensors)]
+                    start = time.perf_counter()
+                    writer.write_tensors(items)
+                    return time.perf_counter() - start
+
+            one_or_eight_at_once(proxy, args.latency_ms, "HEAD", args.repeat, rewrite)
     finally:
         server.kill()
         server.wait()

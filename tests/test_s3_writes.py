@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -179,35 +182,48 @@ def test_a_store_that_keeps_what_it_is_given_gets_a_copy_of_a_tensors_memory():
     assert torch.equal(ContentStoreReader(backend, verify=True).read_tensor("x"), TENSORS["t0"])
 
 
-def test_a_batch_looks_at_its_stored_blobs_at_once_after_its_last_record(s3_server, s3_url):
-    """Unchanged tensors written again in one batch: the looks after the last record (the check
-    against a concurrent gc) go out together on object storage, and a blob gone by then (here:
-    deleted just before them, as gc would) is stored again."""
-    import threading
-
-    g = torch.Generator().manual_seed(7)
-    tensors = [torch.randn(300_000, generator=g) for _ in range(4)]
-    backend = _backend(s3_server, s3_url)
-    with ContentStoreWriter(backend) as writer:
+def _stored_then_reopened(
+    s3_server: S3Server, s3_url: str, *, seed: int, count: int
+) -> tuple[list[torch.Tensor], ObjectStoreBackend, ContentStoreWriter]:
+    """``count`` large tensors stored by one writer, and a second writer on a backend of its
+    own that has read the logs already (to write them again)."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(300_000, generator=g) for _ in range(count)]
+    with ContentStoreWriter(_backend(s3_server, s3_url)) as writer:
         writer.write_tensors([(f"a/{i}", t) for i, t in enumerate(tensors)])
     backend = _backend(s3_server, s3_url)
     writer = ContentStoreWriter(backend)
     writer.write_tensor("warm", torch.zeros(1))
+    return tensors, backend, writer
+
+
+def _slow_stat(backend: ObjectStoreBackend) -> tuple[Callable[[str], Any], list[int]]:
+    """A ``stat`` that takes a round trip (50 ms: long enough for looks sent together to
+    overlap), and the most of its calls in flight at once so far (``most[0]``)."""
     in_flight, most = [0], [0]
     lock = threading.Lock()
     real_stat = backend.stat
 
-    def stat(key):
+    def stat(key: str) -> Any:
         with lock:
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
         try:
-            time.sleep(0.05)  # a round trip: long enough for looks sent together to overlap
+            time.sleep(0.05)
             return real_stat(key)
         finally:
             with lock:
                 in_flight[0] -= 1
 
+    return stat, most
+
+
+def test_a_batch_looks_at_its_stored_blobs_at_once_after_its_last_record(s3_server, s3_url):
+    """Unchanged tensors written again in one batch: the looks after the last record (the check
+    against a concurrent gc) go out together on object storage, and a blob gone by then (here:
+    deleted just before them, as gc would) is stored again."""
+    tensors, backend, writer = _stored_then_reopened(s3_server, s3_url, seed=7, count=4)
+    stat, most = _slow_stat(backend)
     gone = blob_key(hash_storage(tensors[2].untyped_storage()))
     real_at_once = writer._stored_at_once
 
@@ -232,31 +248,8 @@ def test_a_batch_of_stored_blobs_looks_for_them_ahead_together(s3_server, s3_url
     """Unchanged tensors written again: the looks before their records (is the blob stored?)
     go out several at once, for the blobs hashed already; a blob found that way and collected
     before its record is stored again by the check after the last record."""
-    import threading
-
-    g = torch.Generator().manual_seed(8)
-    tensors = [torch.randn(300_000, generator=g) for _ in range(6)]
-    backend = _backend(s3_server, s3_url)
-    with ContentStoreWriter(backend) as writer:
-        writer.write_tensors([(f"a/{i}", t) for i, t in enumerate(tensors)])
-    backend = _backend(s3_server, s3_url)
-    writer = ContentStoreWriter(backend)
-    writer.write_tensor("warm", torch.zeros(1))
-    in_flight, most = [0], [0]
-    lock = threading.Lock()
-    real_stat = backend.stat
-
-    def stat(key):
-        with lock:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        try:
-            time.sleep(0.05)
-            return real_stat(key)
-        finally:
-            with lock:
-                in_flight[0] -= 1
-
+    tensors, backend, writer = _stored_then_reopened(s3_server, s3_url, seed=8, count=6)
+    stat, most = _slow_stat(backend)
     blobs = writer.store.blobs
     real_look_ahead = blobs.look_ahead
     gone = blob_key(hash_storage(tensors[4].untyped_storage()))
