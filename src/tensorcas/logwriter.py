@@ -194,7 +194,7 @@ class LogWriter:
         """Seal the packs written so far (the next small blob starts a new pack), so that gc may
         rewrite them while this writer stays open.  Best effort, as when closing."""
         with self._lock:
-            if not self._closed and os.getpid() == self._pid:
+            if not self._closed and not self.inherited:
                 self._seal_packs()
 
     def _seal_packs(self) -> None:

@@ -199,7 +199,6 @@ class ContentStoreWriter:
                 ahead[key] = len(storages)
                 storages.append(storage)
         hashes = HashAhead(storages, START_AHEAD_BYTES)
-        looked: list[tuple[str, int]] = []  # blobs looked for ahead (object storage)
         try:
             if before_writing is not None:
                 before_writing()
@@ -211,6 +210,7 @@ class ContentStoreWriter:
             # them after the last append: a pack that holds many of them is looked at once.
             appended: list[Placed] = []
             look_ahead = self.store.backend.parallel_reads > 1
+            looked: list[tuple[str, int]] = []  # blobs looked for ahead, dropped before the checks
             try:
                 for name, tensor in checked:
                     storage = tensor.untyped_storage()
@@ -249,7 +249,6 @@ class ContentStoreWriter:
             self._confirm_all(appended)
             return records
         finally:
-            self.store.blobs.forget_looks(looked)
             hashes.close()
 
     def _confirm_all(self, appended: list[Placed]) -> None:

@@ -159,7 +159,8 @@ class Blobs:
         info = self.backend.stat(blob_key(digest))
         if info is not None and info.size == nbytes:
             return True
-        return self._find_packed(digest, nbytes, looked) is not None
+        # (the packs were looked in already, the logs read again, where they came first)
+        return not packed_first and self._find_packed(digest, nbytes, looked) is not None
 
     def check_size(self, digest: str, nbytes: int, *, name: str | None = None) -> BlobLocation:
         """Where the blob is, once found to hold exactly ``nbytes``; raise if missing or not."""
